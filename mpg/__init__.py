@@ -1,0 +1,7 @@
+"""mpg: multi-personality generation at decoding time."""
+from .engine import Engine, GenerateOutput
+from .policies import Attribute, Policy, Target
+from .samplers import SamplerConfig, SequenceStats
+
+__version__ = "0.1.0"
+__all__ = ["Engine", "GenerateOutput", "Attribute", "Policy", "Target", "SamplerConfig", "SequenceStats"]

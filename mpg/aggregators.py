@@ -1,0 +1,51 @@
+"""Aggregators and the target's log-densities: pure tensor functions (SPEC section 2).
+
+Shapes: n = attributes, V = vocabulary, T = chunk positions. `...` is any leading batch shape.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def aggregate(ratios: torch.Tensor, weights: torch.Tensor, aggregator: str, lam: float) -> torch.Tensor:
+    """A_w(lam * l_1, ..., lam * l_n).
+
+    ratios:  [..., n] log density ratios l_i
+    weights: [n]      (mixture weights already normalised to sum 1)
+    returns  [...]
+    """
+    scaled = lam * ratios  # [..., n]
+    if aggregator == "product":
+        return (scaled * weights).sum(-1)
+    if aggregator == "mixture":
+        # log sum_i w_i exp(l_i); w_i = 0 contributes log 0 = -inf, which logsumexp ignores.
+        return torch.logsumexp(scaled + torch.log(weights), dim=-1)
+    raise ValueError(f"unknown aggregator {aggregator!r}")
+
+
+def token_target_logits(anchor_lp: torch.Tensor, num_lp: torch.Tensor, den_lp: torch.Tensor,
+                        weights: torch.Tensor, aggregator: str, lam: float) -> torch.Tensor:
+    """Unnormalised log p~_1 over the vocabulary (k = 1 target).
+
+    anchor_lp:        [..., V]    log pi_0(. | h)
+    num_lp, den_lp:   [..., n, V] log num_i(. | h), log den_i(. | h)
+    returns           [..., V]    log pi_0 + A_w(lam * (num - den)); log_softmax of it is log p_1
+    """
+    ratios = (num_lp - den_lp).transpose(-1, -2)  # [..., V, n]
+    return anchor_lp + aggregate(ratios, weights, aggregator, lam)
+
+
+def chunk_log_weights(anchor_tok: torch.Tensor, num_tok: torch.Tensor, den_tok: torch.Tensor,
+                      proposal_tok: torch.Tensor, weights: torch.Tensor, aggregator: str, lam: float,
+                      temperature: float = 1.0) -> torch.Tensor:
+    """Cumulative importance log-weights a_t = log p~_t(c_1..c_t) / T - log q_T(c_1..c_t), t = 1..T.
+
+    anchor_tok:    [..., T]    log pi_0(c_t | h, c_<t)
+    num_tok/den_tok: [..., n, T]
+    proposal_tok:  [..., T]    log q_T(c_t | ...) of the distribution the chunk was actually drawn from
+    returns        [..., T]
+    """
+    anchor_cum = anchor_tok.cumsum(-1)                            # [..., T]
+    ratio_cum = (num_tok - den_tok).cumsum(-1).transpose(-1, -2)  # [..., T, n]
+    target = anchor_cum + aggregate(ratio_cum, weights, aggregator, lam)  # [..., T]
+    return target / temperature - proposal_tok.cumsum(-1)

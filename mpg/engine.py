@@ -1,0 +1,274 @@
+"""The engine: models and adapters by name, policy contexts, and `generate()` in the transformers idiom."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .policies import Attribute, Policy, Target
+from .samplers import SAMPLERS, SamplerConfig, SequenceStats
+from .samplers.common import Sequence, TargetRows
+from .scoring import MultiPolicyScorer, PolicyGroup
+
+
+@dataclass
+class GenerateOutput:
+    texts: list[str]
+    token_ids: list[list[int]]
+    stats: list[SequenceStats]
+    policies: list[str] = field(default_factory=list)  # labels of the unique policies scored
+
+
+class Engine:
+    """Holds one base model (with LoRA adapters) plus optional separate models sharing its tokenizer."""
+
+    def __init__(self, model, tokenizer, *, use_chat_template: bool | None = None):
+        model.eval()
+        self.tokenizer = tokenizer
+        self.models = {"base": model}
+        self.adapters: dict[str, set[str]] = {"base": set()}
+        self.use_chat_template = (getattr(tokenizer, "chat_template", None) is not None
+                                  if use_chat_template is None else use_chat_template)
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, *, adapters: dict[str, str] | None = None,
+                        device: str = "cpu", dtype: torch.dtype = torch.float32, **kwargs) -> "Engine":
+        """Load a local Hugging Face model folder (None: the embedded SmolLM2 default) and adapters."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .default_model import default_base_path
+        path = Path(path) if path is not None else default_base_path()
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"base model folder {path} has no config.json (not a Hugging Face model folder)")
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        engine = cls(model, tok, **kwargs)
+        for name, adapter_path in (adapters or {}).items():
+            engine.load_adapter(name, adapter_path)
+        return engine
+
+    def load_adapter(self, name: str, path: str | Path, model: str = "base") -> None:
+        """Load a PEFT LoRA adapter folder onto `model` under `name`."""
+        from peft import PeftModel
+        path = Path(path)
+        if not (path / "adapter_config.json").exists():
+            raise FileNotFoundError(f"adapter {name!r}: {path} is not a PEFT adapter folder (no adapter_config.json)")
+        if (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists():
+            from transformers import AutoTokenizer
+            check_same_vocab(self.tokenizer, AutoTokenizer.from_pretrained(path), f"adapter {name!r} ({path})")
+        base = self.models[model]
+        try:
+            if isinstance(base, PeftModel):
+                base.load_adapter(str(path), adapter_name=name)
+            else:
+                self.models[model] = PeftModel.from_pretrained(base, str(path), adapter_name=name)
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"adapter {name!r} ({path}) does not fit model {model!r}: {first}") from None
+        self.models[model].eval()
+        self.adapters[model].add(name)
+
+    def add_model(self, name: str, model, tokenizer=None) -> None:
+        """Register a separate causal LM; it must share the base tokenizer and output vocabulary."""
+        if name in self.models:
+            raise ValueError(f"a model named {name!r} is already registered")
+        if tokenizer is not None:
+            check_same_vocab(self.tokenizer, tokenizer, f"model {name!r}")
+        v_base = self.models["base"].get_output_embeddings().weight.shape[0]
+        v_new = model.get_output_embeddings().weight.shape[0]
+        if v_new != v_base:
+            raise ValueError(f"model {name!r} has an output vocabulary of {v_new} tokens but the base has {v_base}; "
+                             "policies must score the same token set")
+        model.eval()
+        self.models[name] = model
+        self.adapters[name] = set()
+
+    # ---- contexts -----------------------------------------------------------------------------
+    def context_ids(self, policy: Policy, prompt: str) -> list[int]:
+        """Token ids of the policy's context for this prompt (chat template when the tokenizer has one)."""
+        user = policy.template.replace("{prompt}", prompt)
+        tok = self.tokenizer
+        if self.use_chat_template:
+            msgs = ([{"role": "system", "content": policy.system}] if policy.system is not None else [])
+            msgs.append({"role": "user", "content": user})
+            text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            return tok(text, add_special_tokens=False).input_ids
+        text = (policy.system + "\n\n" if policy.system else "") + user
+        return tok(text).input_ids
+
+    def _check_policy(self, p: Policy) -> None:
+        if p.model not in self.models:
+            raise ValueError(f"policy refers to unknown model {p.model!r}; registered: {', '.join(self.models)}")
+        if p.adapter is not None and p.adapter not in self.adapters[p.model]:
+            have = ", ".join(sorted(self.adapters[p.model])) or "none"
+            raise ValueError(f"unknown adapter {p.adapter!r} on model {p.model!r}; loaded adapters: {have}")
+
+    # ---- generation ---------------------------------------------------------------------------
+    def generate(self, prompts: str | list[str], attributes: list[Attribute] | None = None, *,
+                 target: Target | None = None, aggregator: str = "product", lam: float = 1.0,
+                 anchor: Policy | None = None, proposal: Policy | None = None, sampler: str = "scr",
+                 max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                 stop: list[str] | None = None, eos_token_id: int | list[int] | None = None, streamer=None,
+                 config: SamplerConfig | None = None, **sampler_kwargs) -> GenerateOutput:
+        """Sample from the composed target for each prompt.
+
+        Temperature and top-p act on the target: fused and speculative sample exactly
+        top_p(softmax(log p~_1 / T)); scr targets p~_k^(1/T) restricted to chunks drawn from the
+        proposal's own top-p nucleus. T = 1, top_p = 1 gives exactly SPEC's p_1 / p_k. T = 0 is greedy
+        decoding of p_1 (fused, speculative). Extra keywords (chunk_size, window, margin, pilot,
+        salvage, threshold, max_rejections) fill a SamplerConfig.
+        """
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if target is None:
+            target = Target(tuple(attributes or ()), aggregator, lam, anchor or Policy(), proposal)
+        unknown = set(sampler_kwargs) - set(SamplerConfig.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"generate() got unknown keyword(s): {', '.join(sorted(unknown))}")
+        config = SamplerConfig(**{**(config.__dict__ if config else {}), **sampler_kwargs})
+        config.validate()
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if temperature == 0 and sampler == "scr":
+            raise ValueError("temperature=0 is greedy decoding, which has no chunk-level weights; "
+                             "use sampler='fused' or 'speculative'")
+        if not (0 < top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        if not prompts:
+            raise ValueError("no prompts given")
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str) or not p.strip():
+                raise ValueError(f"prompt {i} is empty")
+        if streamer is not None and len(prompts) > 1:
+            raise ValueError("a streamer needs a single prompt (as in transformers)")
+        for p in {target.anchor, target.draft_policy, *(x for a in target.attributes for x in (a.num, a.den))}:
+            self._check_policy(p)
+        eos = eos_token_id if eos_token_id is not None else self._default_eos()
+        eos = frozenset([eos] if isinstance(eos, int) else (eos or []))
+
+        texts, ids, stats, labels = [], [], [], []
+        for i, prompt in enumerate(prompts):
+            rng = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
+            out_ids, text, st, labels = self._generate_one(prompt, target, sampler, config, max_new_tokens,
+                                                           temperature, top_p, eos, stop or [], rng, streamer)
+            texts.append(text)
+            ids.append(out_ids)
+            stats.append(st)
+        return GenerateOutput(texts, ids, stats, labels)
+
+    def _default_eos(self):
+        gen = getattr(self.models["base"], "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+        return eos if eos is not None else self.tokenizer.eos_token_id
+
+    def _build(self, prompt: str, target: Target, need_drafter: bool):
+        """Unique policies -> one PolicyGroup per model; the target's rows in the scorer's output."""
+        keys, policies, contexts = {}, [], []
+
+        def row(p: Policy) -> int:
+            ctx = self.context_ids(p, prompt)
+            key = (p.model, p.adapter, tuple(ctx))  # identical policies are scored once
+            if key not in keys:
+                keys[key] = len(policies)
+                policies.append(p)
+                contexts.append(ctx)
+            return keys[key]
+
+        anchor = row(target.anchor)
+        num = [row(a.num) for a in target.attributes]
+        den = [row(a.den) for a in target.attributes]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        groups, index, group_of = [], [None] * len(policies), {}
+        for name in dict.fromkeys(p.model for p in policies):
+            members = [i for i, p in enumerate(policies) if p.model == name]
+            model = self.models[name]
+            groups.append(PolicyGroup(model, [policies[i].adapter for i in members], [contexts[i] for i in members],
+                                      pad, is_peft=_is_peft(model)))
+            for r, i in enumerate(members):
+                index[i] = (len(groups) - 1, r)
+            group_of[name] = groups[-1]
+        drafter = None
+        if need_drafter:
+            q = target.draft_policy
+            drafter = PolicyGroup(self.models[q.model], [q.adapter], [self.context_ids(q, prompt)], pad,
+                                  is_peft=_is_peft(self.models[q.model]))
+        rows = TargetRows(anchor, num, den, torch.tensor(target.normalised_weights(), dtype=torch.float32),
+                          target.aggregator, float(target.lam))
+        return MultiPolicyScorer(groups, index), drafter, rows, policies
+
+    @torch.inference_mode()
+    def _generate_one(self, prompt, target, sampler, config, max_new_tokens, temperature, top_p, eos, stop,
+                      rng, streamer):
+        t0 = time.perf_counter()
+        scorer, drafter, rows, policies = self._build(prompt, target, need_drafter=sampler != "fused")
+        seq = Sequence(scorer, drafter, rows, config, float(temperature), float(top_p), max_new_tokens, eos, rng)
+        step = SAMPLERS[sampler]
+        stopped_at = None
+        while seq.remaining > 0 and not (seq.y and seq.y[-1] in eos):
+            before = len(seq.y)
+            step(seq)
+            if stop:
+                stopped_at = _find_stop(self.tokenizer, seq.y, before, stop)
+                if stopped_at is not None:
+                    break
+            if streamer is not None and len(seq.y) > before:
+                streamer.put(torch.tensor(seq.y[before:]))
+        out = seq.y[: stopped_at[0]] if stopped_at else seq.y
+        body = out[:-1] if out and out[-1] in eos else out
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        if stopped_at:
+            text = text[: stopped_at[1]]
+        if streamer is not None:
+            streamer.end()
+        st = seq.stats
+        st.new_tokens = len(out)
+        st.wall_time_s = time.perf_counter() - t0
+        labels = [p.label() for p in policies]
+        for gi, g in enumerate(scorer.groups):
+            for i, (gj, _) in enumerate(scorer.index):
+                if gj == gi:
+                    st.forward_passes[labels[i]] = st.forward_passes.get(labels[i], 0) + g.forward_passes
+            st.model_calls += g.forward_passes
+        if drafter is not None:
+            key = "proposal:" + target.draft_policy.label()
+            st.forward_passes[key] = drafter.forward_passes
+            st.model_calls += drafter.forward_passes
+        return out, text, st, labels
+
+
+def _find_stop(tokenizer, y: list[int], new_from: int, stop: list[str]):
+    """(tokens to keep, characters to keep) if a stop string appears in the text, else None."""
+    text = tokenizer.decode(y, skip_special_tokens=True)
+    hits = [(text.find(s), s) for s in stop if s and s in text]
+    if not hits:
+        return None
+    cut = min(h for h, _ in hits)
+    for n in range(max(new_from, 1), len(y) + 1):  # shortest token prefix whose text reaches the stop string
+        if len(tokenizer.decode(y[:n], skip_special_tokens=True)) > cut:
+            return n, cut
+    return len(y), cut
+
+
+def _is_peft(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+def check_same_vocab(base_tok, other_tok, what: str) -> None:
+    a, b = base_tok.get_vocab(), other_tok.get_vocab()
+    if a != b:
+        diff = len(set(a.items()) ^ set(b.items()))
+        raise ValueError(f"{what} uses a different tokenizer from the base ({len(b)} vs {len(a)} tokens, "
+                         f"{diff} entries differ); policies must share one tokenizer")

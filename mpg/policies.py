@@ -1,0 +1,112 @@
+"""Policies, attributes and the target they define (SPEC section 1).
+
+A policy is *what* scores a response: weights (a model in the engine's registry, optionally a LoRA
+adapter on it) plus its own context (system prompt and user-message template). An attribute is a
+(numerator, denominator, weight) pair whose per-token log ratio is the attribute's implicit reward.
+These are plain frozen dataclasses: equal policies are the same policy and are scored once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+AGGREGATORS = ("product", "mixture")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One scorer of the shared response.
+
+    model:    name of the weights in the engine ("base" is the base model).
+    adapter:  name of a LoRA adapter loaded on that model, or None for the bare weights.
+    system:   system prompt of this policy's context (None: the tokenizer's default, if any).
+    template: the user message; "{prompt}" is replaced by the user's prompt.
+    """
+
+    model: str = "base"
+    adapter: str | None = None
+    system: str | None = None
+    template: str = "{prompt}"
+
+    def __post_init__(self):
+        if "{prompt}" not in self.template:
+            raise ValueError(f"policy template {self.template!r} has no '{{prompt}}' slot for the user's prompt")
+
+    def label(self) -> str:
+        weights = self.model + (f"+{self.adapter}" if self.adapter else "")
+        ctx = (self.system or "")[:24]
+        return f"{weights}[{ctx}]" if ctx else weights
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One personality dimension: log ratio num/den, weighted by `weight` in the aggregator."""
+
+    num: Policy
+    den: Policy
+    weight: float = 1.0
+    name: str = ""
+
+    @classmethod
+    def prompted(cls, trait_prompt: str, neutral_prompt: str | None = None, weight: float = 1.0,
+                 name: str = "", model: str = "base") -> "Attribute":
+        """Training-free attribute: base under the trait prompt over base under a neutral prompt."""
+        return cls(Policy(model=model, system=trait_prompt), Policy(model=model, system=neutral_prompt),
+                   weight, name)
+
+    @classmethod
+    def expert(cls, adapter: str, trait_prompt: str | None = None, weight: float = 1.0, name: str = "",
+               template: str = "{prompt}", model: str = "base") -> "Attribute":
+        """MPG attribute: a fine-tuned adapter over its base, both under the same trait context."""
+        return cls(Policy(model=model, adapter=adapter, system=trait_prompt, template=template),
+                   Policy(model=model, system=trait_prompt, template=template), weight, name or adapter)
+
+
+@dataclass(frozen=True)
+class Target:
+    """log p~(c|h) = log anchor(c|h) + A_w(lam * l_1(c), ..., lam * l_n(c))   (SPEC section 2)."""
+
+    attributes: tuple[Attribute, ...]
+    aggregator: str = "product"
+    lam: float = 1.0
+    anchor: Policy = field(default_factory=Policy)
+    proposal: Policy | None = None  # None: draft from the anchor
+
+    def __post_init__(self):
+        object.__setattr__(self, "attributes", tuple(self.attributes))
+        validate_target(self)
+
+    @property
+    def draft_policy(self) -> Policy:
+        return self.proposal if self.proposal is not None else self.anchor
+
+    def normalised_weights(self) -> list[float]:
+        """Weights as the aggregator uses them: mixture weights sum to 1, product weights as given."""
+        w = [float(a.weight) for a in self.attributes]
+        if self.aggregator == "mixture":
+            total = sum(w)
+            return [x / total for x in w]
+        return w
+
+
+def validate_target(t: Target) -> None:
+    if not t.attributes:
+        raise ValueError("no attributes: a target needs at least one Attribute (a persona with no traits is "
+                         "just the anchor; sample the base model instead)")
+    for i, a in enumerate(t.attributes):
+        if not isinstance(a, Attribute):
+            raise TypeError(f"attribute {i} is a {type(a).__name__}, not an mpg.Attribute")
+    if t.aggregator not in AGGREGATORS:
+        raise ValueError(f"unknown aggregator {t.aggregator!r}; choose one of {', '.join(AGGREGATORS)}")
+    weights = [a.weight for a in t.attributes]
+    for a in t.attributes:
+        if not isinstance(a.weight, (int, float)) or not math.isfinite(a.weight):
+            raise ValueError(f"attribute {a.name or a.num.label()!r} has weight {a.weight!r}; weights must be finite numbers")
+    if all(w == 0 for w in weights):
+        raise ValueError("all attribute weights are zero: the target would ignore every attribute")
+    if t.aggregator == "mixture":
+        neg = [a.name or a.num.label() for a in t.attributes if a.weight < 0]
+        if neg:
+            raise ValueError(f"mixture weights must be >= 0 (they are mixing proportions); negative for: {', '.join(neg)}")
+    if not isinstance(t.lam, (int, float)) or not math.isfinite(t.lam) or t.lam < 0:
+        raise ValueError(f"lam (strength) must be a finite number >= 0, got {t.lam!r}")

@@ -1,0 +1,154 @@
+"""What every sampler shares: the per-sequence state, the target's tensors, drafting, and stats."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..aggregators import chunk_log_weights, token_target_logits
+from ..distributions import sample, temper
+from ..scoring import MultiPolicyScorer, PolicyGroup
+
+
+@dataclass
+class SamplerConfig:
+    """Knobs of the samplers. Defaults are the ones the SPEC-oracle tests state TV bounds for."""
+
+    chunk_size: int = 4          # k: tokens drafted per round (speculative, scr)
+    window: int = 32             # scr: sliding window of observed log-weights per prefix length
+    margin: float = 0.0          # scr: log M_t = window max + margin (nats)
+    pilot: int = 8               # scr: drafts scored in one batch to seed an empty window
+    salvage: bool = True         # scr: keep the longest accepted prefix of a rejected chunk
+    threshold: float | None = None  # scr: fixed log-bound log M for every prefix length (exact mode)
+    max_rejections: int = 16     # scr: consecutive empty rounds before one fused token is emitted
+
+    def validate(self) -> None:
+        for name in ("chunk_size", "window", "pilot", "max_rejections"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not isinstance(self.margin, (int, float)) or not (self.margin == self.margin) or self.margin < 0:
+            raise ValueError(f"margin must be a number >= 0, got {self.margin!r}")
+        if self.threshold is not None and not (isinstance(self.threshold, (int, float))
+                                               and abs(self.threshold) < float("inf")):
+            raise ValueError(f"threshold must be a finite log-bound, got {self.threshold!r}")
+
+
+@dataclass
+class SequenceStats:
+    new_tokens: int = 0
+    drafted_tokens: int = 0       # tokens proposed by the draft policy in real rounds
+    accepted_tokens: int = 0      # drafted tokens that were kept
+    pilot_tokens: int = 0         # scr: tokens drafted only to seed the threshold window
+    rounds: int = 0               # sampler steps (tokens for fused, chunks otherwise)
+    rejections: int = 0           # scr: rounds that appended nothing
+    clips: int = 0                # scr: rounds where some a_t exceeded its bound log M_t
+    fallbacks: int = 0            # scr: fused tokens emitted after max_rejections empty rounds
+    forward_passes: dict = field(default_factory=dict)  # policy label -> forwards it took part in
+    model_calls: int = 0          # model forward invocations (a batched pass counts once)
+    wall_time_s: float = 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else float("nan")
+
+    @property
+    def clip_rate(self) -> float:
+        return self.clips / self.rounds if self.rounds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.wall_time_s if self.wall_time_s else float("nan")
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d.update(acceptance_rate=self.acceptance_rate, clip_rate=self.clip_rate, tokens_per_s=self.tokens_per_s)
+        return d
+
+
+@dataclass
+class TargetRows:
+    """Where the target's policies sit in the scorer's output, and how to combine them."""
+
+    anchor: int
+    num: list[int]
+    den: list[int]
+    weights: torch.Tensor  # [n]
+    aggregator: str
+    lam: float
+
+    def token_logprobs(self, lp: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+        """lp: [P, T, V] policy log-probs -> [T, V] log p_1 after temperature and top-p."""
+        logits = token_target_logits(lp[self.anchor], lp[self.num].transpose(0, 1), lp[self.den].transpose(0, 1),
+                                     self.weights.to(lp.device), self.aggregator, self.lam)  # [T, V]
+        return temper(logits, temperature, top_p)
+
+    def chunk_log_weights(self, tok_lp: torch.Tensor, q_tok: torch.Tensor, temperature: float) -> torch.Tensor:
+        """tok_lp: [P, ..., T] log-probs of the drafted tokens; q_tok: [..., T]. Returns a_t [..., T]."""
+        num = tok_lp[self.num].movedim(0, -2)  # [..., n, T]
+        den = tok_lp[self.den].movedim(0, -2)  # [..., n, T]
+        return chunk_log_weights(tok_lp[self.anchor], num, den, q_tok, self.weights.to(tok_lp.device),
+                                 self.aggregator, self.lam, temperature)
+
+
+@dataclass
+class Sequence:
+    """One prompt being generated: the response so far and everything that scores or drafts it."""
+
+    scorer: MultiPolicyScorer
+    drafter: PolicyGroup | None
+    target: TargetRows
+    config: SamplerConfig
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    eos: frozenset
+    rng: torch.Generator
+    stats: SequenceStats = field(default_factory=SequenceStats)
+    y: list = field(default_factory=list)
+    bound: object = None            # scr threshold estimator
+    empty_rounds: int = 0           # scr: consecutive rounds that appended nothing
+
+    def uniforms(self, *shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.rng)
+
+    @property
+    def remaining(self) -> int:
+        return self.max_new_tokens - len(self.y)
+
+    def append(self, tokens: list[int]) -> None:
+        """Extend the response and roll every cache back to it."""
+        self.y.extend(tokens)
+        self.scorer.rollback(len(self.y))
+        if self.drafter is not None:
+            self.drafter.rollback(len(self.y))
+
+
+def gather_tokens(lp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """lp: [..., T, V], tokens: [..., T] broadcastable on leading dims -> [..., T] log-prob of each token."""
+    idx = tokens.to(lp.device).expand(*lp.shape[:-1]).unsqueeze(-1)  # [..., T, 1]
+    return lp.gather(-1, idx).squeeze(-1)
+
+
+def draft(group: PolicyGroup, y: list[int], k: int, seq: Sequence) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Draw k tokens per row of `group` from the tempered proposal, one forward per token.
+
+    returns tokens [R, k], q log-probs [R, k, V] of the distributions sampled from, and each row's
+    length (k, or up to and including its first EOS). A single row stops at EOS early.
+    """
+    u = seq.uniforms(group.rows, k)                                   # [R, k]
+    feed = group.pending(y)                                           # [R, m0]
+    toks, qs = [], []
+    lengths = [k] * group.rows
+    for t in range(k):
+        q = temper(group.feed(feed)[:, -1], seq.temperature, seq.top_p)  # [R, V]
+        tok = sample(q, u[:, t])                                      # [R]
+        toks.append(tok)
+        qs.append(q)
+        for r, v in enumerate(tok.tolist()):
+            if v in seq.eos and lengths[r] == k:
+                lengths[r] = t + 1
+        if group.rows == 1 and lengths[0] < k:
+            break
+        feed = tok.unsqueeze(1)
+    return torch.stack(toks, 1), torch.stack(qs, 1), lengths

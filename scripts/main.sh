@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job: an ENTJ-composed answer from the embedded SmolLM2 default, sampled with SCR.
+# Sets itself up on a fresh machine. Extra arguments go to `mpg generate` (e.g. --persona ISFP).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-env.sh >&2
+prompt="${MPG_PROMPT:-How would you spend a free weekend?}"
+exec .venv/bin/mpg generate "$prompt" --persona ENTJ --sampler scr --stats "$@"

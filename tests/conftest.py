@@ -1,0 +1,24 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny import add_lora, tiny_model, tiny_tokenizer  # noqa: E402
+
+from mpg.engine import Engine  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def engine(tokenizer):
+    """A tiny base with two LoRA adapters ("x", "y") and a separate model ("other") on one tokenizer."""
+    eng = Engine(add_lora(tiny_model(seed=0), ["x", "y"], alpha=8), tokenizer)
+    eng.adapters["base"] |= {"x", "y"}
+    eng.add_model("other", tiny_model(seed=1), tokenizer)
+    return eng
