@@ -100,6 +100,13 @@ class PolicyGroup:
         return other
 
 
+    def adopt(self, fork: "PolicyGroup", n: int, j: int) -> None:
+        """Take over copy j of an n-way fork of this group (its cache already holds candidate j)."""
+        rows = torch.arange(self.rows, device=self.device) * n + j
+        fork.cache.batch_select_indices(rows)
+        self.cache, self.consumed = fork.cache, fork.consumed
+
+
 class MultiPolicyScorer:
     """Scores a shared response under a list of unique policies, one batched forward per model.
 
@@ -124,16 +131,22 @@ class MultiPolicyScorer:
             outs.append(g.feed(feed)[:, -(m + 1):])                              # [R, m+1, V]
         return torch.stack([outs[gi][r].to(outs[0].device) for gi, r in self.index])  # [P, m+1, V]
 
-    def score_many(self, y: list[int], chunks: torch.Tensor) -> torch.Tensor:
-        """Score n alternative chunks [n, m] at once in forked caches (pilot drafts): [P, n, m+1, V]."""
+    def score_many(self, y: list[int], chunks: torch.Tensor) -> tuple[torch.Tensor, list[PolicyGroup]]:
+        """Score n alternative chunks [n, m] at once in forked caches: log-probs [P, n, m+1, V] and the
+        forks (one per group), so that the caller can `adopt` the copy it keeps."""
         n, m = chunks.shape
-        outs = []
+        outs, forks = [], []
         for g in self.groups:
             f = g.fork(n)
             feed = torch.cat([f.pending(y), chunks.to(g.device).repeat(g.rows, 1)], 1)  # [R*n, m0+m]
             outs.append(f.feed(feed)[:, -(m + 1):].reshape(g.rows, n, m + 1, -1))     # [R, n, m+1, V]
             g.forward_passes += f.forward_passes
-        return torch.stack([outs[gi][r].to(outs[0].device) for gi, r in self.index])
+            forks.append(f)
+        return torch.stack([outs[gi][r].to(outs[0].device) for gi, r in self.index]), forks
+
+    def adopt(self, forks: list[PolicyGroup], n: int, j: int) -> None:
+        for g, f in zip(self.groups, forks):
+            g.adopt(f, n, j)
 
     def rollback(self, response_len: int) -> None:
         for g in self.groups:

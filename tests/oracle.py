@@ -26,9 +26,9 @@ def exact_distribution(engine, target, prompt: str, n_tokens: int, k: int, eos: 
                        temperature: float = 1.0, max_log_weight: list | None = None) -> dict[tuple, float]:
     """p_k over complete responses of at most n_tokens, chunk by chunk (k = 1: the token-level p_1).
 
-    If `max_log_weight` is a list, its first item is set to the largest a_t = log p~(c_1..c_t | h) -
-    log q(c_1..c_t | h) over every reachable chunk boundary h, chunk c and prefix length t: the tightest
-    true bound for SCR's fixed-threshold mode.
+    If `max_log_weight` is a list, its first item is set to the largest log W(c) = log p~(c | h) -
+    log q(c | h) over every reachable chunk boundary h and whole chunk c: the tightest true bound for
+    SCR's fixed-threshold mode without salvage (which only judges whole chunks).
     """
     attrs = target.attributes
     w = [a.weight for a in attrs]
@@ -67,9 +67,8 @@ def exact_distribution(engine, target, prompt: str, n_tokens: int, k: int, eos: 
         if max_log_weight is not None:
             q = target.draft_policy
             for c in cands:
-                for t in range(1, len(c) + 1):
-                    a = log_target(prefix, c[:t]) - chunk_lp(q, prefix, c[:t])
-                    max_log_weight[0] = max(max_log_weight[0], a)
+                a = log_target(prefix, c) - chunk_lp(q, prefix, c)
+                max_log_weight[0] = max(max_log_weight[0], a)
         probs = torch.softmax(logits, 0).tolist()
         for c, p in zip(cands, probs):
             y = prefix + c

@@ -11,7 +11,7 @@ from tiny import EOS
 from mpg.policies import Attribute, Policy, Target
 
 PROMPT = "a b"
-S = 2000  # samples per test; tolerances follow from it (tv_tolerance)
+S = 1000  # samples per test; tolerances follow from it (tv_tolerance)
 
 PRODUCT = Target((Attribute.expert("x", "b a", 1.0), Attribute.prompted("a a", None, 0.5)), "product")
 MIXTURE = Target((Attribute.expert("x", "b a", 0.7), Attribute.expert("y", "a", 0.3)), "mixture")
@@ -31,9 +31,13 @@ def check(engine, target, sampler, n_tokens, k, expect_k=None, temperature=1.0, 
     return out, dist
 
 
-@pytest.mark.parametrize("target", [PRODUCT, MIXTURE, SEPARATE], ids=["product", "mixture", "separate-model"])
+@pytest.mark.parametrize("target", [PRODUCT, SEPARATE], ids=["product", "separate-model"])
 def test_fused_matches_p1(engine, target):
     check(engine, target, "fused", n_tokens=2, k=1)
+
+
+def test_fused_matches_tempered_p1(engine):
+    check(engine, MIXTURE, "fused", n_tokens=2, k=1, temperature=0.7)
 
 
 @pytest.mark.parametrize("target", [PRODUCT, MIXTURE, SEPARATE], ids=["product", "mixture", "separate-model"])
@@ -47,19 +51,26 @@ def test_speculative_matches_tempered_p1(engine):
     check(engine, PRODUCT, "speculative", n_tokens=2, k=2, expect_k=1, temperature=0.7)
 
 
-@pytest.mark.parametrize("target,n_tokens,k", [(PRODUCT, 2, 2), (MIXTURE, 3, 3), (PRODUCT, 4, 2)],
-                         ids=["product-k2", "mixture-k3", "product-k2-two-chunks"])
-def test_scr_with_true_bound_matches_pk(engine, target, n_tokens, k):
+# Exact mode draws until acceptance, so its cost grows with max W / E[W]; the single-candidate case
+# uses a milder strength (lam = 0.5) to keep the suite fast, the others try 8 drafts per round.
+@pytest.mark.parametrize("target,n_tokens,k,candidates", [
+    (Target(PRODUCT.attributes, "product", lam=0.5), 2, 2, 1),
+    (MIXTURE, 3, 3, 8),
+    (PRODUCT, 3, 2, 8),
+], ids=["product-k2", "mixture-k3-8-candidates", "product-k2-then-k1-8-candidates"])
+def test_scr_with_true_bound_matches_pk(engine, target, n_tokens, k, candidates):
     bound = [float("-inf")]
     exact_distribution(engine, target, PROMPT, n_tokens, k, EOS, max_log_weight=bound)
     out, _ = check(engine, target, "scr", n_tokens=n_tokens, k=k, threshold=bound[0] + 1e-6, salvage=False,
-                   max_rejections=10**9)
+                   max_rejections=10**9, candidates=candidates)
     assert sum(s.clips for s in out.stats) == 0
     assert sum(s.fallbacks for s in out.stats) == 0
+    assert sum(s.rejections for s in out.stats) > 0  # the bound is not trivially loose
 
 
 def test_scr_defaults_stay_close_and_report_clips(engine):
-    """Defaults (estimated window thresholds, salvage on): not exact; we state TV < 0.25 here."""
+    """Defaults (estimated window thresholds, salvage on) are not exact. On this target, whose law is
+    at TV 0.53 from the proposal's, we state TV < 0.2 to p_k (sampling noise alone is ~0.08 here)."""
     p = exact_distribution(engine, MIXTURE, PROMPT, 2, 2, EOS)
     out = engine.generate([PROMPT] * S, target=MIXTURE, sampler="scr", max_new_tokens=2, seed=7,
                           eos_token_id=EOS, chunk_size=2)
@@ -67,5 +78,5 @@ def test_scr_defaults_stay_close_and_report_clips(engine):
     rounds = sum(s.rounds for s in out.stats)
     clips = sum(s.clips for s in out.stats)
     print(f"scr defaults: TV {dist:.3f}, clip rate {clips / rounds:.3f}")
-    assert dist < 0.25
+    assert dist < 0.2
     assert 0 < clips < rounds  # estimated thresholds do clip sometimes, and it is reported

@@ -61,8 +61,16 @@ def test_forked_scoring_equals_one_by_one(engine):
     scorer, _, _, policies = engine._build(PROMPT, TARGET, need_drafter=False)
     y = [3]
     chunks = torch.tensor([[3, 4], [4, 4], [2, 3]])
-    many = scorer.score_many(y, chunks)                       # [P, 3, 3, V]
+    many, _ = scorer.score_many(y, chunks)                    # [P, 3, 3, V]
     for i, c in enumerate(chunks):
         assert_matches(engine, policies, many[:, i], y, c.tolist())
     # the fork left the real caches untouched
     assert_matches(engine, policies, scorer.score(y, torch.tensor([4])), y, [4])
+    # adopting copy 1 continues from y + chunks[1] without re-feeding it
+    scorer.rollback(len(y))
+    many, forks = scorer.score_many(y, chunks)
+    scorer.adopt(forks, 3, 1)
+    y = y + chunks[1].tolist()
+    scorer.rollback(len(y))
+    assert all(g.consumed == len(y) for g in scorer.groups)
+    assert_matches(engine, policies, scorer.score(y, torch.tensor([3])), y, [3])

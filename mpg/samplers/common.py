@@ -17,13 +17,14 @@ class SamplerConfig:
     chunk_size: int = 4          # k: tokens drafted per round (speculative, scr)
     window: int = 32             # scr: sliding window of observed log-weights per prefix length
     margin: float = 0.0          # scr: log M_t = window max + margin (nats)
-    pilot: int = 8               # scr: drafts scored in one batch to seed an empty window
+    pilot: int = 32              # scr: drafts scored in one batch to seed an empty window
     salvage: bool = True         # scr: keep the longest accepted prefix of a rejected chunk
     threshold: float | None = None  # scr: fixed log-bound log M for every prefix length (exact mode)
     max_rejections: int = 16     # scr: consecutive empty rounds before one fused token is emitted
+    candidates: int = 1          # scr: chunks drafted and validated together per round
 
     def validate(self) -> None:
-        for name in ("chunk_size", "window", "pilot", "max_rejections"):
+        for name in ("chunk_size", "window", "pilot", "max_rejections", "candidates"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -40,8 +41,8 @@ class SequenceStats:
     drafted_tokens: int = 0       # tokens proposed by the draft policy in real rounds
     accepted_tokens: int = 0      # drafted tokens that were kept
     pilot_tokens: int = 0         # scr: tokens drafted only to seed the threshold window
-    rounds: int = 0               # sampler steps (tokens for fused, chunks otherwise)
-    rejections: int = 0           # scr: rounds that appended nothing
+    rounds: int = 0               # drafts judged (tokens for fused, chunks otherwise)
+    rejections: int = 0           # scr: drafts that appended nothing
     clips: int = 0                # scr: rounds where some a_t exceeded its bound log M_t
     fallbacks: int = 0            # scr: fused tokens emitted after max_rejections empty rounds
     forward_passes: dict = field(default_factory=dict)  # policy label -> forwards it took part in
