@@ -218,10 +218,11 @@ class Engine:
             step(seq)
             if stop:
                 stopped_at = _find_stop(self.tokenizer, seq.y, before, stop)
-                if stopped_at is not None:
-                    break
-            if streamer is not None and len(seq.y) > before:
-                streamer.put(torch.tensor(seq.y[before:]))
+            end = stopped_at[0] if stopped_at else len(seq.y)
+            if streamer is not None and end > before:
+                streamer.put(torch.tensor(seq.y[before:end]))
+            if stopped_at:
+                break
         out = seq.y[: stopped_at[0]] if stopped_at else seq.y
         body = out[:-1] if out and out[-1] in eos else out
         text = self.tokenizer.decode(body, skip_special_tokens=True)

@@ -143,3 +143,14 @@ def test_adapter_with_another_tokenizer_is_refused(tmp_path, tokenizer):
     eng = Engine(tiny_model(seed=3), tokenizer)
     with pytest.raises(ValueError, match="different tokenizer"):
         eng.load_adapter("z", moved)
+
+
+def test_adapter_trained_on_another_base_is_refused(tmp_path, tokenizer):
+    from tiny import add_lora
+    from transformers import LlamaConfig, LlamaForCausalLM
+    narrow = LlamaForCausalLM(LlamaConfig(vocab_size=5, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                          num_attention_heads=2, num_key_value_heads=1))
+    add_lora(narrow, ["w"]).save_pretrained(tmp_path)
+    eng = Engine(tiny_model(seed=3), tokenizer)
+    with pytest.raises(ValueError, match="does not fit model 'base'"):
+        eng.load_adapter("w", tmp_path / "w")
