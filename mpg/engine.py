@@ -121,7 +121,7 @@ class Engine:
         top_p(softmax(log p~_1 / T)); scr targets p~_k^(1/T) restricted to chunks drawn from the
         proposal's own top-p nucleus. T = 1, top_p = 1 gives exactly SPEC's p_1 / p_k. T = 0 is greedy
         decoding of p_1 (fused, speculative). Extra keywords (chunk_size, window, margin, pilot,
-        salvage, threshold, max_rejections) fill a SamplerConfig.
+        salvage, threshold, max_rejections, candidates) fill a SamplerConfig.
         """
         if isinstance(prompts, str):
             prompts = [prompts]
