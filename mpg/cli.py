@@ -27,7 +27,7 @@ def _generate(args) -> int:
 
 def _info(args) -> int:
     from . import __version__
-    from .default_model import GGUF_FILE, MODEL_DIR, cache_dir, gguf_path
+    from .default_model import MODEL_DIR, cache_dir, gguf_path
 
     print(f"mpg {__version__}")
     try:

@@ -1,7 +1,6 @@
 """The engine: models and adapters by name, policy contexts, and `generate()` in the transformers idiom."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field

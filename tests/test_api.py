@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 
 from tiny import EOS, tiny_model, tiny_tokenizer
 
