@@ -12,6 +12,7 @@ from .policies import Attribute, Policy, Target
 from .samplers import SAMPLERS, SamplerConfig, SequenceStats
 from .samplers.common import Sequence, TargetRows
 from .scoring import MultiPolicyScorer, PolicyGroup
+from .steering import row_deltas
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.models = {"base": model}
         self.adapters: dict[str, set[str]] = {"base": set()}
+        self.vectors: dict[str, torch.Tensor] = {}  # steering vectors by name: [n_layers, H]
         self.use_chat_template = (getattr(tokenizer, "chat_template", None) is not None
                                   if use_chat_template is None else use_chat_template)
 
@@ -87,6 +89,16 @@ class Engine:
         self.models[name] = model
         self.adapters[name] = set()
 
+    def add_steering_vector(self, name: str, vector: torch.Tensor) -> None:
+        """Register a steering vector: [n_layers, H] (one per decoder block) or [H] (the same at every block)."""
+        vector = torch.as_tensor(vector, dtype=torch.float32).detach()
+        n_layers = self.models["base"].config.num_hidden_layers
+        if vector.dim() == 1:
+            vector = vector.unsqueeze(0).expand(n_layers, -1)
+        if vector.dim() != 2 or not torch.isfinite(vector).all():
+            raise ValueError(f"steering vector {name!r} must be a finite [H] or [n_layers, H] tensor")
+        self.vectors[name] = vector
+
     # ---- contexts -----------------------------------------------------------------------------
     def context_ids(self, policy: Policy, prompt: str) -> list[int]:
         """Token ids of the policy's context for this prompt (chat template when the tokenizer has one)."""
@@ -106,6 +118,10 @@ class Engine:
         if p.adapter is not None and p.adapter not in self.adapters[p.model]:
             have = ", ".join(sorted(self.adapters[p.model])) or "none"
             raise ValueError(f"unknown adapter {p.adapter!r} on model {p.model!r}; loaded adapters: {have}")
+        for st in p.steering or ():
+            if st.vector not in self.vectors:
+                have = ", ".join(sorted(self.vectors)) or "none"
+                raise ValueError(f"unknown steering vector {st.vector!r}; registered: {have}")
 
     # ---- generation ---------------------------------------------------------------------------
     def generate(self, prompts: str | list[str], attributes: list[Attribute] | None = None, *,
@@ -175,7 +191,7 @@ class Engine:
 
         def row(p: Policy) -> int:
             ctx = self.context_ids(p, prompt)
-            key = (p.model, p.adapter, tuple(ctx))  # identical policies are scored once
+            key = (p.model, p.adapter, p.steering, tuple(ctx))  # identical policies are scored once
             if key not in keys:
                 keys[key] = len(policies)
                 policies.append(p)
@@ -189,20 +205,24 @@ class Engine:
         groups, index, group_of = [], [None] * len(policies), {}
         for name in dict.fromkeys(p.model for p in policies):
             members = [i for i, p in enumerate(policies) if p.model == name]
-            model = self.models[name]
-            groups.append(PolicyGroup(model, [policies[i].adapter for i in members], [contexts[i] for i in members],
-                                      pad, is_peft=_is_peft(model)))
+            groups.append(self._group(name, [policies[i] for i in members], [contexts[i] for i in members], pad))
             for r, i in enumerate(members):
                 index[i] = (len(groups) - 1, r)
             group_of[name] = groups[-1]
         drafter = None
         if need_drafter:
             q = target.draft_policy
-            drafter = PolicyGroup(self.models[q.model], [q.adapter], [self.context_ids(q, prompt)], pad,
-                                  is_peft=_is_peft(self.models[q.model]))
+            drafter = self._group(q.model, [q], [self.context_ids(q, prompt)], pad)
         rows = TargetRows(anchor, num, den, torch.tensor(target.normalised_weights(), dtype=torch.float32),
                           target.aggregator, float(target.lam))
         return MultiPolicyScorer(groups, index), drafter, rows, policies
+
+    def _group(self, name: str, policies: list[Policy], contexts: list[list[int]], pad: int) -> PolicyGroup:
+        model = self.models[name]
+        deltas = row_deltas([p.steering for p in policies], self.vectors, model.config.hidden_size,
+                            next(model.parameters()).device)
+        return PolicyGroup(model, [p.adapter for p in policies], contexts, pad, is_peft=_is_peft(model),
+                           steer_deltas=deltas)
 
     @torch.inference_mode()
     def _generate_one(self, prompt, target, sampler, config, max_new_tokens, temperature, top_p, eos, stop,

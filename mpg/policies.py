@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .steering import Steer
+
 AGGREGATORS = ("product", "mixture")
 
 
@@ -21,21 +23,30 @@ class Policy:
     adapter:  name of a LoRA adapter loaded on that model, or None for the bare weights.
     system:   system prompt of this policy's context (None: the tokenizer's default, if any).
     template: the user message; "{prompt}" is replaced by the user's prompt.
+    steering: vectors added to the residual stream while this policy scores (Steer, or a tuple).
     """
 
     model: str = "base"
     adapter: str | None = None
     system: str | None = None
     template: str = "{prompt}"
+    steering: tuple[Steer, ...] | None = None
 
     def __post_init__(self):
+        if isinstance(self.steering, Steer):
+            object.__setattr__(self, "steering", (self.steering,))
+        elif self.steering is not None:
+            object.__setattr__(self, "steering", tuple(self.steering) or None)
+            if not all(isinstance(s, Steer) for s in self.steering or ()):
+                raise TypeError("Policy.steering takes mpg.Steer objects")
         if "{prompt}" not in self.template:
             raise ValueError(f"policy template {self.template!r} has no '{{prompt}}' slot for the user's prompt")
 
     def label(self) -> str:
         weights = self.model + (f"+{self.adapter}" if self.adapter else "")
         ctx = (self.system or "")[:24]
-        return f"{weights}[{ctx}]" if ctx else weights
+        steer = "".join(f"+{s.alpha:g}*{s.vector}@{s.layer}" for s in self.steering or ())
+        return weights + steer + (f"[{ctx}]" if ctx else "")
 
 
 @dataclass(frozen=True)

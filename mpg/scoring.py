@@ -16,18 +16,21 @@ import copy
 import torch
 from transformers import DynamicCache
 
+from .steering import steered
+
 
 class PolicyGroup:
     """Rows = policies sharing one model. adapters[r] is a PEFT adapter name or None (bare weights)."""
 
     def __init__(self, model, adapters: list[str | None], contexts: list[list[int]], pad_id: int,
-                 is_peft: bool):
+                 is_peft: bool, steer_deltas: dict | None = None):
         if any(len(c) == 0 for c in contexts):
             raise ValueError("a policy context tokenised to nothing")
         self.model = model
         self.adapters = list(adapters)
         self.is_peft = is_peft
         self.device = next(model.parameters()).device
+        self.steer_deltas = steer_deltas or {}  # {layer: [R, H]} added to steered rows only
         R = len(contexts)
         self.pad_len = max(len(c) for c in contexts) - 1
         prefix = torch.full((R, self.pad_len), pad_id, dtype=torch.long)        # [R, P]
@@ -55,8 +58,9 @@ class PolicyGroup:
         kwargs = {}
         if self.is_peft:
             kwargs["adapter_names"] = [a if a is not None else "__base__" for a in self.adapters]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache,
-                         use_cache=True, **kwargs)
+        with steered(self.model, self.steer_deltas):
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache,
+                             use_cache=True, **kwargs)
         self.cache = out.past_key_values
         self.forward_passes += 1
         return out.logits
@@ -96,6 +100,7 @@ class PolicyGroup:
         other.prefix_mask = self.prefix_mask.repeat_interleave(n, 0)
         other.last_context_token = self.last_context_token.repeat_interleave(n, 0)
         other.start_pos = self.start_pos.repeat_interleave(n, 0)
+        other.steer_deltas = {L: d.repeat_interleave(n, 0) for L, d in self.steer_deltas.items()}
         other.forward_passes = 0
         return other
 

@@ -2,6 +2,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -21,4 +22,6 @@ def engine(tokenizer):
     eng = Engine(add_lora(tiny_model(seed=0), ["x", "y"], alpha=8), tokenizer)
     eng.adapters["base"] |= {"x", "y"}
     eng.add_model("other", tiny_model(seed=1), tokenizer)
+    g = torch.Generator().manual_seed(5)
+    eng.add_steering_vector("v", torch.randn(2, 32, generator=g))  # one vector per decoder block
     return eng

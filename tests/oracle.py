@@ -18,8 +18,15 @@ def _scratch_logprobs(engine, policy, prompt, prefix: tuple) -> torch.Tensor:
     ids = torch.tensor([engine.context_ids(policy, prompt) + list(prefix)])
     model = engine.models[policy.model]
     kw = {"adapter_names": [policy.adapter or "__base__"]} if _is_peft(model) else {}
-    with torch.no_grad():
-        return torch.log_softmax(model(input_ids=ids, **kw).logits[0, -1].double(), -1)  # [V]
+    blocks = (model.get_base_model() if _is_peft(model) else model).model.layers
+    hooks = [blocks[s.layer].register_forward_hook(lambda m, a, out, d=s.alpha * engine.vectors[s.vector][s.layer]: out + d)
+             for s in policy.steering or ()]
+    try:
+        with torch.no_grad():
+            return torch.log_softmax(model(input_ids=ids, **kw).logits[0, -1].double(), -1)  # [V]
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def exact_distribution(engine, target, prompt: str, n_tokens: int, k: int, eos: int | None,

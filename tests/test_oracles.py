@@ -9,12 +9,16 @@ from oracle import empirical, exact_distribution, proposal_distribution, tv, tv_
 from tiny import EOS
 
 from mpg.policies import Attribute, Policy, Target
+from mpg.steering import Steer
 
 PROMPT = "a b"
 S = 1000  # samples per test; tolerances follow from it (tv_tolerance)
 
 PRODUCT = Target((Attribute.expert("x", "b a", 1.0), Attribute.prompted("a a", None, 0.5)), "product")
 MIXTURE = Target((Attribute.expert("x", "b a", 0.7), Attribute.expert("y", "a", 0.3)), "mixture")
+# a steered numerator (its own context, on a LoRA row) and a steered proposal
+STEERED = Target((Attribute(Policy(adapter="y", system="b", steering=Steer("v", 1, 1.5)), Policy(system="b"), 1.0),),
+                 "product", proposal=Policy(steering=Steer("v", 0, 1.0)))
 SEPARATE = Target((Attribute(Policy(model="other", system="b"), Policy(system="b"), 1.0),
                    Attribute.expert("y", "a", 0.5)), "product", proposal=Policy(system="b"))
 
@@ -31,7 +35,7 @@ def check(engine, target, sampler, n_tokens, k, expect_k=None, temperature=1.0, 
     return out, dist
 
 
-@pytest.mark.parametrize("target", [PRODUCT, SEPARATE], ids=["product", "separate-model"])
+@pytest.mark.parametrize("target", [PRODUCT, SEPARATE, STEERED], ids=["product", "separate-model", "steered"])
 def test_fused_matches_p1(engine, target):
     check(engine, target, "fused", n_tokens=2, k=1)
 
@@ -40,7 +44,8 @@ def test_fused_matches_tempered_p1(engine):
     check(engine, MIXTURE, "fused", n_tokens=2, k=1, temperature=0.7)
 
 
-@pytest.mark.parametrize("target", [PRODUCT, MIXTURE, SEPARATE], ids=["product", "mixture", "separate-model"])
+@pytest.mark.parametrize("target", [PRODUCT, MIXTURE, SEPARATE, STEERED],
+                         ids=["product", "mixture", "separate-model", "steered"])
 def test_speculative_matches_p1(engine, target):
     out, _ = check(engine, target, "speculative", n_tokens=3, k=2, expect_k=1)
     st = out.stats
