@@ -5,7 +5,6 @@ import torch
 from test_scoring import assert_matches
 
 from mpg.policies import Attribute, Policy, Target
-from mpg.scoring import PolicyGroup
 from mpg.steering import Steer, decoder_layers, row_deltas, steered
 
 
