@@ -104,7 +104,6 @@ class PolicyGroup:
         other.forward_passes = 0
         return other
 
-
     def adopt(self, fork: "PolicyGroup", n: int, j: int) -> None:
         """Take over copy j of an n-way fork of this group (its cache already holds candidate j)."""
         rows = torch.arange(self.rows, device=self.device) * n + j
