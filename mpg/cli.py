@@ -25,6 +25,31 @@ def _generate(args) -> int:
     return 0
 
 
+def _extract(args) -> int:
+    from .engine import Engine
+    from .extract import (CREATIVE_ROLES, DEFAULT_QUESTIONS, NEUTRAL_PROMPTS, extract_persona_vectors, mbti_personas,
+                          read_lines_or_json)
+
+    if args.personas == "creative":
+        personas = CREATIVE_ROLES
+    elif args.personas == "mbti":
+        personas = mbti_personas(args.data)
+    else:
+        personas = read_lines_or_json(args.personas)
+        if not isinstance(personas, dict) or not all(isinstance(v, list) and v for v in personas.values()):
+            raise ValueError(f"{args.personas} must be a JSON object: persona name -> list of system prompts")
+    questions = read_lines_or_json(args.questions) if args.questions else DEFAULT_QUESTIONS
+    engine = Engine.from_pretrained(args.base)
+    vectors = extract_persona_vectors(engine, personas, NEUTRAL_PROMPTS, questions, samples=args.samples,
+                                      max_new_tokens=args.max_new_tokens, seed=args.seed)
+    vectors.save(args.out)
+    for name, norms in vectors.norms().items():
+        mid = len(norms) * 2 // 3
+        print(f"{name}: {len(norms)} blocks, |v| at block {mid} = {norms[mid]:.2f}")
+    print(f"saved {args.out}.safetensors and {args.out}.json")
+    return 0
+
+
 def _info(args) -> int:
     from . import __version__
     from .default_model import MODEL_DIR, cache_dir, gguf_path
@@ -57,6 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--stats", action="store_true", help="print sampler statistics (JSON) to stderr")
     g.add_argument("--no-stream", action="store_true", help="print the text at the end instead of streaming")
     g.set_defaults(func=_generate)
+    x = sub.add_parser("extract-vectors", help="extract persona vectors (mean block outputs, persona - neutral)")
+    x.add_argument("--personas", default="creative",
+                   help="'creative' (BILLY's 3 roles), 'mbti' (8 letters, needs --data) or a JSON file name -> prompts")
+    x.add_argument("--data", default="../shared/data", help="shared data folder (for --personas mbti)")
+    x.add_argument("--questions", default=None, help="JSON list or text file, one question per line (default: built-in 5)")
+    x.add_argument("--samples", type=int, default=2, help="answers per (prompt, question)")
+    x.add_argument("--max-new-tokens", type=int, default=48)
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)")
+    x.add_argument("--out", default="out/vectors/persona_vectors", help="output path without suffix")
+    x.set_defaults(func=_extract)
     i = sub.add_parser("info", help="what is installed and cached")
     i.set_defaults(func=_info)
     args = p.parse_args(argv)

@@ -142,3 +142,46 @@ def extract_persona_vectors(engine, personas: dict[str, list[str]], neutral_prom
             "samples": samples, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
             "kept_responses": counts}
     return PersonaVectors(vectors, meta)
+
+
+# ---- built-in persona sets --------------------------------------------------------------------
+NEUTRAL_PROMPTS = ["You are a helpful assistant. Please respond naturally and appropriately.",
+                   "You are an assistant. Answer the question."]
+
+CREATIVE_ROLES = {  # BILLY's three creative roles, in our own words (the first is BILLY's example)
+    "creative_professional": ["You are a highly creative professional. Approach problems with innovative thinking "
+                              "and original solutions.",
+                              "You are an inventive designer who always looks for unexpected, original ideas."],
+    "environmentalist": ["You are a passionate environmentalist. You see every question through nature, "
+                         "sustainability and the future of the planet.",
+                         "You are an ecologist who cares deeply about protecting the environment."],
+    "futurist": ["You are a futurist. You imagine how technology and society will look decades from now.",
+                 "You are a visionary who thinks about long-term trends and tomorrow's possibilities."],
+}
+
+DEFAULT_QUESTIONS = ["What would you do with a free afternoon?", "How should a city plan its next ten years?",
+                     "What are some uses for an old bicycle?", "Describe your ideal workplace.",
+                     "How would you solve a disagreement in a team?"]
+
+
+def mbti_personas(data_dir: str | Path) -> dict[str, list[str]]:
+    """The 8 MBTI letters' trait descriptions from `<data_dir>/mbti/personas.json` (one prompt each)."""
+    path = Path(data_dir) / "mbti" / "personas.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; pass --data pointing at the shared data folder")
+    traits = json.loads(path.read_text())["traits"]
+    return {letter: [text] for letter, text in traits.items()}
+
+
+def read_lines_or_json(path: str | Path):
+    """A .json file (any JSON value) or a text file with one item per non-empty line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]

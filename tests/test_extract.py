@@ -66,3 +66,21 @@ def test_steering_with_extracted_vector_moves_projection(engine, vectors):
         same = response_activation(engine.models["base"], ctx[:-2], ctx[-2:])[1] @ unit
     assert float(moved - plain) == pytest.approx(4.0 * float(vectors.vectors["bee"][1].norm()), rel=1e-4)
     assert float(same) == pytest.approx(float(plain), abs=1e-6)
+
+
+def test_cli_extract_vectors_on_a_local_model_folder(tmp_path, tokenizer, capsys):
+    from tiny import tiny_model
+
+    from mpg import cli
+    base = tmp_path / "tiny"
+    tiny_model(seed=4).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    (tmp_path / "p.json").write_text('{"bee": ["b b"], "ant": ["a a"]}')
+    (tmp_path / "q.txt").write_text("a\nb a\n")
+    rc = cli.main(["extract-vectors", "--base", str(base), "--personas", str(tmp_path / "p.json"), "--questions",
+                   str(tmp_path / "q.txt"), "--samples", "1", "--max-new-tokens", "3", "--out", str(tmp_path / "v")])
+    assert rc == 0, capsys.readouterr().err
+    back = PersonaVectors.load(tmp_path / "v")
+    assert set(back.vectors) == {"bee", "ant"} and back.meta["questions"] == ["a", "b a"]
+    assert cli.main(["extract-vectors", "--personas", "mbti", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "personas.json not found" in capsys.readouterr().err
