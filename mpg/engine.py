@@ -202,13 +202,12 @@ class Engine:
         num = [row(a.num) for a in target.attributes]
         den = [row(a.den) for a in target.attributes]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        groups, index, group_of = [], [None] * len(policies), {}
+        groups, index = [], [None] * len(policies)
         for name in dict.fromkeys(p.model for p in policies):
             members = [i for i, p in enumerate(policies) if p.model == name]
             groups.append(self._group(name, [policies[i] for i in members], [contexts[i] for i in members], pad))
             for r, i in enumerate(members):
                 index[i] = (len(groups) - 1, r)
-            group_of[name] = groups[-1]
         drafter = None
         if need_drafter:
             q = target.draft_policy

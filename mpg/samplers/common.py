@@ -43,8 +43,8 @@ class SequenceStats:
     pilot_tokens: int = 0         # scr: tokens drafted only to seed the threshold window
     rounds: int = 0               # drafts judged (tokens for fused, chunks otherwise)
     rejections: int = 0           # scr: drafts that appended nothing
-    clips: int = 0                # scr: rounds where some a_t exceeded its bound log M_t
-    fallbacks: int = 0            # scr: fused tokens emitted after max_rejections empty rounds
+    clips: int = 0                # scr: drafts where an a_t the decision used exceeded log M_t
+    fallbacks: int = 0            # scr: fused tokens emitted after max_rejections empty drafts
     forward_passes: dict = field(default_factory=dict)  # policy label -> forwards it took part in
     model_calls: int = 0          # model forward invocations (a batched pass counts once)
     wall_time_s: float = 0.0
@@ -140,16 +140,15 @@ def draft(group: PolicyGroup, y: list[int], k: int, seq: Sequence) -> tuple[torc
     u = seq.uniforms(group.rows, k)                                   # [R, k]
     feed = group.pending(y)                                           # [R, m0]
     toks, qs = [], []
-    lengths = [k] * group.rows
     for t in range(k):
         q = temper(group.feed(feed)[:, -1], seq.temperature, seq.top_p)  # [R, V]
         tok = sample(q, u[:, t])                                      # [R]
         toks.append(tok)
         qs.append(q)
-        for r, v in enumerate(tok.tolist()):
-            if v in seq.eos and lengths[r] == k:
-                lengths[r] = t + 1
-        if group.rows == 1 and lengths[0] < k:
+        if group.rows == 1 and int(tok) in seq.eos:
             break
         feed = tok.unsqueeze(1)
-    return torch.stack(toks, 1), torch.stack(qs, 1), lengths
+    toks = torch.stack(toks, 1)                                       # [R, T], T <= k
+    is_eos = torch.isin(toks, torch.tensor(sorted(seq.eos), dtype=toks.dtype, device=toks.device))  # [R, T]
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, toks.shape[1])  # [R] length incl. EOS
+    return toks, torch.stack(qs, 1), first.tolist()
