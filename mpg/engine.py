@@ -10,7 +10,7 @@ import torch
 
 from .policies import Attribute, Policy, Target
 from .samplers import SAMPLERS, SamplerConfig, SequenceStats
-from .samplers.common import Sequence, TargetRows
+from .samplers.common import Batch, Sequence, TargetRows
 from .scoring import MultiPolicyScorer, PolicyGroup
 from .steering import row_deltas
 
@@ -26,8 +26,12 @@ class GenerateOutput:
 class Engine:
     """Holds one base model (with LoRA adapters) plus optional separate models sharing its tokenizer."""
 
-    def __init__(self, model, tokenizer, *, use_chat_template: bool | None = None):
+    def __init__(self, model, tokenizer, *, use_chat_template: bool | None = None, lora_kernel: str = "stacked"):
         model.eval()
+        if lora_kernel not in ("stacked", "gathered", "peft"):
+            raise ValueError(f"lora_kernel must be 'stacked', 'gathered' or 'peft', got {lora_kernel!r}")
+        self.lora_kernel = lora_kernel      # how rows with different LoRA adapters share one forward
+        self._lora_cache: dict = {}
         self.tokenizer = tokenizer
         self.models = {"base": model}
         self.adapters: dict[str, set[str]] = {"base": set()}
@@ -153,14 +157,16 @@ class Engine:
                  anchor: Policy | None = None, proposal: Policy | None = None, sampler: str = "scr",
                  max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                  stop: list[str] | None = None, eos_token_id: int | list[int] | None = None, streamer=None,
-                 config: SamplerConfig | None = None, **sampler_kwargs) -> GenerateOutput:
+                 config: SamplerConfig | None = None, batch_size: int = 8, **sampler_kwargs) -> GenerateOutput:
         """Sample from the composed target for each prompt.
 
         Temperature and top-p act on the target: fused and speculative sample exactly
         top_p(softmax(log p~_1 / T)); scr targets p~_k^(1/T) restricted to chunks drawn from the
         proposal's own top-p nucleus. T = 1, top_p = 1 gives exactly SPEC's p_1 / p_k. T = 0 is greedy
         decoding of p_1 (fused, speculative). Extra keywords (chunk_size, window, margin, pilot,
-        salvage, threshold, max_rejections, candidates) fill a SamplerConfig.
+        salvage, threshold, max_rejections, candidates) fill a SamplerConfig. Prompts are generated
+        `batch_size` at a time, sharing every forward pass; each keeps its own random stream
+        (seed * 1_000_003 + its index), so a seed gives the same output for the same batch size.
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -197,14 +203,18 @@ class Engine:
         eos = eos_token_id if eos_token_id is not None else self._default_eos()
         eos = frozenset([eos] if isinstance(eos, int) else (eos or []))
 
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         texts, ids, stats, labels = [], [], [], []
-        for i, prompt in enumerate(prompts):
-            rng = torch.Generator().manual_seed(int(seed) * 1_000_003 + i)
-            out_ids, text, st, labels = self._generate_one(prompt, target, sampler, config, max_new_tokens,
-                                                           temperature, top_p, eos, stop or [], rng, streamer)
-            texts.append(text)
-            ids.append(out_ids)
-            stats.append(st)
+        for start in range(0, len(prompts), batch_size):
+            part = prompts[start:start + batch_size]
+            rngs = [torch.Generator().manual_seed(int(seed) * 1_000_003 + start + i) for i in range(len(part))]
+            results, labels = self._generate_batch(part, target, sampler, config, max_new_tokens, temperature,
+                                                   top_p, eos, stop or [], rngs, streamer)
+            for out_ids, text, st in results:
+                texts.append(text)
+                ids.append(out_ids)
+                stats.append(st)
         return GenerateOutput(texts, ids, stats, labels)
 
     def _default_eos(self):
@@ -212,13 +222,13 @@ class Engine:
         eos = getattr(gen, "eos_token_id", None) if gen is not None else None
         return eos if eos is not None else self.tokenizer.eos_token_id
 
-    def _build(self, prompt: str, target: Target, need_drafter: bool):
-        """Unique policies -> one PolicyGroup per model; the target's rows in the scorer's output."""
+    def _unique_policies(self, prompts: list[str], target: Target):
+        """The target's distinct policies (with their contexts per prompt) and its rows among them."""
         keys, policies, contexts = {}, [], []
 
         def row(p: Policy) -> int:
-            ctx = self.context_ids(p, prompt)
-            key = (p.model, p.adapter, p.steering, tuple(ctx))  # identical policies are scored once
+            ctx = tuple(tuple(self.context_ids(p, pr)) for pr in prompts)
+            key = (p.model, p.adapter, p.steering, ctx)  # identical policies are scored once
             if key not in keys:
                 keys[key] = len(policies)
                 policies.append(p)
@@ -228,6 +238,14 @@ class Engine:
         anchor = row(target.anchor)
         num = [row(a.num) for a in target.attributes]
         den = [row(a.den) for a in target.attributes]
+        rows = TargetRows(anchor, num, den, torch.tensor(target.normalised_weights(), dtype=torch.float32),
+                          target.aggregator, float(target.lam))
+        return policies, contexts, rows
+
+    def _build(self, prompts: str | list[str], target: Target, need_drafter: bool):
+        """Unique policies -> one PolicyGroup per model holding every prompt's rows; the target's rows."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        policies, contexts, rows = self._unique_policies(prompts, target)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         groups, index = [], [None] * len(policies)
         for name in dict.fromkeys(p.model for p in policies):
@@ -238,57 +256,106 @@ class Engine:
         drafter = None
         if need_drafter:
             q = target.draft_policy
-            drafter = self._group(q.model, [q], [self.context_ids(q, prompt)], pad)
-        rows = TargetRows(anchor, num, den, torch.tensor(target.normalised_weights(), dtype=torch.float32),
-                          target.aggregator, float(target.lam))
-        return MultiPolicyScorer(groups, index), drafter, rows, policies
+            drafter = self._group(q.model, [q], [tuple(tuple(self.context_ids(q, pr)) for pr in prompts)], pad)
+        return MultiPolicyScorer(groups, index, len(prompts)), drafter, rows, policies
 
-    def _group(self, name: str, policies: list[Policy], contexts: list[list[int]], pad: int) -> PolicyGroup:
+    def _group(self, name: str, policies: list[Policy], contexts: list[tuple], pad: int) -> PolicyGroup:
+        """Rows b * R + r: prompt b, policy r. contexts[r][b] is policy r's context for prompt b."""
         model = self.models[name]
+        R, B = len(policies), len(contexts[0])
         deltas = row_deltas([p.steering for p in policies], self.vectors, model.config.hidden_size,
                             next(model.parameters()).device)
-        return PolicyGroup(model, [p.adapter for p in policies], contexts, pad, is_peft=_is_peft(model),
-                           steer_deltas=deltas)
+        deltas = {L: d.repeat(B, 1) for L, d in deltas.items()}                       # [B*R, H]
+        return PolicyGroup(model, [p.adapter for _ in range(B) for p in policies],
+                           [list(contexts[r][b]) for b in range(B) for r in range(R)], pad,
+                           is_peft=_is_peft(model), steer_deltas=deltas,
+                           row_seq=[b for b in range(B) for _ in range(R)], lora=self._multi_lora(name))
+
+    def _multi_lora(self, name: str):
+        """The multi-LoRA kernel for this model's adapters (None: PEFT's own mixed batch)."""
+        from .kernels.lora import MultiLoRA
+        model = self.models[name]
+        if self.lora_kernel == "peft" or not _is_peft(model) or not self.adapters[name]:
+            return None
+        key = (name, tuple(sorted(self.adapters[name])), self.lora_kernel)
+        if self._lora_cache.get(name, (None,))[0] != key:
+            self._lora_cache[name] = (key, MultiLoRA(model, self.lora_kernel) if MultiLoRA.supports(model) else None)
+        return self._lora_cache[name][1]
 
     @torch.inference_mode()
-    def _generate_one(self, prompt, target, sampler, config, max_new_tokens, temperature, top_p, eos, stop,
-                      rng, streamer):
+    def _generate_batch(self, prompts, target, sampler, config, max_new_tokens, temperature, top_p, eos, stop,
+                        rngs, streamer):
         t0 = time.perf_counter()
-        scorer, drafter, rows, policies = self._build(prompt, target, need_drafter=sampler != "fused")
-        seq = Sequence(scorer, drafter, rows, config, float(temperature), float(top_p), max_new_tokens, eos, rng)
+        scorer, drafter, rows, policies = self._build(prompts, target, need_drafter=sampler != "fused")
+        seqs = [Sequence(max_new_tokens, rng) for rng in rngs]
+        batch = Batch(scorer, drafter, rows, config, float(temperature), float(top_p), eos, list(seqs))
         step = SAMPLERS[sampler]
-        stopped_at = None
-        while seq.remaining > 0 and not (seq.y and seq.y[-1] in eos):
-            before = len(seq.y)
-            step(seq)
-            if stop:
-                stopped_at = _find_stop(self.tokenizer, seq.y, before, stop)
-            end = stopped_at[0] if stopped_at else len(seq.y)
-            if streamer is not None and end > before:
-                streamer.put(torch.tensor(seq.y[before:end]))
+        results: list = [None] * len(seqs)
+        slot = {id(s): i for i, s in enumerate(seqs)}
+
+        def finish(s, stopped_at):
+            out = s.y[: stopped_at[0]] if stopped_at else s.y
+            body = out[:-1] if out and out[-1] in eos else out
+            text = self.tokenizer.decode(body, skip_special_tokens=True)
             if stopped_at:
-                break
-        out = seq.y[: stopped_at[0]] if stopped_at else seq.y
-        body = out[:-1] if out and out[-1] in eos else out
-        text = self.tokenizer.decode(body, skip_special_tokens=True)
-        if stopped_at:
-            text = text[: stopped_at[1]]
+                text = text[: stopped_at[1]]
+            s.stats.new_tokens = len(out)
+            s.stats.wall_time_s = time.perf_counter() - t0
+            results[slot[id(s)]] = (out, text, s.stats)
+
+        def done(s):
+            return s.remaining <= 0 or (s.y and s.y[-1] in eos)
+
+        for s in [s for s in batch.seqs if done(s)]:
+            finish(s, None)
+        batch.seqs = [s for s in batch.seqs if not done(s)]
+        if len(batch.seqs) < len(seqs):
+            self._select(batch, [slot[id(s)] for s in batch.seqs], list(range(len(seqs))))
+        active_ids = [slot[id(s)] for s in batch.seqs]
+        while batch.seqs:
+            before = [len(s.y) for s in batch.seqs]
+            step(batch)
+            keep = []
+            for s, n0 in zip(batch.seqs, before):
+                stopped_at = _find_stop(self.tokenizer, s.y, n0, stop) if stop else None
+                end = stopped_at[0] if stopped_at else len(s.y)
+                if streamer is not None and end > n0:
+                    streamer.put(torch.tensor(s.y[n0:end]))
+                if stopped_at or done(s):
+                    finish(s, stopped_at)
+                else:
+                    keep.append(s)
+            if len(keep) < len(batch.seqs):
+                new_ids = [slot[id(s)] for s in keep]
+                self._select(batch, new_ids, active_ids)
+                active_ids = new_ids
+                batch.seqs = keep
         if streamer is not None:
             streamer.end()
-        st = seq.stats
-        st.new_tokens = len(out)
-        st.wall_time_s = time.perf_counter() - t0
+        # forward passes are shared by the batch: every sequence reports the passes it took part in
         labels = [p.label() for p in policies]
-        for gi, g in enumerate(scorer.groups):
-            for i, (gj, _) in enumerate(scorer.index):
-                if gj == gi:
-                    st.forward_passes[labels[i]] = st.forward_passes.get(labels[i], 0) + g.forward_passes
-            st.model_calls += g.forward_passes
-        if drafter is not None:
-            key = "proposal:" + target.draft_policy.label()
-            st.forward_passes[key] = drafter.forward_passes
-            st.model_calls += drafter.forward_passes
-        return out, text, st, labels
+        for s in seqs:
+            st = s.stats
+            for gi, g in enumerate(scorer.groups):
+                for i, (gj, _) in enumerate(scorer.index):
+                    if gj == gi:
+                        st.forward_passes[labels[i]] = st.forward_passes.get(labels[i], 0) + g.forward_passes
+                st.model_calls += g.forward_passes
+            if drafter is not None:
+                key = "proposal:" + target.draft_policy.label()
+                st.forward_passes[key] = drafter.forward_passes
+                st.model_calls += drafter.forward_passes
+        return results, labels
+
+    @staticmethod
+    def _select(batch, keep_ids: list[int], active_ids: list[int]) -> None:
+        """Drop finished sequences' rows from every cache (keep_ids, active_ids: original slots)."""
+        pos = {sid: i for i, sid in enumerate(active_ids)}
+        keep = [pos[sid] for sid in keep_ids]
+        batch.scorer.select(keep)
+        if batch.drafter is not None:
+            rows = torch.tensor(keep, dtype=torch.long)
+            batch.drafter.select(rows, torch.arange(len(keep)))
 
 
 def _find_stop(tokenizer, y: list[int], new_from: int, stop: list[str]):

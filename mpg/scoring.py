@@ -1,157 +1,257 @@
-"""Multi-policy scoring of one shared response, with incremental KV caches that roll back.
+"""Batched multi-policy scoring: one KV cache per model for every (sequence, policy) row.
 
-Every policy scores the same response y after its own context. A `PolicyGroup` holds all the policies
-that run on one set of weights (the base model and its LoRA adapters, or one separate model) as rows of
-ONE batch: contexts are left-padded, so after the context every row advances by the same response
-tokens and a rejected draft is undone for all rows with one `crop`.
+A `PolicyGroup` holds the rows that run on one set of weights (the base model and its LoRA
+adapters, or one separate model): row = b * R + r for sequence b and policy r. Every policy scores
+the same response y of its sequence after its own context.
 
-Invariant: a group's cache holds context[:-1] + s[:consumed], where s = [context[-1]] + y. Feeding
-s[consumed:] (at least one token, because consumed <= len(y)) yields the distribution of the next
-token, so "what to feed" and "what to roll back" follow from `consumed` alone.
+Invariant per row: the cache holds context[:-1] + s[:consumed], s = [context[-1]] + y, with
+consumed <= len(y). Feeding s[consumed:] (at least one token) yields the next-token distribution.
+
+Ragged rows without copies. The cache grows by columns shared by all rows; each row marks the
+columns it owns (`valid`). Rows that need fewer new tokens are left-padded inside a feed, and
+tokens a row rejects become holes (masked columns) instead of being cut out, so sequences of one
+batch may accept different numbers of tokens without re-running accepted work. Trailing columns
+that no row owns are cropped; when holes pile up the cache is compacted (one gather).
+
+Branches. n alternative chunks after the same prefix (SCR candidates, pilot drafts) are fed side by
+side in ONE pass as branches 1..n: a branch token attends to the shared columns and to its own
+branch only (an explicit 4D mask), with its own positions. `commit` keeps one branch per sequence as
+ordinary columns and turns the others into holes, so candidates need no cache copies.
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 
 import torch
 from transformers import DynamicCache
 
 from .steering import steered
 
+COMPACT_MIN_HOLES = 64      # compact when at least this many columns are holes for the fullest row ...
+COMPACT_FRACTION = 0.25     # ... and they are at least this share of the cache
+
 
 class PolicyGroup:
-    """Rows = policies sharing one model. adapters[r] is a PEFT adapter name or None (bare weights)."""
+    """Rows = (sequence, policy) pairs sharing one model; `adapters[i]` is row i's LoRA name or None."""
 
     def __init__(self, model, adapters: list[str | None], contexts: list[list[int]], pad_id: int,
-                 is_peft: bool, steer_deltas: dict | None = None):
+                 is_peft: bool, steer_deltas: dict | None = None, row_seq: list[int] | None = None, lora=None):
         if any(len(c) == 0 for c in contexts):
             raise ValueError("a policy context tokenised to nothing")
-        self.model = model
-        self.adapters = list(adapters)
-        self.is_peft = is_peft
+        self.model, self.is_peft, self.lora, self.pad_id = model, is_peft, lora, pad_id
         self.device = next(model.parameters()).device
-        self.steer_deltas = steer_deltas or {}  # {layer: [R, H]} added to steered rows only
-        R = len(contexts)
-        self.pad_len = max(len(c) for c in contexts) - 1
-        prefix = torch.full((R, self.pad_len), pad_id, dtype=torch.long)        # [R, P]
-        self.prefix_mask = torch.zeros((R, self.pad_len), dtype=torch.long)     # [R, P]
-        for r, c in enumerate(contexts):
-            n = len(c) - 1
-            if n:
-                prefix[r, self.pad_len - n:] = torch.tensor(c[:-1])
-                self.prefix_mask[r, self.pad_len - n:] = 1
-        self.prefix_mask = self.prefix_mask.to(self.device)
-        self.last_context_token = torch.tensor([c[-1] for c in contexts], device=self.device)  # [R]
-        self.start_pos = torch.tensor([len(c) - 1 for c in contexts], device=self.device)      # [R]
+        self.adapters = list(adapters)
+        N = len(contexts)
+        self.row_seq = torch.tensor(row_seq if row_seq is not None else [0] * N)           # [N]
+        self.steer_deltas = steer_deltas or {}                                             # {layer: [N, H]}
+        self.last_context_token = torch.tensor([c[-1] for c in contexts])                 # [N]
+        self.start_pos = torch.tensor([len(c) - 1 for c in contexts])                     # [N]
+        self.consumed = torch.zeros(N, dtype=torch.long)                                  # [N]
+        self.valid = torch.zeros(N, 0, dtype=torch.bool)                                  # [N, C]
+        self.col_branch = torch.zeros(0, dtype=torch.long)                                # [C]
+        self.branch_len = 0        # tokens fed so far into the open branches (same for every branch)
         self.cache = DynamicCache()
-        self.consumed = 0
         self.forward_passes = 0
-        if self.pad_len:
-            pos = (self.prefix_mask.cumsum(-1) - 1).clamp_min(0)  # [R, P]
-            self._forward(prefix.to(self.device), self.prefix_mask, pos)
+        P = max(len(c) for c in contexts) - 1
+        if P:
+            prefix = torch.full((N, P), pad_id, dtype=torch.long)                           # [N, P]
+            mask = torch.zeros(N, P, dtype=torch.bool)                                      # [N, P]
+            for i, c in enumerate(contexts):
+                if len(c) > 1:
+                    prefix[i, P - len(c) + 1:] = torch.tensor(c[:-1])
+                    mask[i, P - len(c) + 1:] = True
+            pos = (mask.long().cumsum(-1) - 1).clamp_min(0)                                 # [N, P]
+            self._forward(prefix, mask, pos, torch.zeros(P, dtype=torch.long), keep_logits=1)
 
     @property
     def rows(self) -> int:
         return len(self.adapters)
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    # ---- the one forward ----------------------------------------------------------------------
+    def _forward(self, ids, feed_valid, feed_pos, feed_branch, keep_logits: int) -> torch.Tensor:
+        """Append a feed of W columns to every row. ids, feed_valid, feed_pos: [N, W]; feed_branch: [W].
+
+        Returns logits of the last `keep_logits` columns: [N, keep_logits, V].
+        """
+        valid = torch.cat([self.valid, feed_valid], 1)                                    # [N, C+W]
+        branch = torch.cat([self.col_branch, feed_branch])                                # [C+W]
+        C, W = self.valid.shape[1], ids.shape[1]
+        # query w sees key k iff k is valid for the row, k is not after w, and k is shared or in w's branch
+        causal = torch.ones(W, C + W, dtype=torch.bool).tril(C)                          # [W, C+W]
+        same = (branch.unsqueeze(0) == 0) | (branch.unsqueeze(0) == feed_branch.unsqueeze(1))  # [W, C+W]
+        allowed = valid.unsqueeze(1) & (causal & same).unsqueeze(0)                      # [N, W, C+W]
+        dtype = self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
         kwargs = {}
-        if self.is_peft:
+        if self.is_peft and self.lora is None:
             kwargs["adapter_names"] = [a if a is not None else "__base__" for a in self.adapters]
-        with steered(self.model, self.steer_deltas):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache,
-                             use_cache=True, **kwargs)
+        rows_ctx = self.lora.rows(self.adapters) if self.lora is not None else contextlib.nullcontext()
+        with rows_ctx, steered(self.model, self.steer_deltas):
+            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.unsqueeze(1).to(self.device),
+                             position_ids=feed_pos.to(self.device), past_key_values=self.cache, use_cache=True,
+                             logits_to_keep=keep_logits, **kwargs)
         self.cache = out.past_key_values
+        self.valid, self.col_branch = valid, branch
         self.forward_passes += 1
         return out.logits
 
-    def pending(self, y: list[int]) -> torch.Tensor:
-        """s[consumed:] for every row: [R, m], m = len(y) + 1 - consumed >= 1."""
-        assert self.consumed <= len(y), "cache is ahead of the response; roll back first"
-        tail = torch.tensor(y[max(self.consumed - 1, 0):], dtype=torch.long, device=self.device)
-        tail = tail.unsqueeze(0).expand(self.rows, -1)                           # [R, len]
-        if self.consumed == 0:
-            return torch.cat([self.last_context_token.unsqueeze(1), tail], 1)    # [R, len(y)+1]
-        return tail
+    # ---- feeding -------------------------------------------------------------------------------
+    def pending(self, ys: list[list[int]]) -> list[list[int]]:
+        """Per row, s[consumed:] -- the tokens its cache still lacks (at least one)."""
+        out = []
+        for i in range(self.rows):
+            y, c = ys[int(self.row_seq[i])], int(self.consumed[i])
+            assert c <= len(y), "cache is ahead of the response; commit first"
+            s_tail = y[c - 1:] if c else [int(self.last_context_token[i])] + y
+            out.append(s_tail)
+        return out
 
-    def feed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append tokens [R, m] to every row; returns next-token log-probs [R, m, V] (float32)."""
-        R, m = tokens.shape
-        pos = self.start_pos.unsqueeze(1) + self.consumed + torch.arange(m, device=self.device)  # [R, m]
-        mask = torch.cat([self.prefix_mask,
-                          torch.ones((R, self.consumed + m), dtype=torch.long, device=self.device)], 1)
-        logits = self._forward(tokens.to(self.device), mask, pos)               # [R, m, V]
-        self.consumed += m
-        return torch.log_softmax(logits.float(), dim=-1)
+    def feed(self, ys: list[list[int]], branches: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed each row's pending tokens, then n branch chunks of T tokens side by side.
 
-    def rollback(self, response_len: int) -> None:
-        """Forget everything past the first `response_len` response tokens (keeps the invariant)."""
-        keep = min(self.consumed, response_len)
-        if keep < self.consumed:
-            self.cache.crop(keep - self.consumed)  # transformers 5: a negative count of tokens to drop
-            self.consumed = keep
+        ys: the response of every sequence; branches: [N, n, T] (row-wise) or None.
+        returns logits [N, 1 + n*T, V]: column 0 predicts the first branch token (or the next token),
+        column 1 + j*T + t the token after branch j's token t.
+        """
+        pend = self.pending(ys)
+        M = max(len(p) for p in pend)
+        n, T = (0, 0) if branches is None else branches.shape[1:]
+        N = self.rows
+        ids = torch.full((N, M + n * T), self.pad_id, dtype=torch.long)                  # [N, W]
+        fvalid = torch.zeros(N, M + n * T, dtype=torch.bool)                              # [N, W]
+        fpos = torch.zeros(N, M + n * T, dtype=torch.long)                                # [N, W]
+        m = torch.tensor([len(p) for p in pend])                                          # [N]
+        for i, p in enumerate(pend):
+            ids[i, M - len(p):M] = torch.tensor(p)
+        fvalid[:, :M] = torch.arange(M).unsqueeze(0) >= (M - m).unsqueeze(1)
+        base = self.start_pos + self.consumed                                            # [N] position of s[consumed]
+        fpos[:, :M] = (base.unsqueeze(1) + torch.arange(M).unsqueeze(0) - (M - m).unsqueeze(1)).clamp_min(0)
+        fbranch = torch.zeros(M + n * T, dtype=torch.long)                                # [W]
+        if n:
+            ids[:, M:] = branches.reshape(N, n * T)
+            fvalid[:, M:] = True
+            depth = torch.arange(T).repeat(n)                                              # [n*T]
+            fpos[:, M:] = (base + m).unsqueeze(1) + depth.unsqueeze(0)
+            fbranch[M:] = torch.arange(1, n + 1).repeat_interleave(T)
+        self.consumed = self.consumed + m
+        self.branch_len = T
+        return self._forward(ids, fvalid, fpos, fbranch, keep_logits=1 + n * T)
 
-    def fork(self, n: int) -> "PolicyGroup":
-        """A copy with every row repeated n times (row r, copy j -> r * n + j); this group is untouched."""
-        other = copy.copy(self)
-        other.cache = copy.deepcopy(self.cache)
-        other.cache.batch_repeat_interleave(n)
-        other.adapters = [a for a in self.adapters for _ in range(n)]
-        other.prefix_mask = self.prefix_mask.repeat_interleave(n, 0)
-        other.last_context_token = self.last_context_token.repeat_interleave(n, 0)
-        other.start_pos = self.start_pos.repeat_interleave(n, 0)
-        other.steer_deltas = {L: d.repeat_interleave(n, 0) for L, d in self.steer_deltas.items()}
-        other.forward_passes = 0
-        return other
+    def extend_branches(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Add one token to each of the n open branches. tokens: [N, n] -> logits [N, n, V]."""
+        N, n = tokens.shape
+        fpos = (self.start_pos + self.consumed + self.branch_len).unsqueeze(1).expand(N, n)  # [N, n]
+        fbranch = torch.arange(1, n + 1)                                                  # [n]
+        logits = self._forward(tokens, torch.ones(N, n, dtype=torch.bool), fpos.contiguous(), fbranch, keep_logits=n)
+        self.branch_len += 1
+        return logits
 
-    def adopt(self, fork: "PolicyGroup", n: int, j: int) -> None:
-        """Take over copy j of an n-way fork of this group (its cache already holds candidate j)."""
-        rows = torch.arange(self.rows, device=self.device) * n + j
-        fork.cache.batch_select_indices(rows)
-        self.cache, self.consumed = fork.cache, fork.consumed
+    # ---- keeping what was accepted ---------------------------------------------------------------
+    def commit(self, lengths: list[int], winners: list[int] | None = None) -> None:
+        """After a round: sequence b's response now has lengths[b] tokens, extending the old one by
+        the first tokens of branch winners[b] (1..n; 0 or None: no branch) and at most one more.
+        Keeps s[:min(consumed + branch tokens, length)] per row; everything else becomes holes."""
+        win = torch.tensor([w or 0 for w in (winners or [0] * len(lengths))])[self.row_seq]  # [N]
+        length = torch.tensor(lengths)[self.row_seq]                                         # [N]
+        cb = self.col_branch.unsqueeze(0)                                                     # [1, C]
+        own = self.valid & ((cb == 0) | (cb == win.unsqueeze(1)))                            # [N, C] in s order
+        total = self.consumed + torch.where(win > 0, self.branch_len, 0)                      # [N]
+        keep = torch.minimum(total, length)                                                   # [N]
+        self.valid = own & (own.long().cumsum(1) <= (keep + self.start_pos).unsqueeze(1))
+        self.col_branch = torch.zeros_like(self.col_branch)
+        self.consumed, self.branch_len = keep, 0
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Crop trailing columns nobody owns; compact when holes are many."""
+        used = self.valid.any(0)                                                              # [C]
+        C = used.numel()
+        last = int(used.nonzero().max()) + 1 if used.any() else 0
+        if last < C:
+            self.cache.crop(last - C)
+            self.valid, self.col_branch = self.valid[:, :last], self.col_branch[:last]
+        counts = self.valid.sum(1)                                                            # [N]
+        C = self.valid.shape[1]
+        holes = C - int(counts.min()) if C else 0
+        if holes >= COMPACT_MIN_HOLES and holes >= COMPACT_FRACTION * C:
+            self._compact(counts)
+
+    def _compact(self, counts: torch.Tensor) -> None:
+        """Move every row's valid columns to the right end of a shorter cache. Keys carry their rotary
+        positions already and later feeds pass explicit position ids, so moving columns is safe."""
+        Cn = int(counts.max())
+        N, C = self.valid.shape
+        # source column for each (row, new column): valid columns in order, right-aligned
+        order = torch.argsort((~self.valid).long() * C + torch.arange(C), dim=1, stable=True)  # valid first, in order
+        idx = torch.zeros(N, Cn, dtype=torch.long)                                            # [N, Cn]
+        new_valid = torch.zeros(N, Cn, dtype=torch.bool)
+        for i in range(N):
+            k = int(counts[i])
+            if k:
+                idx[i, Cn - k:] = order[i, :k]
+                new_valid[i, Cn - k:] = True
+        dev_idx = idx.to(self.device)
+        for layer in self.cache.layers:
+            if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
+                continue
+            H, D = layer.keys.shape[1], layer.keys.shape[3]
+            g = dev_idx[:, None, :, None].expand(N, H, Cn, D)
+            layer.keys = layer.keys.gather(2, g)
+            layer.values = layer.values.gather(2, g)
+        self.valid = new_valid
+        self.col_branch = torch.zeros(Cn, dtype=torch.long)
+
+    def select(self, rows: torch.Tensor, row_seq: torch.Tensor) -> None:
+        """Keep only `rows` (e.g. the rows of unfinished sequences), renumbering their sequences."""
+        self.cache.batch_select_indices(rows.to(self.device))
+        self.adapters = [self.adapters[int(i)] for i in rows]
+        self.row_seq = row_seq
+        for name in ("last_context_token", "start_pos", "consumed", "valid"):
+            setattr(self, name, getattr(self, name)[rows])
+        self.steer_deltas = {L: d[rows.to(d.device)] for L, d in self.steer_deltas.items()}
+        self._tidy()
 
 
 class MultiPolicyScorer:
-    """Scores a shared response under a list of unique policies, one batched forward per model.
+    """Scores every sequence's response under its P unique policies, one batched forward per model.
 
-    policies[i] -> (group, row). `score` returns log-probs for all policies in list order.
+    policy i of every sequence lives in groups[index[i][0]] at policy slot index[i][1] (row b*R + slot).
     """
 
-    def __init__(self, groups: list[PolicyGroup], index: list[tuple[int, int]]):
-        self.groups = groups
-        self.index = index  # policy i lives in groups[index[i][0]] at row index[i][1]
+    def __init__(self, groups: list[PolicyGroup], index: list[tuple[int, int]], n_seqs: int):
+        self.groups, self.index, self.n_seqs = groups, index, n_seqs
 
-    def score(self, y: list[int], chunk: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-probs [P, m+1, V] of every policy predicting chunk[0..m-1] and the token after it.
+    def score(self, ys: list[list[int]], chunks: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw next-token logits [B, P, n, K+1, V] of every policy before each chunk token and after it.
 
-        y: the accepted response; chunk: [m] drafted tokens (or None for m = 0).
+        ys: each sequence's accepted response; chunks: [B, n, K] drafted alternatives (None: K = 0, n = 1).
         """
-        m = 0 if chunk is None else chunk.numel()
+        B = self.n_seqs
+        n, K = (1, 0) if chunks is None else chunks.shape[1:]
         outs = []
         for g in self.groups:
-            feed = g.pending(y)                                                  # [R, m0]
-            if m:
-                feed = torch.cat([feed, chunk.to(g.device).unsqueeze(0).expand(g.rows, -1)], 1)
-            outs.append(g.feed(feed)[:, -(m + 1):])                              # [R, m+1, V]
-        return torch.stack([outs[gi][r].to(outs[0].device) for gi, r in self.index])  # [P, m+1, V]
+            R = g.rows // B
+            branches = None if chunks is None else chunks[g.row_seq]                    # [N, n, K]
+            lg = g.feed(ys, branches)                                                    # [N, 1 + n*K, V]
+            first = lg[:, :1].unsqueeze(1).expand(-1, n, 1, -1)                          # [N, n, 1, V]
+            rest = lg[:, 1:].reshape(g.rows, n, K, lg.shape[-1])                         # [N, n, K, V]
+            outs.append(torch.cat([first, rest], 2).reshape(B, R, n, K + 1, -1))         # [B, R, n, K+1, V]
+        if len(outs) == 1 and [r for _, r in self.index] == list(range(outs[0].shape[1])):
+            return outs[0]
+        return torch.stack([outs[gi][:, r].to(outs[0].device) for gi, r in self.index], 1)  # [B, P, n, K+1, V]
 
-    def score_many(self, y: list[int], chunks: torch.Tensor) -> tuple[torch.Tensor, list[PolicyGroup]]:
-        """Score n alternative chunks [n, m] at once in forked caches: log-probs [P, n, m+1, V] and the
-        forks (one per group), so that the caller can `adopt` the copy it keeps."""
-        n, m = chunks.shape
-        outs, forks = [], []
+    def commit(self, lengths: list[int], winners: list[int] | None = None) -> None:
         for g in self.groups:
-            f = g.fork(n)
-            feed = torch.cat([f.pending(y), chunks.to(g.device).repeat(g.rows, 1)], 1)  # [R*n, m0+m]
-            outs.append(f.feed(feed)[:, -(m + 1):].reshape(g.rows, n, m + 1, -1))     # [R, n, m+1, V]
-            g.forward_passes += f.forward_passes
-            forks.append(f)
-        return torch.stack([outs[gi][r].to(outs[0].device) for gi, r in self.index]), forks
+            g.commit(lengths, winners)
 
-    def adopt(self, forks: list[PolicyGroup], n: int, j: int) -> None:
-        for g, f in zip(self.groups, forks):
-            g.adopt(f, n, j)
-
-    def rollback(self, response_len: int) -> None:
+    def select(self, keep: list[int]) -> None:
+        """Keep sequences `keep` (old numbering), renumbered 0..len(keep)-1."""
+        remap = {b: i for i, b in enumerate(keep)}
         for g in self.groups:
-            g.rollback(response_len)
+            rows = torch.tensor([i for i in range(g.rows) if int(g.row_seq[i]) in remap], dtype=torch.long)
+            g.select(rows, torch.tensor([remap[int(g.row_seq[i])] for i in rows], dtype=torch.long))
+        self.n_seqs = len(keep)
+
+    @property
+    def forward_passes(self) -> int:
+        return sum(g.forward_passes for g in self.groups)

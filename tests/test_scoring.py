@@ -1,76 +1,139 @@
-"""KV-cached incremental scoring equals scoring from scratch; one mixed-adapter batch equals per-adapter passes."""
+"""Batched incremental scoring equals scoring from scratch: ragged commits (holes), compaction, branches,
+dropping finished sequences; the multi-LoRA and validation kernels equal their references."""
+import pytest
 import torch
 
 from oracle import _scratch_logprobs
 
+import mpg.scoring as scoring
+from mpg.kernels.lora import MultiLoRA, lora_delta_gathered, lora_delta_reference, lora_delta_stacked, stack_adapters
+from mpg.kernels.validation import token_logprobs_fused, token_logprobs_reference
 from mpg.policies import Attribute, Policy, Target
-from mpg.scoring import PolicyGroup
 
-PROMPT = "a b"
+PROMPTS = ["a b", "b", "a a b a"]
 TARGET = Target((Attribute.expert("x", "b a b", 1.0), Attribute.expert("y", None, 1.0),
                  Attribute(Policy(model="other", system="a"), Policy(system="a"), 1.0)), "product")
 
 
-def scratch(engine, policies, prefix):
-    return torch.stack([_scratch_logprobs(engine, p, PROMPT, tuple(prefix)).float() for p in policies])  # [P, V]
+def scratch(engine, policies, prompt, prefix):
+    return torch.stack([_scratch_logprobs(engine, p, prompt, tuple(prefix)).float() for p in policies])  # [P, V]
 
 
-def assert_matches(engine, policies, lp, y, chunk):
-    """lp [P, m+1, V] from the scorer vs from-scratch log-probs at every prefix y + chunk[:t]."""
-    for t in range(len(chunk) + 1):
-        ref = scratch(engine, policies, y + chunk[:t])
-        torch.testing.assert_close(lp[:, t], ref, atol=2e-5, rtol=1e-4)
+def assert_matches(engine, policies, logits, ys, chunks, prompts=PROMPTS):
+    """logits [B, P, n, K+1, V] from the scorer vs from-scratch log-probs at every prefix y + chunk[:t]."""
+    for b, (prompt, y) in enumerate(zip(prompts, ys)):
+        for j, chunk in enumerate(chunks[b] if chunks is not None else [[]]):
+            for t in range(len(chunk) + 1):
+                ref = scratch(engine, policies, prompt, y + chunk[:t])
+                got = torch.log_softmax(logits[b, :, j, t], -1)
+                torch.testing.assert_close(got, ref, atol=3e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("compact_at", [10**9, 1], ids=["holes", "compacting"])
+@torch.inference_mode()
+def test_ragged_batch_scoring_with_commits_equals_scratch(engine, monkeypatch, compact_at):
+    monkeypatch.setattr(scoring, "COMPACT_MIN_HOLES", compact_at)
+    monkeypatch.setattr(scoring, "COMPACT_FRACTION", 0.0)
+    scorer, _, _, policies = engine._build(PROMPTS, TARGET, need_drafter=False)
+    assert len(scorer.groups) == 2 and len(policies) == 6 and scorer.groups[0].rows == 3 * 5
+    ys = [[], [], []]
+    chunks = [[[3, 4, 3]], [[4, 4, 4]], [[3, 3, 3]]]
+    assert_matches(engine, policies, scorer.score(ys, torch.tensor(chunks)), ys, chunks)
+    # sequence 0 keeps one token, sequence 1 all three plus a bonus, sequence 2 nothing but a redraw
+    ys = [[3], [4, 4, 4, 2], [4]]
+    scorer.commit([len(y) for y in ys], [1, 1, 1])
+    chunks = [[[4, 4]], [[3, 3]], [[2, 3]]]
+    assert_matches(engine, policies, scorer.score(ys, torch.tensor(chunks)), ys, chunks)
+    ys = [[3, 4, 4], [4, 4, 4, 2], [4, 2, 3]]   # 0: both + nothing more; 1: none; 2: both + nothing
+    scorer.commit([len(y) for y in ys], [1, 1, 1])
+    assert_matches(engine, policies, scorer.score(ys), ys, None)     # a plain (fused) step
+    ys = [y + [3] for y in ys]
+    scorer.commit([len(y) for y in ys])
+    scorer.select([0, 2])                                            # sequence 1 finished
+    ys_left = [ys[0], ys[2]]
+    logits = scorer.score(ys_left, torch.tensor([[[4]], [[4]]]))
+    for b, (prompt, y) in enumerate(zip([PROMPTS[0], PROMPTS[2]], ys_left)):
+        for t in range(2):
+            ref = scratch(engine, policies, prompt, y + [4][:t])
+            torch.testing.assert_close(torch.log_softmax(logits[b, :, 0, t], -1), ref, atol=3e-5, rtol=1e-4)
+    if compact_at == 1:
+        assert all(g.valid.all(1).any() for g in scorer.groups)      # compaction left a row without holes
 
 
 @torch.inference_mode()
-def test_incremental_scoring_with_rollback_equals_scratch(engine):
-    scorer, _, _, policies = engine._build(PROMPT, TARGET, need_drafter=False)
-    assert len(scorer.groups) == 2 and len(policies) == 6  # base+x, base+y, base[...] rows; other model
-    y = []
-    assert_matches(engine, policies, scorer.score(y, torch.tensor([3, 4, 3])), y, [3, 4, 3])
-    y = [3]                      # one drafted token accepted, two rejected
-    scorer.rollback(len(y))
-    assert_matches(engine, policies, scorer.score(y, torch.tensor([4, 4])), y, [4, 4])
-    y = [3, 4, 4, 2]             # both accepted plus a bonus token: two pending tokens next time
-    scorer.rollback(len(y))
-    assert_matches(engine, policies, scorer.score(y, torch.tensor([3])), y, [3])
-    y = y + [3]
-    scorer.rollback(len(y))
-    assert_matches(engine, policies, scorer.score(y), y, [])  # plain one-token (fused) step
+def test_branches_score_like_one_by_one_and_the_winner_continues(engine):
+    scorer, _, _, policies = engine._build(PROMPTS, TARGET, need_drafter=False)
+    ys = [[3], [4], [3, 3]]
+    scorer.score(ys)                                                 # some history first
+    scorer.commit([len(y) for y in ys])
+    chunks = [[[3, 4], [4, 4], [2, 3]], [[4, 3], [3, 3], [4, 4]], [[3, 3], [4, 3], [3, 4]]]
+    many = scorer.score(ys, torch.tensor(chunks))                    # [B, P, 3, 3, V]
+    assert_matches(engine, policies, many, ys, chunks)
+    # keep branch 2 of sequence 0 (both tokens), branch 1 of sequence 1 (one token), nothing of sequence 2
+    ys = [ys[0] + chunks[0][1], ys[1] + chunks[1][0][:1], ys[2]]
+    scorer.commit([len(y) for y in ys], [2, 1, 0])
+    assert all((g.col_branch == 0).all() for g in scorer.groups)
+    nxt = [[[3]], [[4]], [[4]]]
+    assert_matches(engine, policies, scorer.score(ys, torch.tensor(nxt)), ys, nxt)
 
 
+def test_batched_generation_equals_one_prompt_at_a_time(engine):
+    prompts = ["a b", "b b a", "a"]
+    for sampler in ("fused", "speculative", "scr"):
+        kw = dict(target=TARGET, sampler=sampler, max_new_tokens=6, seed=3, eos_token_id=1, chunk_size=2)
+        together = engine.generate(prompts, batch_size=3, **kw)
+        alone = engine.generate(prompts, batch_size=1, **kw)
+        assert together.token_ids == alone.token_ids, sampler
+
+
+def test_stacked_and_gathered_lora_equal_the_masked_reference():
+    g = torch.Generator().manual_seed(0)
+    N, T, I, O = 7, 3, 16, 12
+    ranks, scale = [4, 2, 4], [2.0, 0.5, 1.0]
+    A = [torch.randn(r, I, generator=g) for r in ranks]
+    B = [torch.randn(O, r, generator=g) for r in ranks]
+    x = torch.randn(N, T, I, generator=g)
+    row = torch.tensor([0, 1, 2, 3, 1, 0, 3])
+    ref = lora_delta_reference(x, A, B, scale, row)                   # [N, T, O]
+    A_cat, B_cat = stack_adapters(A, B, scale)
+    owner = torch.cat([torch.full((r,), i + 1) for i, r in enumerate(ranks)])
+    mask = (owner.unsqueeze(0) == row.unsqueeze(1)).float().unsqueeze(1)  # [N, 1, R_tot]
+    torch.testing.assert_close(lora_delta_stacked(x, A_cat, B_cat, mask), ref, atol=1e-5, rtol=1e-5)
+    A_rows = torch.zeros(4, I, 4)
+    B_rows = torch.zeros(4, 4, O)
+    for i, (a, b, s) in enumerate(zip(A, B, scale)):
+        A_rows[i + 1, :, : a.shape[0]] = a.T
+        B_rows[i + 1, : a.shape[0]] = b.T * s
+    torch.testing.assert_close(lora_delta_gathered(x, A_rows[row], B_rows[row]), ref, atol=1e-5, rtol=1e-5)
+    assert ref[row == 0].abs().max() == 0 and ref[row != 0].abs().min() >= 0 and ref.abs().max() > 0.1
+
+
+@pytest.mark.parametrize("method", ["stacked", "gathered"])
 @torch.inference_mode()
-def test_mixed_adapter_batch_equals_per_adapter_passes(engine):
+def test_multi_lora_forward_equals_peft_mixed_batch(engine, method):
     model = engine.models["base"]
-    adapters = ["x", "y", None, "x"]
-    contexts = [[3, 4, 4], [4], [3, 3, 4, 3, 4], [4, 3]]  # different lengths: left padding is exercised
-    batched = PolicyGroup(model, adapters, contexts, 0, is_peft=True)
-    feed = torch.tensor([[3, 4]]).expand(4, -1)
-    out = batched.feed(torch.cat([batched.last_context_token.unsqueeze(1), feed], 1))  # [4, 3, V]
-    assert batched.forward_passes == 2  # prefill + this step, for all four rows at once
-    for r, (a, c) in enumerate(zip(adapters, contexts)):
-        single = PolicyGroup(model, [a], [c], 0, is_peft=True)
-        ref = single.feed(torch.tensor([[c[-1], 3, 4]]))
-        torch.testing.assert_close(out[r], ref[0], atol=2e-5, rtol=1e-4)
-    # and the adapters do differ, so the comparison means something
-    assert (out[0] - out[3]).abs().max() > 1e-3
+    ids = torch.tensor([[3, 4, 4, 3]] * 4)
+    names = ["x", None, "y", "x"]
+    ref = model(input_ids=ids, adapter_names=[n or "__base__" for n in names]).logits
+    ml = MultiLoRA(model, method)
+    with ml.rows(names):
+        got = model(input_ids=ids).logits
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    assert (ref[0] - ref[1]).abs().max() > 1e-3                       # adapters do change the output
+    assert not any(m["module"].disable_adapters for m in ml.layers)   # PEFT state restored
 
 
-@torch.inference_mode()
-def test_forked_scoring_equals_one_by_one(engine):
-    scorer, _, _, policies = engine._build(PROMPT, TARGET, need_drafter=False)
-    y = [3]
-    chunks = torch.tensor([[3, 4], [4, 4], [2, 3]])
-    many, _ = scorer.score_many(y, chunks)                    # [P, 3, 3, V]
-    for i, c in enumerate(chunks):
-        assert_matches(engine, policies, many[:, i], y, c.tolist())
-    # the fork left the real caches untouched
-    assert_matches(engine, policies, scorer.score(y, torch.tensor([4])), y, [4])
-    # adopting copy 1 continues from y + chunks[1] without re-feeding it
-    scorer.rollback(len(y))
-    many, forks = scorer.score_many(y, chunks)
-    scorer.adopt(forks, 3, 1)
-    y = y + chunks[1].tolist()
-    scorer.rollback(len(y))
-    assert all(g.consumed == len(y) for g in scorer.groups)
-    assert_matches(engine, policies, scorer.score(y, torch.tensor([3])), y, [3])
+def test_fused_token_logprobs_equal_the_reference():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(5, 2, 3, 4, 50, generator=g) * 4            # [P, B, n, T, V]
+    toks = torch.randint(0, 50, (2, 3, 4), generator=g).expand(5, -1, -1, -1)
+    torch.testing.assert_close(token_logprobs_fused(logits, toks), token_logprobs_reference(logits, toks))
+
+
+def test_mod_style_reference_samples_what_fused_samples(engine):
+    from mpg.samplers.mod_style import mod_style_generate
+    for seed in range(4):
+        ref, st = mod_style_generate(engine, "a b", TARGET, max_new_tokens=5, seed=seed, eos_token_id=1)
+        fused = engine.generate("a b", target=TARGET, sampler="fused", max_new_tokens=5, seed=seed, eos_token_id=1)
+        assert ref == fused.token_ids[0]
+        assert st.model_calls >= 6 * len(ref)          # one forward per policy per token (plus prefills)

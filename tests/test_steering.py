@@ -12,7 +12,7 @@ from mpg.steering import Steer, decoder_layers, row_deltas, steered
 def test_alpha_zero_changes_nothing(engine):
     t = Target((Attribute(Policy(adapter="x", steering=Steer("v", 1, 0.0)), Policy(adapter="x"), 1.0),))
     scorer, _, _, policies = engine._build("a b", t, need_drafter=False)
-    lp = scorer.score([], torch.tensor([3, 4]))                     # [P, 3, V]
+    lp = scorer.score([[]], torch.tensor([[[3, 4]]]))[0, :, 0]      # [P, 3, V]
     zero, plain = policies.index(t.attributes[0].num), policies.index(t.attributes[0].den)
     torch.testing.assert_close(lp[zero], lp[plain])
 
@@ -49,15 +49,14 @@ def test_steered_rows_in_one_batch_equal_scratch_with_rollback(engine):
                 Attribute(Policy(steering=(Steer("v", 0, -1.0), Steer("v", 1, 0.5))), Policy(), 1.0)))
     scorer, _, _, policies = engine._build("a b", t, need_drafter=False)
     assert len(policies) == 4 and len(scorer.groups) == 1
-    y = []
-    assert_matches(engine, policies, scorer.score(y, torch.tensor([3, 4])), y, [3, 4])
-    y = [3]
-    scorer.rollback(len(y))
-    assert_matches(engine, policies, scorer.score(y, torch.tensor([4, 3])), y, [4, 3])
-    scorer.rollback(len(y))
-    many, _ = scorer.score_many(y, torch.tensor([[4, 4], [3, 2]]))     # forks keep each row's steering
-    for i, c in enumerate([[4, 4], [3, 2]]):
-        assert_matches(engine, policies, many[:, i], y, c)
+    def check(ys, chunks):
+        assert_matches(engine, policies, scorer.score(ys, torch.tensor(chunks)), ys, chunks, prompts=["a b"])
+
+    check([[]], [[[3, 4]]])
+    scorer.commit([1], [1])
+    check([[3]], [[[4, 3]]])
+    scorer.commit([1], [0])
+    check([[3]], [[[4, 4], [3, 2]]])                                   # branches keep each row's steering
 
 
 def test_steering_errors(engine):

@@ -94,16 +94,9 @@ class TargetRows:
 
 @dataclass
 class Sequence:
-    """One prompt being generated: the response so far and everything that scores or drafts it."""
+    """One prompt being generated: its response, random stream, statistics and SCR bound."""
 
-    scorer: MultiPolicyScorer
-    drafter: PolicyGroup | None
-    target: TargetRows
-    config: SamplerConfig
-    temperature: float
-    top_p: float
     max_new_tokens: int
-    eos: frozenset
     rng: torch.Generator
     stats: SequenceStats = field(default_factory=SequenceStats)
     y: list = field(default_factory=list)
@@ -117,12 +110,35 @@ class Sequence:
     def remaining(self) -> int:
         return self.max_new_tokens - len(self.y)
 
-    def append(self, tokens: list[int]) -> None:
-        """Extend the response and roll every cache back to it."""
-        self.y.extend(tokens)
-        self.scorer.rollback(len(self.y))
+
+@dataclass
+class Batch:
+    """The sequences generated together, and the scorer/drafter that hold their rows (same order)."""
+
+    scorer: MultiPolicyScorer
+    drafter: PolicyGroup | None
+    target: TargetRows
+    config: SamplerConfig
+    temperature: float
+    top_p: float
+    eos: frozenset
+    seqs: list
+
+    @property
+    def ys(self) -> list[list[int]]:
+        return [s.y for s in self.seqs]
+
+    def append(self, new: list[list[int]], winners: list[int] | None = None) -> None:
+        """Extend every response and keep, in every cache, what still agrees with it."""
+        for s, toks in zip(self.seqs, new):
+            s.y.extend(toks)
+        lengths = [len(s.y) for s in self.seqs]
+        self.scorer.commit(lengths, winners)
         if self.drafter is not None:
-            self.drafter.rollback(len(self.y))
+            self.drafter.commit(lengths, winners)
+
+    def chunk_sizes(self) -> list[int]:
+        return [max(1, min(self.config.chunk_size, s.remaining)) for s in self.seqs]
 
 
 def gather_tokens(lp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -131,24 +147,32 @@ def gather_tokens(lp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return lp.gather(-1, idx).squeeze(-1)
 
 
-def draft(group: PolicyGroup, y: list[int], k: int, seq: Sequence) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Draw k tokens per row of `group` from the tempered proposal, one forward per token.
+def draft(batch: Batch, ks: list[int], n: int) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+    """Draw n alternative chunks per sequence from the tempered proposal, one forward per token for all.
 
-    returns tokens [R, k], q log-probs [R, k, V] of the distributions sampled from, and each row's
-    length (k, or up to and including its first EOS). A single row stops at EOS early.
+    ks: each sequence's chunk size (K = max). returns tokens [B, n, K], q log-probs [B, n, K, V] of the
+    distributions sampled from, and lengths [B][n]: k_b, or up to and including the first EOS.
+    Each sequence draws its uniforms from its own stream, so a sequence's draft does not depend on
+    which other sequences share the batch.
     """
-    u = seq.uniforms(group.rows, k)                                   # [R, k]
-    feed = group.pending(y)                                           # [R, m0]
+    group, B, K = batch.drafter, len(batch.seqs), max(ks)
+    u = torch.full((B, n, K), 0.5)                                     # [B, n, K]
+    for b, (s, k) in enumerate(zip(batch.seqs, ks)):
+        u[b, :, :k] = s.uniforms(n, k)
+    logits = group.feed(batch.ys)[:, 0]                                # [B, V] (the drafter has one row per sequence)
+    q = temper(logits, batch.temperature, batch.top_p).unsqueeze(1).expand(B, n, -1)  # [B, n, V]
+    eos = torch.tensor(sorted(batch.eos), dtype=torch.long)
     toks, qs = [], []
-    for t in range(k):
-        q = temper(group.feed(feed)[:, -1], seq.temperature, seq.top_p)  # [R, V]
-        tok = sample(q, u[:, t])                                      # [R]
+    for t in range(K):
+        tok = sample(q, u[:, :, t])                                    # [B, n]
         toks.append(tok)
         qs.append(q)
-        if group.rows == 1 and int(tok) in seq.eos:
+        done = torch.stack(toks, 2)                                    # [B, n, t+1]
+        if t + 1 == K or bool(torch.isin(done, eos).any(2).all()):
             break
-        feed = tok.unsqueeze(1)
-    toks = torch.stack(toks, 1)                                       # [R, T], T <= k
-    is_eos = torch.isin(toks, torch.tensor(sorted(seq.eos), dtype=toks.dtype, device=toks.device))  # [R, T]
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, toks.shape[1])  # [R] length incl. EOS
-    return toks, torch.stack(qs, 1), first.tolist()
+        q = temper(group.extend_branches(tok), batch.temperature, batch.top_p)  # [B, n, V]
+    toks = torch.stack(toks, 2)                                        # [B, n, T], T <= K
+    is_eos = torch.isin(toks, eos)                                     # [B, n, T]
+    first = torch.where(is_eos.any(2), is_eos.int().argmax(2) + 1, toks.shape[2])  # [B, n]
+    lengths = torch.minimum(first, torch.tensor(ks).unsqueeze(1)).tolist()
+    return toks, torch.stack(qs, 2), lengths

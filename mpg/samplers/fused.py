@@ -1,14 +1,19 @@
 """fused: one batched scoring step of every policy per token, sample from p_1 (SPEC section 3)."""
 from __future__ import annotations
 
+import torch
+
 from ..distributions import sample
-from .common import Sequence
+from .common import Batch
 
 
-def fused_step(seq: Sequence) -> list[int]:
-    lp = seq.scorer.score(seq.y)                                                  # [P, 1, V]
-    p = seq.target.token_logprobs(lp, seq.temperature, seq.top_p)[0]              # [V]
-    tok = int(sample(p, seq.uniforms(1))[0])
-    seq.stats.rounds += 1
-    seq.append([tok])
-    return [tok]
+def fused_step(batch: Batch) -> list[list[int]]:
+    logits = batch.scorer.score(batch.ys)                                           # [B, P, 1, 1, V]
+    new = []
+    for b, s in enumerate(batch.seqs):
+        lp = torch.log_softmax(logits[b, :, 0].float(), -1)                          # [P, 1, V]
+        p = batch.target.token_logprobs(lp, batch.temperature, batch.top_p)[0]       # [V]
+        new.append([int(sample(p, s.uniforms(1))[0])])
+        s.stats.rounds += 1
+    batch.append(new)
+    return new

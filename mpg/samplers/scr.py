@@ -4,16 +4,18 @@ Draft a chunk from q, score it under every policy in one pass, accept it with pr
 W(c) / M where log M is estimated online; otherwise salvage the longest prefix that passes with the
 same uniform. Targets p_k; exact given a true fixed bound and no salvage.
 
-`candidates` > 1 drafts several chunks at once (forked caches, one scoring pass for all) and takes
-the first one, in draft order, that yields tokens -- the same law as trying them one after another,
-except that all candidates of a round are judged against the bound from before the round.
+`candidates` > 1 drafts several chunks at once (as branches of one cache, scored in one pass) and
+takes the first one, in draft order, that yields tokens -- the same law as trying them one after
+another, except that all candidates of a round are judged against the bound from before the round.
+Every sequence of a batch runs its own rounds, bound and uniforms; they share the forward passes.
 """
 from __future__ import annotations
 
 import torch
 
 from ..distributions import sample
-from .common import Sequence, draft, gather_tokens
+from ..kernels.validation import chunk_weights, token_logprobs_reference
+from .common import Batch, draft, gather_tokens
 from .thresholds import FixedBound, WindowBound
 
 
@@ -21,35 +23,31 @@ def new_bound(config):
     return FixedBound(config.threshold) if config.threshold is not None else WindowBound(config.window, config.margin)
 
 
-def propose(seq: Sequence, k: int, n: int):
-    """Draft n chunks and weigh them.
+def propose(batch: Batch, ks: list[int], n: int):
+    """Draft n chunks per sequence and weigh them.
 
-    n = 1 drafts and scores in the real caches; n > 1 in forks that the caller may adopt.
-    returns tokens [n, K], lengths (each <= K), cumulative log-weights a [n, K] (valid up to each
-    length), policy log-probs [P, n, K+1, V] and the forks (None for n = 1).
+    returns tokens [B, n, K], lengths [B][n], cumulative log-weights a [B, n, K] (valid up to each
+    length) and the policies' logits [B, P, n, K+1, V].
     """
-    if n == 1:
-        toks, q, lengths = draft(seq.drafter, seq.y, k, seq)           # [1, L], [1, L, V]
-        lp = seq.scorer.score(seq.y, toks[0]).unsqueeze(1)               # [P, 1, L+1, V]
-        forks = None
-    else:
-        dfork = seq.drafter.fork(n)
-        toks, q, lengths = draft(dfork, seq.y, k, seq)                 # [n, k], [n, k, V]
-        seq.drafter.forward_passes += dfork.forward_passes
-        lp, sforks = seq.scorer.score_many(seq.y, toks)                 # [P, n, k+1, V]
-        forks = (dfork, sforks)
-    K = toks.shape[1]
-    tok_lp = gather_tokens(lp[:, :, :K], toks)                          # [P, n, K]
-    a = seq.target.chunk_log_weights(tok_lp, gather_tokens(q, toks), seq.temperature)  # [n, K]
-    return toks, lengths, a.cpu(), lp, forks
+    toks, q, lengths = draft(batch, ks, n)                               # [B, n, K], [B, n, K, V]
+    logits = batch.scorer.score(batch.ys, toks)                          # [B, P, n, K+1, V]
+    K, t = toks.shape[2], batch.target
+    q_tok = gather_tokens(q, toks)                                       # [B, n, K]
+    # the reference (log_softmax + gather) measured faster on CPU than gather - logsumexp (benchmarks/speed.py)
+    a = chunk_weights(token_logprobs_reference, logits[..., :K, :].movedim(1, 0), toks, q_tok, t.anchor, t.num, t.den,
+                      t.weights.to(logits.device), t.aggregator, t.lam, batch.temperature)  # [B, n, K]
+    return toks, lengths, a.cpu(), logits
 
 
-def pilot(seq: Sequence, k: int) -> None:
-    """Seed the threshold window: `pilot` drafts, scored in one pass, observed and thrown away."""
-    _, lengths, a, _, _ = propose(seq, k, seq.config.pilot)
-    for i, L in enumerate(lengths):
-        seq.bound.observe(a[i, :L])
-    seq.stats.pilot_tokens += sum(lengths)
+def pilot(batch: Batch, ks: list[int], need: list[bool]) -> None:
+    """Seed empty threshold windows: `pilot` drafts per sequence, scored in one pass, then thrown away."""
+    _, lengths, a, _ = propose(batch, ks, batch.config.pilot)
+    for b, s in enumerate(batch.seqs):
+        if need[b]:
+            for i, L in enumerate(lengths[b]):
+                s.bound.observe(a[b, i, :L])
+            s.stats.pilot_tokens += sum(lengths[b])
+    batch.append([[] for _ in batch.seqs])                               # keep nothing of the drafts
 
 
 def judge(a: torch.Tensor, log_m: torch.Tensor, log_u: torch.Tensor, salvage: bool) -> tuple[int, bool]:
@@ -68,41 +66,46 @@ def judge(a: torch.Tensor, log_m: torch.Tensor, log_u: torch.Tensor, salvage: bo
     return 0, clip
 
 
-def scr_step(seq: Sequence) -> list[int]:
-    cfg, st = seq.config, seq.stats
-    if seq.bound is None:
-        seq.bound = new_bound(cfg)
-    k = min(cfg.chunk_size, seq.remaining)
-    if not seq.bound.ready(k):
-        pilot(seq, k)
+def scr_step(batch: Batch) -> list[list[int]]:
+    cfg = batch.config
+    for s in batch.seqs:
+        if s.bound is None:
+            s.bound = new_bound(cfg)
+    ks = batch.chunk_sizes()
+    need = [not s.bound.ready(k) for s, k in zip(batch.seqs, ks)]
+    if any(need):
+        pilot(batch, ks, need)
     n = cfg.candidates
-    toks, lengths, a, lp, forks = propose(seq, k, n)
-    log_u = seq.uniforms(n).log()                                      # [n]
-    bounds = [seq.bound.log_bounds(a[i, :L]) for i, L in enumerate(lengths)]  # all from before the round
-    for i, L in enumerate(lengths):
-        seq.bound.observe(a[i, :L])
-    st.drafted_tokens += sum(lengths)
-    new, winner = [], None
-    for i, L in enumerate(lengths):
-        j, clip = judge(a[i, :L], bounds[i], log_u[i], cfg.salvage)
-        st.rounds += 1
-        st.clips += int(clip)
-        if j:
-            new, winner = toks[i, :j].tolist(), i
-            st.accepted_tokens += j
-            seq.empty_rounds = 0
-            break
-        st.rejections += 1
-        seq.empty_rounds += 1
-        if seq.empty_rounds >= cfg.max_rejections:
-            # Bounded work: one exact token-level (fused) draw here, from the pass already made.
-            p = seq.target.token_logprobs(lp[:, 0, :1], seq.temperature, seq.top_p)[0]  # [V]
-            new = [int(sample(p, seq.uniforms(1))[0])]
-            st.fallbacks += 1
-            seq.empty_rounds = 0
-            break
-    if forks is not None and winner is not None:
-        seq.drafter.adopt(forks[0], n, winner)
-        seq.scorer.adopt(forks[1], n, winner)
-    seq.append(new)
+    toks, lengths, a, logits = propose(batch, ks, n)
+    new, winners = [], []
+    for b, s in enumerate(batch.seqs):
+        st = s.stats
+        log_u = s.uniforms(n).log()                                    # [n]
+        bounds = [s.bound.log_bounds(a[b, i, :L]) for i, L in enumerate(lengths[b])]  # all from before the round
+        for i, L in enumerate(lengths[b]):
+            s.bound.observe(a[b, i, :L])
+        st.drafted_tokens += sum(lengths[b])
+        out, winner = [], 0
+        for i, L in enumerate(lengths[b]):
+            j, clip = judge(a[b, i, :L], bounds[i], log_u[i], cfg.salvage)
+            st.rounds += 1
+            st.clips += int(clip)
+            if j:
+                out, winner = toks[b, i, :j].tolist(), i + 1
+                st.accepted_tokens += j
+                s.empty_rounds = 0
+                break
+            st.rejections += 1
+            s.empty_rounds += 1
+            if s.empty_rounds >= cfg.max_rejections:
+                # Bounded work: one exact token-level (fused) draw here, from the pass already made.
+                lp = torch.log_softmax(logits[b, :, 0, :1].float(), -1)              # [P, 1, V]
+                p = batch.target.token_logprobs(lp, batch.temperature, batch.top_p)[0]  # [V]
+                out = [int(sample(p, s.uniforms(1))[0])]
+                st.fallbacks += 1
+                s.empty_rounds = 0
+                break
+        new.append(out)
+        winners.append(winner)
+    batch.append(new, winners)
     return new

@@ -1,0 +1,184 @@
+"""The methods every evaluation compares, defined once (issue 5).
+
+A method is *how* a persona is imposed: which target is sampled (or scored) and with which sampler.
+Each harness (questionnaire, lm-eval plugin, free-form judge, fidelity) turns a method name plus a
+persona into a `Target` here, then either samples it,
+
+    engine.generate(prompts, target=mbti_target(engine, m, "ENTJ"), **generate_kwargs(m))
+
+or scores continuations under it (`mpg.eval.likelihood`, mode `METHODS[m].likelihood_mode`).
+
+MBTI methods (persona = a type such as ENTJ):
+- base           the base model under the plain prompt;
+- prompt         the base under ONE system prompt holding the four trait descriptions (TRAITS, joined);
+- expert_EI ...  one axis expert alone: the adapter under the context of the type's side of that axis
+                 (the numerator that mpg.personas.expert_mbti builds);
+- fused_product  the four axis experts composed with the product aggregator (MOD-style baseline);
+- fused_mixture  the same experts, mixture aggregator (the MPG paper's), sampled token by token;
+- speculative    the mixture target, drafted by the anchor and corrected exactly (targets p_1);
+- scr_k2/4/8     the mixture target sampled by SCR with chunks of k tokens (targets p_k);
+- billy          the base steered by the merged persona vector of the type's letters (BILLY).
+Role-play methods (persona = profile + personality): base (= prompt: the role-play prompt already names
+both), expert_personality, expert_profile, and the composed ones above, over the two role-play experts.
+
+A "policy" or "steered" method samples one policy P alone: Target((Attribute(P, P, 1),), anchor=P) has
+ratio 0, so the target is P itself, and identical policies are scored once (one row).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..personas import AXES, NEUTRAL, TRAITS, expert_mbti, parse_mbti, roleplay
+from ..policies import Attribute, Policy, Target
+from ..steering import Steer
+
+KINDS = ("policy", "composed", "steered")
+
+
+@dataclass(frozen=True)
+class Method:
+    """name: the method's id; sampler: "fused" | "speculative" | "scr"; aggregator of composed targets;
+    chunk_size: k for speculative/scr; kind: "policy" (one policy alone), "composed", "steered"."""
+
+    name: str
+    sampler: str
+    aggregator: str = "product"
+    chunk_size: int = 1
+    kind: str = "composed"
+    candidates: int = 1      # scr: chunks drafted and validated together per round (a speed knob)
+
+    @property
+    def likelihood_mode(self) -> str:
+        """How a continuation is scored under this method (mpg.eval.likelihood): "chunk" for SCR (the
+        unnormalised chunk-level target it weighs), "token" (exact log p_1) for everything else."""
+        return "chunk" if self.sampler == "scr" else "token"
+
+
+_ALL = [
+    Method("base", "fused", kind="policy"),
+    Method("prompt", "fused", kind="policy"),
+    *(Method(f"expert_{axis}", "fused", kind="policy") for axis in AXES),
+    Method("expert_personality", "fused", kind="policy"),
+    Method("expert_profile", "fused", kind="policy"),
+    Method("fused_product", "fused", "product"),
+    Method("fused_mixture", "fused", "mixture"),
+    Method("speculative", "speculative", "mixture", chunk_size=4),
+    # 8 candidates per round: ~2x the tokens/s of one on the shipped experts (benchmarks/speed.py), same law
+    # up to the bound being taken from before the round (mpg/samplers/scr.py)
+    *(Method(f"scr_k{k}", "scr", "mixture", chunk_size=k, candidates=8) for k in (2, 4, 8)),
+    Method("billy", "fused", kind="steered"),
+]
+METHODS: dict[str, Method] = {m.name: m for m in _ALL}
+MBTI_METHODS = ("base", "prompt", *(f"expert_{a}" for a in AXES), "fused_product", "fused_mixture",
+                "speculative", "scr_k2", "scr_k4", "scr_k8", "billy")
+ROLEPLAY_METHODS = ("base", "expert_personality", "expert_profile", "fused_product", "fused_mixture",
+                    "speculative", "scr_k2", "scr_k4", "scr_k8")
+
+# experts: "shipped" | "prompted" | a folder of adapters | a callable letter -> Attribute (tests, custom
+# attributes). For role-play, the callable maps (profile, personality) -> (attributes, anchor).
+Experts = str | Path | Callable
+
+
+def get_method(method: Method | str) -> Method:
+    if isinstance(method, Method):
+        return method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+def generate_kwargs(method: Method | str) -> dict:
+    """Keywords for engine.generate(..., target=target, **generate_kwargs(m)) (the target carries the
+    aggregator; it is repeated here for callers that pass attributes instead of a target)."""
+    m = get_method(method)
+    kw = {"sampler": m.sampler, "aggregator": m.aggregator, "chunk_size": m.chunk_size}
+    if m.sampler == "scr":
+        kw["candidates"] = m.candidates
+    return kw
+
+
+def alone(policy: Policy, name: str = "") -> Target:
+    """The target that is `policy` itself: one attribute of ratio 0 (policy over itself), anchored on it."""
+    return Target((Attribute(policy, policy, 1.0, name=name or policy.label()),), anchor=policy)
+
+
+def prompt_policy(mbti_type: str) -> Policy:
+    """The base under one system prompt holding every trait description of the type."""
+    return Policy(system=" ".join(TRAITS[c] for c in parse_mbti(mbti_type)))
+
+
+def merged_vector_name(mbti_type: str) -> str:
+    return "mbti:" + "".join(parse_mbti(mbti_type))
+
+
+def register_merged_vector(engine, vectors, mbti_type: str) -> str:
+    """Register the plain average of the type's letter vectors (PersonaVectors keyed "E", "N", ...) on
+    the engine (BILLY's merged persona vector); returns its name for `Steer`."""
+    letters = list(parse_mbti(mbti_type))
+    name = merged_vector_name(mbti_type)
+    engine.add_steering_vector(name, vectors.merge(letters))   # [n_layers, H]
+    return name
+
+
+def mbti_attributes(engine, mbti_type: str, experts: Experts = "shipped") -> list[Attribute]:
+    """One attribute per letter of the type (spec order), as mpg.personas builds them."""
+    letters = parse_mbti(mbti_type)
+    if callable(experts):
+        attrs = []
+        for letter, w in letters.items():
+            a = experts(letter)
+            if not isinstance(a, Attribute):
+                raise TypeError(f"experts({letter!r}) returned a {type(a).__name__}, not an mpg.Attribute")
+            attrs.append(replace(a, weight=w) if w != a.weight else a)
+        return attrs
+    if experts == "prompted":
+        return [Attribute.prompted(TRAITS[c], NEUTRAL, w, name=c) for c, w in letters.items()]
+    return expert_mbti(engine, mbti_type, experts)
+
+
+def mbti_target(engine, method: Method | str, mbti_type: str, *, experts: Experts = "shipped",
+                vector_name: str | None = None, layer: int = 20, alpha: float = 2.0) -> Target:
+    """The target a method samples for an MBTI type (see the module docstring).
+
+    billy steers with `vector_name` (default: the name `register_merged_vector` gives the type), which
+    must already be registered on the engine."""
+    m = get_method(method)
+    if m.name == "base":
+        return alone(Policy(), "base")
+    if m.name == "prompt":
+        return alone(prompt_policy(mbti_type), "prompt")
+    if m.name == "billy":
+        name = vector_name or merged_vector_name(mbti_type)
+        if name not in engine.vectors:
+            raise ValueError(f"steering vector {name!r} is not registered; call register_merged_vector first")
+        return alone(Policy(steering=Steer(name, layer, alpha)), "billy")
+    if m.name.startswith("expert_") and m.name[len("expert_"):] in AXES:
+        axis = m.name[len("expert_"):]
+        letter = next((c for c in parse_mbti(mbti_type) if c in axis), None)
+        if letter is None:
+            raise ValueError(f"type {mbti_type!r} has no letter on the {axis[0]}/{axis[1]} axis for {m.name}")
+        attr = next(a for a in mbti_attributes(engine, letter, experts))
+        return alone(attr.num, m.name)
+    if m.kind == "composed":
+        return Target(tuple(mbti_attributes(engine, mbti_type, experts)), m.aggregator, anchor=Policy())
+    raise ValueError(f"method {m.name!r} is not an MBTI method; choose one of {', '.join(MBTI_METHODS)}")
+
+
+def roleplay_target(engine, method: Method | str, profile: str, personality: str, *,
+                    experts: Experts = "shipped") -> Target:
+    """The target a method samples for a role-play persona (profile + personality)."""
+    m = get_method(method)
+    if m.name not in ROLEPLAY_METHODS:
+        raise ValueError(f"method {m.name!r} is not a role-play method; choose one of {', '.join(ROLEPLAY_METHODS)}")
+    if callable(experts):
+        attrs, anchor = experts(profile, personality)
+    else:
+        attrs, anchor = roleplay(engine, profile, personality, experts=experts)
+    if m.name == "base":
+        return alone(anchor, "base")
+    if m.name in ("expert_personality", "expert_profile"):
+        i = 0 if m.name == "expert_personality" else 1    # mpg.personas.ROLEPLAY_ADAPTERS order
+        return alone(attrs[i].num, m.name)
+    return Target(tuple(attrs), m.aggregator, anchor=anchor)

@@ -1,0 +1,181 @@
+"""The 16Personalities questionnaire (60 items) answered by every method for every one of the 16 types.
+
+Each item is asked as the user prompt (`item_prompt`):
+
+    Do you agree or disagree with the following statement? Answer with "Agree" or "Disagree".
+    <statement>.
+
+(the instruction first, so that it belongs to the context head every item shares and is computed once.)
+
+and the two options "Agree" / "Disagree" are scored as the start of the assistant's response (no end
+token: the answer *begins* with the option) under the method's target (mpg.eval.methods): policy and
+steered methods by the policy's own log-prob, composed fused_* / speculative by "token" mode (exact
+log p_1), scr_k* by "chunk" mode (log p~ of the option as one chunk). The chunk score is the same for
+every k >= the option's token count ("Agree" and "Disagree" are 2 tokens each for SmolLM2), so scr_k2,
+scr_k4 and scr_k8 give identical answers here; identical (target, mode) pairs are computed once. The
+answer is the option with the higher score; a tie counts as no answer (wrong).
+
+Metrics, per method, each with a 95% Wilson interval:
+- per-axis accuracy: an item is right when it is answered in the direction of the type's letter on its
+  axis (Agree iff the keyed letter is the type's); n = types x items on that axis;
+- full-type accuracy: per type and axis, the sum over that axis's items of the signed score difference
+  (Agree - Disagree, negated for items keyed to the axis's second letter) picks the letter; a type is
+  right when all four letters match; n = types.
+
+Efficiency: every distinct policy of every target is scored once per item (mpg.eval.likelihood.PolicyScorer:
+one batched forward per model over the policies' item tails, after their shared context heads, cached once
+for the whole run; then one small forward per option), and the methods are combined from those log-probs.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+from ..personas import AXES, parse_mbti
+from ..training import _wilson
+from .likelihood import PolicyScorer, continuation_ids, option_scores
+from .methods import MBTI_METHODS, get_method, mbti_target, register_merged_vector
+
+INSTRUCTION = 'Do you agree or disagree with the following statement? Answer with "Agree" or "Disagree".'
+OPTIONS = ("Agree", "Disagree")
+TYPES = tuple("".join(t) for t in itertools.product(*AXES))   # the 16 types, ESTJ ... INFP
+
+
+def axis_of(dimension: str) -> str:
+    """"E/I" or "P/J" -> the axis in mpg.personas.AXES order ("EI", "JP")."""
+    letters = {c.strip().upper() for c in dimension.split("/")}
+    for axis in AXES:
+        if letters == set(axis):
+            return axis
+    raise ValueError(f"unknown questionnaire dimension {dimension!r}; expected one of E/I, S/N, T/F, J/P")
+
+
+def load_questionnaire(path: str | Path) -> list[dict]:
+    """Items {id, question, statement, dimension, keyed} from a JSON list (../shared/data/mbti/questionnaire_16p.json)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"questionnaire file {path} not found (expected ../shared/data/mbti/questionnaire_16p.json)")
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"questionnaire file {path} is not valid JSON: {e}") from None
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"questionnaire file {path} must hold a non-empty JSON list of items")
+    for i, item in enumerate(items):
+        missing = [k for k in ("statement", "dimension", "keyed") if not isinstance(item, dict) or k not in item]
+        if missing:
+            raise ValueError(f"questionnaire item {i} in {path} lacks {', '.join(missing)}")
+        if item["keyed"] not in axis_of(item["dimension"]):
+            raise ValueError(f"questionnaire item {i} in {path}: keyed letter {item['keyed']!r} is not on {item['dimension']!r}")
+        item.setdefault("id", i + 1)
+    return items
+
+
+def item_prompt(item: dict) -> str:
+    return f"{INSTRUCTION}\n{item['statement'].strip().rstrip('.')}."
+
+
+def full_type(mbti_type: str) -> str:
+    """Validate a full four-letter type ("entj" -> "ENTJ")."""
+    letters = parse_mbti(mbti_type)
+    if len(letters) != 4 or any(w != 1.0 for w in letters.values()):
+        raise ValueError(f"the questionnaire needs full four-letter types such as ENTJ, got {mbti_type!r}")
+    return "".join(letters)
+
+
+# ---- metrics (pure) ----------------------------------------------------------------------------
+def _ci(correct: int, n: int) -> dict:
+    acc = correct / n if n else 0.0
+    return {"acc": round(acc, 4), "ci95": _wilson(acc, n), "n": n, "correct": correct}
+
+
+def accuracy(scores: dict[str, dict[str, tuple[float, float]]], items: list[dict]) -> dict:
+    """Metrics of one method from its score table {type: {str(item id): (agree, disagree)}}."""
+    per_axis = {a: [0, 0] for a in AXES}                       # axis -> [correct, n]
+    types_right, predicted = 0, {}
+    for mbti_type, table in scores.items():
+        evidence = dict.fromkeys(AXES, 0.0)                     # toward the axis's first letter
+        for item in items:
+            axis = axis_of(item["dimension"])
+            letter = next(c for c in mbti_type if c in axis)
+            agree, disagree = table[str(item["id"])]
+            diff = agree - disagree
+            want_agree = item["keyed"] == letter
+            per_axis[axis][0] += int(diff > 0 if want_agree else diff < 0)
+            per_axis[axis][1] += 1
+            evidence[axis] += diff if item["keyed"] == axis[0] else -diff
+        guess = "".join(a[0] if evidence[a] > 0 else a[1] if evidence[a] < 0 else "?" for a in AXES)
+        predicted[mbti_type] = guess
+        types_right += int(guess == "".join(next(c for c in mbti_type if c in a) for a in AXES))
+    out = {"per_axis": {a: _ci(c, n) for a, (c, n) in per_axis.items() if n}}
+    c, n = sum(v[0] for v in per_axis.values()), sum(v[1] for v in per_axis.values())
+    out["items"] = _ci(c, n)
+    out["full_type"] = {**_ci(types_right, len(scores)), "predicted": predicted}
+    return out
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def run_questionnaire(engine, methods=MBTI_METHODS, types=TYPES, items: list[dict] | str | Path | None = None, *,
+                      experts="shipped", vectors=None, layer: int = 20, alpha: float = 2.0,
+                      max_items: int | None = None, options: tuple[str, str] = OPTIONS, progress: bool = True) -> dict:
+    """Answer the items under every (method, type); returns metrics and per-item raw scores (JSON-ready).
+
+    items: a list from `load_questionnaire` or its path; max_items keeps the first n (reduced runs);
+    experts: as in mpg.eval.methods ("shipped", "prompted", a folder, or a callable letter -> Attribute);
+    vectors: PersonaVectors with the letters' vectors, needed for "billy" (merged per type, steered at
+    `layer` with `alpha`); options: the (agreeing, disagreeing) answers scored."""
+    t0 = time.perf_counter()
+    if items is None or isinstance(items, (str, Path)):
+        if items is None:
+            raise ValueError("no questionnaire items: pass items=load_questionnaire(path) or a path")
+        items = load_questionnaire(items)
+    items = list(items)[:max_items] if max_items is not None else list(items)
+    if not items:
+        raise ValueError("no questionnaire items to ask")
+    methods = [get_method(m) for m in methods]
+    types = [full_type(t) for t in types]
+    if any(m.name == "billy" for m in methods):
+        if vectors is None:
+            raise ValueError("method 'billy' needs persona vectors (vectors=PersonaVectors with the 8 letters)")
+        for t in types:
+            register_merged_vector(engine, vectors, t)
+
+    targets = {(m.name, t): (mbti_target(engine, m, t, experts=experts, layer=layer, alpha=alpha), m.likelihood_mode)
+               for m in methods for t in types}
+    distinct = list(dict.fromkeys(targets.values()))             # scr_k2/k4/k8 share one (target, mode)
+    policies = list(dict.fromkeys(p for tgt, _ in distinct for p in
+                                  [tgt.anchor, *(x for a in tgt.attributes for x in (a.num, a.den))]))
+    index = {p: i for i, p in enumerate(policies)}
+    option_ids = [continuation_ids(engine, o) for o in options]
+
+    raw: dict[tuple, dict[str, list[float]]] = {key: {} for key in distinct}
+    scorer = PolicyScorer(engine, policies, [item_prompt(item) for item in items])  # context heads cached once
+    bar = _progress(len(items), progress)
+    for i, item in enumerate(items):
+        lp, tokens, mask = scorer.logprobs(i, option_ids)                             # [P, 2, T, V]
+        for key in distinct:
+            score, _ = option_scores(key[0], index, lp, tokens, mask, key[1])            # [2]
+            raw[key][str(item["id"])] = [float(s) for s in score]
+        if bar:
+            bar.update()
+    if bar:
+        bar.close()
+
+    scores = {m.name: {t: raw[targets[(m.name, t)]] for t in types} for m in methods}
+    return {"options": list(options), "instruction": INSTRUCTION, "types": types,
+            "items": [{k: item[k] for k in ("id", "statement", "dimension", "keyed")} for item in items],
+            "policies": len(policies), "targets": len(distinct), "wall_s": round(time.perf_counter() - t0, 2),
+            "methods": {m.name: {"mode": m.likelihood_mode, **accuracy(scores[m.name], items)} for m in methods},
+            "scores": scores}
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="questionnaire items")
