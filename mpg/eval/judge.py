@@ -426,6 +426,15 @@ def train_roleplay_judge(data_dir: str | Path, embed: Embedder, embedder: str, p
 
 
 # ---- cache ----------------------------------------------------------------------------------------
+def _cached(stem: Path, cls, embed, train):
+    """The judge saved at `stem` (same data and settings), else train it and save it there."""
+    if stem.with_suffix(".safetensors").is_file():
+        return cls.load(stem, embed)
+    judge = train()
+    judge.save(stem)
+    return judge
+
+
 def _settings(kind: str, embedder: str) -> dict:
     return {"kind": kind, "embedder": embedder, "version": JUDGE_VERSION, "max_train": MAX_TRAIN, "seed": SEED,
             "l2_grid": list(L2_GRID), "folds": FOLDS}
@@ -443,18 +452,10 @@ def load_or_train_judges(data_dir: str | Path = "../shared/data", out_dir: str |
     for p in mbti_paths + rp_paths:
         if not p.is_file():
             raise FileNotFoundError(f"judge training data {p} is missing (see ../shared/data/README.md)")
-    stem = out_dir / f"mbti-{_fingerprint(mbti_paths, _settings('mbti', embedder))}"
-    if stem.with_suffix(".safetensors").is_file():
-        mbti = MbtiJudge.load(stem, embed)
-    else:
-        mbti = train_mbti_judge(data_dir, embed, embedder, progress)
-        mbti.save(stem)
-    stem = out_dir / f"roleplay-{_fingerprint(rp_paths, _settings('roleplay', embedder))}"
-    if stem.with_suffix(".safetensors").is_file():
-        roleplay = RoleplayJudge.load(stem, embed)
-    else:
-        roleplay = train_roleplay_judge(data_dir, embed, embedder, progress)
-        roleplay.save(stem)
+    mbti = _cached(out_dir / f"mbti-{_fingerprint(mbti_paths, _settings('mbti', embedder))}", MbtiJudge, embed,
+                   lambda: train_mbti_judge(data_dir, embed, embedder, progress))
+    roleplay = _cached(out_dir / f"roleplay-{_fingerprint(rp_paths, _settings('roleplay', embedder))}", RoleplayJudge,
+                       embed, lambda: train_roleplay_judge(data_dir, embed, embedder, progress))
     return mbti, roleplay
 
 
