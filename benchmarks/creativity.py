@@ -14,6 +14,7 @@ plot.png under --out.
 
     .venv/bin/python benchmarks/creativity.py --per-task 5 --max-new-tokens 128
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mpg import Attribute, Engine, Policy, Steer, Target  # noqa: E402
-from mpg.eval.creativity import hash_embedder, mean_ci, minilm_embedder, score_answer  # noqa: E402
-from mpg.extract import (CREATIVE_ROLES, DEFAULT_QUESTIONS, NEUTRAL_PROMPTS, PersonaVectors,  # noqa: E402
-                         extract_persona_vectors)
+from mpg.eval.creativity import hash_embedder, minilm_embedder, score_answer  # noqa: E402
+from mpg.extract import (  # noqa: E402
+    CREATIVE_ROLES,
+    DEFAULT_QUESTIONS,
+    NEUTRAL_PROMPTS,
+    PersonaVectors,  # noqa: E402
+    extract_persona_vectors,
+)
 from mpg.samplers import SAMPLERS  # noqa: E402
+from mpg.stats import mean_ci  # noqa: E402
 
 TASKS = ("aut", "instances", "similarities", "scientific")
 METHODS = ("single", "multi_role", "merged_steering", "mpg")
@@ -60,9 +67,8 @@ def cue(item: dict) -> str:
 
 
 def single_policy_target(policy: Policy) -> Target:
-    """Target equal to one policy: its anchor is `policy` and the one attribute is policy/policy
-    (log ratio 0). The three identical policies are scored once, so this costs one policy."""
-    return Target((Attribute(policy, policy, 1.0, "identity"),), anchor=policy)
+    """Target equal to one policy (Target.single): one row, nothing composed."""
+    return Target.single(policy)
 
 
 def creative_vectors(engine: Engine, path: Path, args) -> PersonaVectors:
@@ -71,12 +77,20 @@ def creative_vectors(engine: Engine, path: Path, args) -> PersonaVectors:
         vectors = PersonaVectors.load(path)
         if all(r in vectors.vectors for r in CREATIVE_ROLES):
             return vectors
-        raise ValueError(f"{path} lacks the creative roles {', '.join(CREATIVE_ROLES)}; extract them with "
-                         "`mpg extract-vectors --personas mbti,creative`")
+        raise ValueError(
+            f"{path} lacks the creative roles {', '.join(CREATIVE_ROLES)}; extract them with "
+            "`mpg extract-vectors --personas mbti,creative`"
+        )
     print(f"no persona vectors at {path}: extracting {', '.join(CREATIVE_ROLES)}", file=sys.stderr)
-    vectors = extract_persona_vectors(engine, CREATIVE_ROLES, NEUTRAL_PROMPTS, DEFAULT_QUESTIONS,
-                                      samples=args.extract_samples, max_new_tokens=args.extract_max_new_tokens,
-                                      seed=args.seed)
+    vectors = extract_persona_vectors(
+        engine,
+        CREATIVE_ROLES,
+        NEUTRAL_PROMPTS,
+        DEFAULT_QUESTIONS,
+        samples=args.extract_samples,
+        max_new_tokens=args.extract_max_new_tokens,
+        seed=args.seed,
+    )
     vectors.save(path)
     return vectors
 
@@ -89,13 +103,19 @@ def method_targets(engine: Engine, args, methods: list[str]) -> dict[str, tuple[
     if "multi_role" in methods:
         out["multi_role"] = (single_policy_target(Policy(system=MULTI_ROLE_PROMPT)), "fused")
     if "merged_steering" in methods:
-        merged = creative_vectors(engine, Path(args.vectors), args).merge(list(CREATIVE_ROLES))  # [n_layers, H]
+        merged = creative_vectors(engine, Path(args.vectors), args).merge(
+            list(CREATIVE_ROLES)
+        )  # [n_layers, H]
         engine.add_steering_vector(MERGED, merged)
-        out["merged_steering"] = (single_policy_target(Policy(steering=Steer(MERGED, args.layer, args.alpha))),
-                                  "fused")
+        out["merged_steering"] = (
+            single_policy_target(Policy(steering=Steer(MERGED, args.layer, args.alpha))),
+            "fused",
+        )
     if "mpg" in methods:
-        attrs = tuple(Attribute.prompted(prompts[0], NEUTRAL_PROMPTS[0], name=role)
-                      for role, prompts in CREATIVE_ROLES.items())
+        attrs = tuple(
+            Attribute.prompted(prompts[0], NEUTRAL_PROMPTS[0], name=role)
+            for role, prompts in CREATIVE_ROLES.items()
+        )
         out["mpg"] = (Target(attrs, args.aggregator, args.lam), args.mpg_sampler)
     return out
 
@@ -107,12 +127,28 @@ def run(engine: Engine, targets: dict[str, tuple[Target, str]], items: list[dict
     for method, (target, sampler) in targets.items():
         for j, item in enumerate(items):
             bar.set_postfix_str(f"{method} {item['task']}")
-            out = engine.generate(item["prompt"], target=target, sampler=sampler, max_new_tokens=args.max_new_tokens,
-                                  temperature=args.temperature, top_p=args.top_p, seed=args.seed * 100_003 + j)
+            out = engine.generate(
+                item["prompt"],
+                target=target,
+                sampler=sampler,
+                max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                seed=args.seed * 100_003 + j,
+            )
             scores = score_answer(out.texts[0], item["prompt"], cue(item), embed)
-            rows.append({"method": method, "task": item["task"], "item": j, "prompt": item["prompt"],
-                         "text": out.texts[0], **scores, "new_tokens": out.stats[0].new_tokens,
-                         "wall_time_s": out.stats[0].wall_time_s})
+            rows.append(
+                {
+                    "method": method,
+                    "task": item["task"],
+                    "item": j,
+                    "prompt": item["prompt"],
+                    "text": out.texts[0],
+                    **scores,
+                    "new_tokens": out.stats[0].new_tokens,
+                    "wall_time_s": out.stats[0].wall_time_s,
+                }
+            )
             bar.update()
     bar.close()
     return rows
@@ -126,10 +162,16 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
         tokens, wall = sum(r["new_tokens"] for r in mine), sum(r["wall_time_s"] for r in mine)
         summary[method] = {
             **{s: mean_ci([r[s] for r in mine]) for s in SCORES},
-            "per_task": {t: {s: mean_ci([r[s] for r in mine if r["task"] == t])["mean"] for s in SCORES}
-                         for t in TASKS if any(r["task"] == t for r in mine)},
-            "items": len(mine), "new_tokens": tokens, "wall_time_s": wall,
-            "tokens_per_s": tokens / wall if wall > 0 else None}
+            "per_task": {
+                t: {s: mean_ci([r[s] for r in mine if r["task"] == t])["mean"] for s in SCORES}
+                for t in TASKS
+                if any(r["task"] == t for r in mine)
+            },
+            "items": len(mine),
+            "new_tokens": tokens,
+            "wall_time_s": wall,
+            "tokens_per_s": tokens / wall if wall > 0 else None,
+        }
     return summary
 
 
@@ -138,17 +180,22 @@ def _fmt(ci: dict) -> str:
 
 
 def write_table(summary: dict, path: Path) -> None:
-    lines = ["| method | fluency | originality | flexibility | tokens | wall s | tokens/s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | fluency | originality | flexibility | tokens | wall s | tokens/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for method, m in summary.items():
         tps = "n/a" if m["tokens_per_s"] is None else f"{m['tokens_per_s']:.1f}"
-        lines.append(f"| {method} | {_fmt(m['fluency'])} | {_fmt(m['originality'])} | {_fmt(m['flexibility'])} "
-                     f"| {m['new_tokens']} | {m['wall_time_s']:.1f} | {tps} |")
+        lines.append(
+            f"| {method} | {_fmt(m['fluency'])} | {_fmt(m['originality'])} | {_fmt(m['flexibility'])} "
+            f"| {m['new_tokens']} | {m['wall_time_s']:.1f} | {tps} |"
+        )
     path.write_text("\n".join(lines) + "\n\nMean [95% CI] over items.\n")
 
 
 def write_plot(summary: dict, path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -157,8 +204,10 @@ def write_plot(summary: dict, path: Path, title: str) -> None:
     for ax, score in zip(axes, SCORES):
         cis = [summary[m][score] for m in methods]
         means = [c["mean"] if c["mean"] is not None else 0.0 for c in cis]
-        err = [[c["mean"] - c["lo"] if c["mean"] is not None else 0.0 for c in cis],
-               [c["hi"] - c["mean"] if c["mean"] is not None else 0.0 for c in cis]]   # [2, n_methods]
+        err = [
+            [c["mean"] - c["lo"] if c["mean"] is not None else 0.0 for c in cis],
+            [c["hi"] - c["mean"] if c["mean"] is not None else 0.0 for c in cis],
+        ]  # [2, n_methods]
         ax.bar(range(len(methods)), means, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(methods))])
         for x, c in enumerate(cis):
             if c["mean"] is None:  # no item had an idea to score
@@ -184,20 +233,34 @@ def _json_safe(x):
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default=str(ROOT.parent / "shared/data/creativity/tasks.jsonl"))
-    ap.add_argument("--per-task", type=int, default=5, help="items per task type (aut, instances, similarities, scientific)")
+    ap.add_argument(
+        "--per-task",
+        type=int,
+        default=5,
+        help="items per task type (aut, instances, similarities, scientific)",
+    )
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
-    ap.add_argument("--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)")
+    ap.add_argument(
+        "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vectors", default="out/vectors/persona_vectors",
-                    help="persona vectors (PersonaVectors.load path) holding the 3 creative roles, as written by "
-                         "`mpg extract-vectors --personas mbti,creative`; extracted and saved there if missing")
-    ap.add_argument("--extract-samples", type=int, default=2, help="answers per (prompt, question) when extracting")
+    ap.add_argument(
+        "--vectors",
+        default="out/vectors/persona_vectors",
+        help="persona vectors (PersonaVectors.load path) holding the 3 creative roles, as written by "
+        "`mpg extract-vectors --personas mbti,creative`; extracted and saved there if missing",
+    )
+    ap.add_argument(
+        "--extract-samples", type=int, default=2, help="answers per (prompt, question) when extracting"
+    )
     ap.add_argument("--extract-max-new-tokens", type=int, default=48)
-    ap.add_argument("--layer", type=int, default=None, help="steered decoder block, 0-based (default: 2/3 of depth)")
+    ap.add_argument(
+        "--layer", type=int, default=None, help="steered decoder block, 0-based (default: 2/3 of depth)"
+    )
     ap.add_argument("--alpha", type=float, default=2.0, help="steering strength (BILLY's code: 2.0)")
     ap.add_argument("--mpg-sampler", default="fused", choices=sorted(SAMPLERS))
     ap.add_argument("--aggregator", default="product", choices=["product", "mixture"])
@@ -208,7 +271,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        ap.error(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+        ap.error(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}"
+        )
     if args.per_task < 1:
         ap.error("--per-task must be >= 1")
     args.methods = methods
@@ -231,15 +296,24 @@ def main(argv=None) -> int:
     rows = run(engine, targets, items, embed, args)
     summary = summarise(rows, args.methods)
     config = dict(vars(args))
-    config.update(n_layers=n_layers, model=str(getattr(engine.models["base"].config, "_name_or_path", "")),
-                  multi_role_prompt=MULTI_ROLE_PROMPT, samplers={m: s for m, (_, s) in targets.items()},
-                  machine=platform.platform(), threads=torch.get_num_threads(),
-                  total_wall_s=time.perf_counter() - t0)
-    (out_dir / "results.json").write_text(json.dumps(_json_safe({"config": config, "methods": summary, "items": rows}),
-                                                     indent=2))
+    config.update(
+        n_layers=n_layers,
+        model=str(getattr(engine.models["base"].config, "_name_or_path", "")),
+        multi_role_prompt=MULTI_ROLE_PROMPT,
+        samplers={m: s for m, (_, s) in targets.items()},
+        machine=platform.platform(),
+        threads=torch.get_num_threads(),
+        total_wall_s=time.perf_counter() - t0,
+    )
+    (out_dir / "results.json").write_text(
+        json.dumps(_json_safe({"config": config, "methods": summary, "items": rows}), indent=2)
+    )
     write_table(summary, out_dir / "table.md")
-    write_plot(summary, out_dir / "plot.png",
-               f"creativity, {len(items)} items, {args.embedder} embedder, layer {args.layer}, alpha {args.alpha:g}")
+    write_plot(
+        summary,
+        out_dir / "plot.png",
+        f"creativity, {len(items)} items, {args.embedder} embedder, layer {args.layer}, alpha {args.alpha:g}",
+    )
     print((out_dir / "table.md").read_text())
     print(f"wrote {out_dir}/results.json, table.md, plot.png", file=sys.stderr)
     return 0

@@ -16,6 +16,7 @@ machine), table.md and plot.png under --out.
 
     .venv/bin/python benchmarks/fidelity.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,27 +51,44 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default="out/fidelity")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
-    ap.add_argument("--items", type=int, default=None, help="questionnaire: the first N items (default: all 60)")
+    ap.add_argument(
+        "--items", type=int, default=None, help="questionnaire: the first N items (default: all 60)"
+    )
     ap.add_argument("--types", default="all", help="questionnaire: comma list of types, or 'all' (the 16)")
-    ap.add_argument("--freeform-types", default=",".join(ff.DEFAULT_TYPES), help="MBTI free-form target types")
+    ap.add_argument(
+        "--freeform-types", default=",".join(ff.DEFAULT_TYPES), help="MBTI free-form target types"
+    )
     ap.add_argument("--freeform-per-type", type=int, default=4, help="MBTI free-form prompts per target type")
-    ap.add_argument("--roleplay", type=int, default=10, help="role-play profiles (first N of roleplay/test.jsonl)")
+    ap.add_argument(
+        "--roleplay", type=int, default=10, help="role-play profiles (first N of roleplay/test.jsonl)"
+    )
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)")
+    ap.add_argument(
+        "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
+    )
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--experts", default="shipped", help="'shipped', 'prompted' or a folder of expert adapters")
-    ap.add_argument("--vectors", default="out/vectors/persona_vectors",
-                    help="persona vectors (8 MBTI letters) for billy; extracted and saved there if missing")
+    ap.add_argument(
+        "--experts", default="shipped", help="'shipped', 'prompted' or a folder of expert adapters"
+    )
+    ap.add_argument(
+        "--vectors",
+        default="out/vectors/persona_vectors",
+        help="persona vectors (8 MBTI letters) for billy; extracted and saved there if missing",
+    )
     ap.add_argument("--extract-samples", type=int, default=2)
     ap.add_argument("--extract-max-new-tokens", type=int, default=48)
-    ap.add_argument("--layer", type=int, default=None, help="billy's steered block (default: 2/3 of depth, 20)")
+    ap.add_argument(
+        "--layer", type=int, default=None, help="billy's steered block (default: 2/3 of depth, 20)"
+    )
     ap.add_argument("--alpha", type=float, default=2.0, help="billy's steering strength")
     ap.add_argument("--no-billy", action="store_true", help="leave billy out (no persona vectors needed)")
     ap.add_argument("--judges", default="out/judges", help="judge cache folder (trained there if missing)")
-    ap.add_argument("--embedder", default="minilm", help="judges' and cosine's embedder: 'minilm' or 'hash<dim>'")
+    ap.add_argument(
+        "--embedder", default="minilm", help="judges' and cosine's embedder: 'minilm' or 'hash<dim>'"
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     args.methods = _names(ap, args.methods, METHODS, "method")
@@ -80,7 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("items", "freeform_per_type", "roleplay", "max_new_tokens"):
         value = getattr(args, name)
         if value is not None and value < (1 if name in ("items", "max_new_tokens") else 0):
-            ap.error(f"--{name.replace('_', '-')} must be >= {1 if name in ('items', 'max_new_tokens') else 0}")
+            ap.error(
+                f"--{name.replace('_', '-')} must be >= {1 if name in ('items', 'max_new_tokens') else 0}"
+            )
     return args
 
 
@@ -94,16 +114,27 @@ def _names(ap, spec: str, allowed, what: str) -> list[str]:
 
 def _types(ap, spec: str) -> list[str]:
     types = [t.strip().upper() for t in spec.split(",") if t.strip()]
-    bad = [t for t in types if len(t) != 4 or any(c not in TRAITS for c in t)
-           or any(sum(c in a for c in t) != 1 for a in AXES)]
+    bad = [
+        t
+        for t in types
+        if len(t) != 4 or any(c not in TRAITS for c in t) or any(sum(c in a for c in t) != 1 for a in AXES)
+    ]
     if bad or not types:
-        ap.error(f"bad MBTI type(s) {', '.join(bad) or '(none given)'}: give four-letter types such as ENTJ,INFP")
+        ap.error(
+            f"bad MBTI type(s) {', '.join(bad) or '(none given)'}: give four-letter types such as ENTJ,INFP"
+        )
     return types
 
 
 def machine_info() -> dict:
-    return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
 
 
 def _billy(engine, args, methods: list[str], types: list[str], log) -> tuple[list[str], object]:
@@ -114,15 +145,24 @@ def _billy(engine, args, methods: list[str], types: list[str], log) -> tuple[lis
         log("billy skipped: --no-billy")
         return [m for m in methods if m != "billy"], None
     from mpg.steering_analysis import load_or_extract
-    vectors = load_or_extract(engine, args.vectors, list(TRAITS), samples=args.extract_samples,
-                              max_new_tokens=args.extract_max_new_tokens, seed=args.seed,
-                              progress=not args.no_progress)
+
+    vectors = load_or_extract(
+        engine,
+        args.vectors,
+        list(TRAITS),
+        samples=args.extract_samples,
+        max_new_tokens=args.extract_max_new_tokens,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     for t in types:
         register_merged_vector(engine, vectors, t)
     return methods, vectors
 
 
-def run(args, engine, *, experts="shipped", roleplay_experts="shipped", judges=None, embed=None, log=print) -> dict:
+def run(
+    args, engine, *, experts="shipped", roleplay_experts="shipped", judges=None, embed=None, log=print
+) -> dict:
     """Every part of the comparison; the results dict that results.json holds. experts /
     roleplay_experts: as in mpg.eval.methods (a name, a folder or a callable)."""
     data = Path(args.data)
@@ -136,45 +176,85 @@ def run(args, engine, *, experts="shipped", roleplay_experts="shipped", judges=N
         judges = load_or_train_judges(data, args.judges, args.embedder, embed=embed, progress=progress)
     if judges is not None:
         embed = embed or judges[0].embed
-    billy_types = (args.types if "questionnaire" in args.parts else []) + \
-                  (args.freeform_types if "freeform" in args.parts else [])
+    billy_types = (args.types if "questionnaire" in args.parts else []) + (
+        args.freeform_types if "freeform" in args.parts else []
+    )
     mbti_methods, vectors = _billy(engine, args, mbti_methods, list(dict.fromkeys(billy_types)), log)
     results: dict = {"parts": {}, "timings_s": {}}
     if judges is not None:
-        results["judges"] = {"mbti": judges[0].report, "roleplay": judges[1].report,
-                             "embedder": judges[0].embedder}
+        results["judges"] = {
+            "mbti": judges[0].report,
+            "roleplay": judges[1].report,
+            "embedder": judges[0].embedder,
+        }
 
     if "questionnaire" in args.parts and mbti_methods:
         t0 = time.perf_counter()
         items = load_questionnaire(data / "mbti" / "questionnaire_16p.json")
         results["parts"]["questionnaire"] = run_questionnaire(
-            engine, mbti_methods, args.types, items, experts=experts, vectors=vectors, layer=layer,
-            alpha=args.alpha, max_items=args.items, progress=progress)
+            engine,
+            mbti_methods,
+            args.types,
+            items,
+            experts=experts,
+            vectors=vectors,
+            layer=layer,
+            alpha=args.alpha,
+            max_items=args.items,
+            progress=progress,
+        )
         results["timings_s"]["questionnaire"] = time.perf_counter() - t0
 
     if "freeform" in args.parts and mbti_methods:
         t0 = time.perf_counter()
         items = ff.mbti_items(data, args.freeform_types, args.freeform_per_type)
-        rows = ff.generate_mbti(engine, mbti_methods, items, experts=experts, layer=layer, alpha=args.alpha,
-                                max_new_tokens=args.max_new_tokens, seed=args.seed, temperature=args.temperature,
-                                top_p=args.top_p, progress=progress)
+        rows = ff.generate_mbti(
+            engine,
+            mbti_methods,
+            items,
+            experts=experts,
+            layer=layer,
+            alpha=args.alpha,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            progress=progress,
+        )
         summary = ff.score_mbti(engine, rows, items, judges[0], embed, progress=progress)
-        results["parts"]["freeform"] = {"types": args.freeform_types, "items": len(items), "methods": summary,
-                                        "answers": rows}
+        results["parts"]["freeform"] = {
+            "types": args.freeform_types,
+            "items": len(items),
+            "methods": summary,
+            "answers": rows,
+        }
         results["timings_s"]["freeform"] = time.perf_counter() - t0
 
     if "roleplay" in args.parts and rp_methods and args.roleplay:
         t0 = time.perf_counter()
         items = ff.roleplay_items(data, args.roleplay)
-        rows = ff.generate_roleplay(engine, rp_methods, items, experts=roleplay_experts, max_new_tokens=args.max_new_tokens,
-                                    seed=args.seed, temperature=args.temperature, top_p=args.top_p, progress=progress)
+        rows = ff.generate_roleplay(
+            engine,
+            rp_methods,
+            items,
+            experts=roleplay_experts,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            progress=progress,
+        )
         contexts = ff.roleplay_contexts(engine, items, experts=roleplay_experts)
         summary = ff.score_roleplay(engine, rows, items, judges[1], embed, contexts, progress=progress)
         results["parts"]["roleplay"] = {"items": len(items), "methods": summary, "answers": rows}
         results["timings_s"]["roleplay"] = time.perf_counter() - t0
-    results["config"] = {**{k: v for k, v in vars(args).items()}, "layer": layer, "n_layers": n_layers,
-                         "methods_run": {"mbti": mbti_methods, "roleplay": rp_methods},
-                         "model": str(getattr(engine.models["base"].config, "_name_or_path", ""))}
+    results["config"] = {
+        **{k: v for k, v in vars(args).items()},
+        "layer": layer,
+        "n_layers": n_layers,
+        "methods_run": {"mbti": mbti_methods, "roleplay": rp_methods},
+        "model": str(getattr(engine.models["base"].config, "_name_or_path", "")),
+    }
     return results
 
 
@@ -201,20 +281,42 @@ def table_rows(results: dict) -> list[dict]:
     for m in dict.fromkeys([*q, *f, *r]):
         row = {"method": m}
         if m in q:
-            row.update({f"q {n}": _q(q[m], a) for n, a in zip(AXIS_NAMES, AXES)}, **{"q type": _q(q[m], None)})
+            row.update(
+                {f"q {n}": _q(q[m], a) for n, a in zip(AXIS_NAMES, AXES)}, **{"q type": _q(q[m], None)}
+            )
         if m in f:
             row.update({f"ff {n}": f[m][n] for n in AXIS_NAMES}, **{"ff type": f[m]["type"]})
-            row.update({"ff ppl": f[m].get("ppl"), "ff distinct-1": f[m]["distinct_1_per_answer"],
-                        "ff distinct-2": f[m]["distinct_2_per_answer"], "ff tok/s": f[m].get("tokens_per_s")})
+            row.update(
+                {
+                    "ff ppl": f[m].get("ppl"),
+                    "ff distinct-1": f[m]["distinct_1_per_answer"],
+                    "ff distinct-2": f[m]["distinct_2_per_answer"],
+                    "ff tok/s": f[m].get("tokens_per_s"),
+                }
+            )
         if m in r:
-            row.update({"rp judge": r[m]["judge_score"], "rp cos ref": r[m].get("reference_cosine"),
-                        "rp ppl": r[m].get("ppl"), "rp tok/s": r[m].get("tokens_per_s")})
+            row.update(
+                {
+                    "rp judge": r[m]["judge_score"],
+                    "rp cos ref": r[m].get("reference_cosine"),
+                    "rp ppl": r[m].get("ppl"),
+                    "rp tok/s": r[m].get("tokens_per_s"),
+                }
+            )
         out.append(row)
     return out
 
 
-MAIN_COLUMNS = [*(f"q {n}" for n in AXIS_NAMES), "q type", *(f"ff {n}" for n in AXIS_NAMES), "ff type",
-                "ff ppl", "ff distinct-1", "ff distinct-2", "rp judge"]
+MAIN_COLUMNS = [
+    *(f"q {n}" for n in AXIS_NAMES),
+    "q type",
+    *(f"ff {n}" for n in AXIS_NAMES),
+    "ff type",
+    "ff ppl",
+    "ff distinct-1",
+    "ff distinct-2",
+    "rp judge",
+]
 EXTRA_COLUMNS = ["ff tok/s", "rp cos ref", "rp ppl", "rp tok/s"]
 
 
@@ -232,31 +334,46 @@ def write_table(results: dict, path: Path) -> None:
     lines += [f"| {r['method']} | " + " | ".join(_cell(r.get(c)) for c in MAIN_COLUMNS) + " |" for r in rows]
     lines += ["", "| method | " + " | ".join(EXTRA_COLUMNS) + " |", "|---" * (len(EXTRA_COLUMNS) + 1) + "|"]
     lines += [f"| {r['method']} | " + " | ".join(_cell(r.get(c)) for c in EXTRA_COLUMNS) + " |" for r in rows]
-    notes = ["", "q: questionnaire accuracy (Wilson 95% CI; per axis over types x items, type over types). "
-             "ff: MBTI free-form, judged by the independent MBTI judge (Wilson 95% CI over answers); ppl: "
-             "perplexity under the plain base (geometric mean [95% CI]); distinct-n: per-answer mean [95% CI]. "
-             "rp judge: role-play judge p(in persona), mean [95% CI]; rp cos ref: MiniLM cosine to the reference "
-             "answer. 'reference': the judges on the data's reference answers."]
+    notes = [
+        "",
+        "q: questionnaire accuracy (Wilson 95% CI; per axis over types x items, type over types). "
+        "ff: MBTI free-form, judged by the independent MBTI judge (Wilson 95% CI over answers); ppl: "
+        "perplexity under the plain base (geometric mean [95% CI]); distinct-n: per-answer mean [95% CI]. "
+        "rp judge: role-play judge p(in persona), mean [95% CI]; rp cos ref: MiniLM cosine to the reference "
+        "answer. 'reference': the judges on the data's reference answers.",
+    ]
     if "judges" in results:
-        notes += ["", f"Judges' held-out accuracy ({results['judges']['embedder']} embeddings, test splits):", "",
-                  report_markdown(results["judges"]["mbti"], results["judges"]["roleplay"])]
+        notes += [
+            "",
+            f"Judges' held-out accuracy ({results['judges']['embedder']} embeddings, test splits):",
+            "",
+            report_markdown(results["judges"]["mbti"], results["judges"]["roleplay"]),
+        ]
     path.write_text("\n".join(lines + notes) + "\n")
 
 
 def write_plot(results: dict, path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = table_rows(results)
-    panels = [("q type", "questionnaire: full-type accuracy"), ("ff type", "free-form: judged full-type accuracy"),
-              ("ff E/I", "free-form: judged E/I accuracy"), ("rp judge", "role-play: judge p(in persona)")]
+    panels = [
+        ("q type", "questionnaire: full-type accuracy"),
+        ("ff type", "free-form: judged full-type accuracy"),
+        ("ff E/I", "free-form: judged E/I accuracy"),
+        ("rp judge", "role-play: judge p(in persona)"),
+    ]
     panels = [p for p in panels if any(r.get(p[0]) for r in rows)]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 4.2), squeeze=False)
     for ax, (key, name) in zip(axes[0], panels):
         mine = [r for r in rows if r.get(key) and r[key].get("mean") is not None]
         means = [r[key]["mean"] for r in mine]
-        err = [[r[key]["mean"] - r[key]["lo"] for r in mine], [r[key]["hi"] - r[key]["mean"] for r in mine]]  # [2, M]
+        err = [
+            [r[key]["mean"] - r[key]["lo"] for r in mine],
+            [r[key]["hi"] - r[key]["mean"] for r in mine],
+        ]  # [2, M]
         ax.bar(range(len(mine)), means, yerr=err, capsize=3, color=[f"C{i % 10}" for i in range(len(mine))])
         ax.set_xticks(range(len(mine)), [r["method"] for r in mine], rotation=60, ha="right", fontsize=7)
         ax.set_ylim(0, 1)
@@ -273,19 +390,32 @@ def main(argv=None, *, engine=None, experts=None, roleplay_experts=None, judges=
     args = parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]) if argv is None else \
-        "benchmarks/fidelity.py " + " ".join(shlex.quote(a) for a in argv)
+    command = (
+        " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+        if argv is None
+        else "benchmarks/fidelity.py " + " ".join(shlex.quote(a) for a in argv)
+    )
     t0 = time.perf_counter()
     if engine is None:
         engine = Engine.from_pretrained(args.base, device=args.device)
-    results = run(args, engine, experts=experts or args.experts, roleplay_experts=roleplay_experts or args.experts,
-                  judges=judges, embed=embed,
-                  log=lambda s: print(s, file=sys.stderr))
+    results = run(
+        args,
+        engine,
+        experts=experts or args.experts,
+        roleplay_experts=roleplay_experts or args.experts,
+        judges=judges,
+        embed=embed,
+        log=lambda s: print(s, file=sys.stderr),
+    )
     results.update(command=command, machine=machine_info(), total_wall_s=time.perf_counter() - t0)
     (out_dir / "results.json").write_text(json.dumps(ff.finite(results), indent=1))
     write_table(results, out_dir / "table.md")
-    write_plot(results, out_dir / "plot.png", f"persona fidelity, seed {args.seed}, "
-                                              f"{args.max_new_tokens} new tokens, {results['config']['model'][-40:]}")
+    write_plot(
+        results,
+        out_dir / "plot.png",
+        f"persona fidelity, seed {args.seed}, "
+        f"{args.max_new_tokens} new tokens, {results['config']['model'][-40:]}",
+    )
     print((out_dir / "table.md").read_text())
     print(f"wrote {out_dir}/results.json, table.md, plot.png", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ single vector's steering (SPEC section 5).
 Writes <out>/projection.json and <out>/projection.png (one subplot per persona vector, one line per
 condition). Vectors come from --vectors (extracted there first for the personas it lacks).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,23 +20,25 @@ from pathlib import Path
 
 import torch
 
+from mpg.bench_args import add_benchmark_args, benchmark_inputs
 from mpg.extract import CREATIVE_ROLES
-from mpg.steering_analysis import (add_benchmark_args, benchmark_inputs, multi_role_prompt, persona_prompts,
-                                   projection_profile)
+from mpg.steering_analysis import multi_role_prompt, persona_prompts, projection_profile
 
 
 def plot_profile(result: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
     names, layers = result["names"], list(range(result["n_layers"]))
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names):
         for cond, per_name in result["conditions"].items():
             ax.plot(layers, per_name[name], marker=".", label=cond.replace("single:", "only "))
         ax.axhline(0, color="grey", linewidth=0.8)
-        ax.axvline(result["layer"], color="grey", linestyle="--", linewidth=0.8)   # the steered block
+        ax.axvline(result["layer"], color="grey", linestyle="--", linewidth=0.8)  # the steered block
         ax.set_title(f"onto {name}", fontsize=10)
         ax.set_xlabel("layer")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -49,12 +52,18 @@ def plot_profile(result: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--personas", default=",".join(CREATIVE_ROLES),
-                    help="comma-separated persona names (creative roles or MBTI letters); all are merged")
+    ap.add_argument(
+        "--personas",
+        default=",".join(CREATIVE_ROLES),
+        help="comma-separated persona names (creative roles or MBTI letters); all are merged",
+    )
     ap.add_argument("--layer", type=int, default=20)
     ap.add_argument("--alpha", type=float, default=2.0)
-    ap.add_argument("--multi-role-prompt", default=None,
-                    help="system prompt naming every role (default: each persona's first prompt, joined)")
+    ap.add_argument(
+        "--multi-role-prompt",
+        default=None,
+        help="system prompt naming every role (default: each persona's first prompt, joined)",
+    )
     add_benchmark_args(ap, out="out/projection")
     args = ap.parse_args(argv)
 
@@ -62,21 +71,39 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.personas.split(",") if n.strip()]
     engine, vectors, prompts = benchmark_inputs(args, names)
     system = args.multi_role_prompt or multi_role_prompt(persona_prompts(names), names)
-    result = projection_profile(engine, vectors, names, system, prompts, args.layer, args.alpha,
-                                max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-    result.update({
-        "vectors": str(args.vectors),
-        "base": str(args.base or getattr(engine.models["base"].config, "_name_or_path", "")),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "command": shlex.join(["python", "benchmarks/projection.py", *(argv if argv is not None else sys.argv[1:])]),
-        "wall_time_s": time.perf_counter() - t0,
-    })
+    result = projection_profile(
+        engine,
+        vectors,
+        names,
+        system,
+        prompts,
+        args.layer,
+        args.alpha,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    result.update(
+        {
+            "vectors": str(args.vectors),
+            "base": str(args.base or getattr(engine.models["base"].config, "_name_or_path", "")),
+            "machine": {
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+            },
+            "command": shlex.join(
+                ["python", "benchmarks/projection.py", *(argv if argv is not None else sys.argv[1:])]
+            ),
+            "wall_time_s": time.perf_counter() - t0,
+        }
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "projection.json").write_text(json.dumps(result, indent=2))
     plot_profile(result, out / "projection.png")
-    for L in dict.fromkeys([args.layer, result["n_layers"] - 1]):   # the steered block and the last one
+    for L in dict.fromkeys([args.layer, result["n_layers"] - 1]):  # the steered block and the last one
         for cond, per_name in result["conditions"].items():
             print(f"layer {L:>3} {cond:>28}: " + ", ".join(f"{n} {per_name[n][L]:+.3g}" for n in names))
     return 0

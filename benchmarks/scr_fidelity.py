@@ -7,6 +7,7 @@ defaults (pilot 32, margin 0) were chosen. Writes JSON.
 
     .venv/bin/python benchmarks/scr_fidelity.py --samples 1000 --out out/scr_fidelity.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,26 +33,46 @@ def main() -> None:
     args = ap.parse_args()
     engine = Engine(add_lora(tiny_model(sharpness=1.0), ["x", "y"], alpha=8), tiny_tokenizer())
     engine.adapters["base"] |= {"x", "y"}
-    target = Target((Attribute.expert("x", "b a", 0.5), Attribute.expert("y", "a", 0.5)), aggregator="mixture")
+    target = Target(
+        (Attribute.expert("x", "b a", 0.5), Attribute.expert("y", "a", 0.5)), aggregator="mixture"
+    )
     n_tokens = k = 2
     p = exact_distribution(engine, target, "a b", n_tokens, k, EOS)
     rows = []
-    print(f"sampling-noise tolerance at S={args.samples}: {tv_tolerance(p, args.samples):.3f}", file=sys.stderr)
+    print(
+        f"sampling-noise tolerance at S={args.samples}: {tv_tolerance(p, args.samples):.3f}", file=sys.stderr
+    )
     for setting in args.settings.split(","):
         pilot, margin = setting.split(":")
         t0 = time.perf_counter()
-        out = engine.generate(["a b"] * args.samples, target=target, sampler="scr", max_new_tokens=n_tokens,
-                              seed=0, eos_token_id=EOS, chunk_size=k, pilot=int(pilot), margin=float(margin))
+        out = engine.generate(
+            ["a b"] * args.samples,
+            target=target,
+            sampler="scr",
+            max_new_tokens=n_tokens,
+            seed=0,
+            eos_token_id=EOS,
+            chunk_size=k,
+            pilot=int(pilot),
+            margin=float(margin),
+        )
         st = out.stats
-        row = {"pilot": int(pilot), "margin": float(margin), "tv_to_pk": tv(empirical(out.token_ids), p),
-               "acceptance_rate": sum(s.accepted_tokens for s in st) / sum(s.drafted_tokens for s in st),
-               "clip_rate": sum(s.clips for s in st) / sum(s.rounds for s in st),
-               "ms_per_sample": (time.perf_counter() - t0) / args.samples * 1000}
+        row = {
+            "pilot": int(pilot),
+            "margin": float(margin),
+            "tv_to_pk": tv(empirical(out.token_ids), p),
+            "acceptance_rate": sum(s.accepted_tokens for s in st) / sum(s.drafted_tokens for s in st),
+            "clip_rate": sum(s.clips for s in st) / sum(s.rounds for s in st),
+            "ms_per_sample": (time.perf_counter() - t0) / args.samples * 1000,
+        }
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"samples": args.samples, "tolerance": tv_tolerance(p, args.samples),
-                                          "results": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {"samples": args.samples, "tolerance": tv_tolerance(p, args.samples), "results": rows}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ base alone vs the base with 4 LoRA adapters (fresh processes). Writes JSON, Mark
     .venv/bin/python benchmarks/speed.py --max-new-tokens 128 --repeats 3 --out out/speed
     .venv/bin/python benchmarks/speed.py --n 4 --kinds lora --batch 1 --samplers fused,scr:4 --repeats 1   # quick
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,14 @@ from pathlib import Path
 import torch
 
 PROMPTS = [
-    "How would you spend a free weekend?", "Describe your ideal job.", "How do you make important decisions?",
-    "What do you do when plans change at the last minute?", "Tell me about a time you worked in a team.",
-    "How do you prepare for a trip?", "What makes a good friend?", "How do you handle criticism?",
+    "How would you spend a free weekend?",
+    "Describe your ideal job.",
+    "How do you make important decisions?",
+    "What do you do when plans change at the last minute?",
+    "Tell me about a time you worked in a team.",
+    "How do you prepare for a trip?",
+    "What makes a good friend?",
+    "How do you handle criticism?",
 ]
 LETTERS = "ENTJ"
 
@@ -60,73 +66,122 @@ def rss_mib() -> float:
             return int(f.read().split()[1]) * 4096 / 2**20
     except OSError:
         import resource
+
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def floor_run(model, tok, prompts, max_new_tokens, seed) -> dict:
     """Plain sampling with transformers generate() of the bare base model (left-padded batch)."""
+    from mpg.tokens import pad_token_id
+
     tok.padding_side = "left"
-    if getattr(tok, "chat_template", None):      # the same context the engine gives the anchor
-        texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
-                 for p in prompts]
+    if getattr(tok, "chat_template", None):  # the same context the engine gives the anchor
+        texts = [
+            tok.apply_chat_template(
+                [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
+            )
+            for p in prompts
+        ]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     else:
         enc = tok(prompts, return_tensors="pt", padding=True)
     torch.manual_seed(seed)
     with PeakRSS() as mem, torch.inference_mode():
         t0 = time.perf_counter()
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=True,
-                             pad_token_id=tok.pad_token_id)
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            do_sample=True,
+            pad_token_id=pad_token_id(tok),
+        )
         wall = time.perf_counter() - t0
     new = (out.shape[1] - enc.input_ids.shape[1]) * len(prompts)
-    return {"tokens": new, "wall_s": wall, "tokens_per_s": new / wall, "calls_per_token": (max_new_tokens + 1) / max_new_tokens,
-            "acceptance_rate": None, "peak_rss_mib": mem.peak}
+    return {
+        "tokens": new,
+        "wall_s": wall,
+        "tokens_per_s": new / wall,
+        "calls_per_token": (max_new_tokens + 1) / max_new_tokens,
+        "acceptance_rate": None,
+        "peak_rss_mib": mem.peak,
+    }
 
 
-def engine_run(engine, prompts, target, sampler, chunk_size, max_new_tokens, seed, candidates: int = 1) -> dict:
+def engine_run(
+    engine, prompts, target, sampler, chunk_size, max_new_tokens, seed, candidates: int = 1
+) -> dict:
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        out = engine.generate(prompts, target=target, sampler=sampler, chunk_size=chunk_size, candidates=candidates,
-                              max_new_tokens=max_new_tokens, seed=seed, eos_token_id=[], batch_size=len(prompts))
+        out = engine.generate(
+            prompts,
+            target=target,
+            sampler=sampler,
+            chunk_size=chunk_size,
+            candidates=candidates,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            eos_token_id=[],
+            batch_size=len(prompts),
+        )
         wall = time.perf_counter() - t0
     new = sum(s.new_tokens for s in out.stats)
     drafted = sum(s.drafted_tokens for s in out.stats)
-    calls = out.stats[0].model_calls                      # shared by the batch
-    return {"tokens": new, "wall_s": wall, "tokens_per_s": new / wall, "calls_per_token": calls * len(prompts) / new,
-            "acceptance_rate": (sum(s.accepted_tokens for s in out.stats) / drafted) if drafted else None,
-            "peak_rss_mib": mem.peak}
+    calls = out.stats[0].model_calls  # shared by the batch
+    return {
+        "tokens": new,
+        "wall_s": wall,
+        "tokens_per_s": new / wall,
+        "calls_per_token": calls * len(prompts) / new,
+        "acceptance_rate": (sum(s.accepted_tokens for s in out.stats) / drafted) if drafted else None,
+        "peak_rss_mib": mem.peak,
+    }
 
 
 def mod_run(engine, prompts, target, max_new_tokens, seed) -> dict:
     from mpg.samplers.mod_style import mod_style_generate
+
     new = calls = 0
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        for i, p in enumerate(prompts):                   # no batching: one prompt after another
-            y, st = mod_style_generate(engine, p, target, max_new_tokens=max_new_tokens, seed=seed + i, eos_token_id=[])
+        for i, p in enumerate(prompts):  # no batching: one prompt after another
+            y, st = mod_style_generate(
+                engine, p, target, max_new_tokens=max_new_tokens, seed=seed + i, eos_token_id=[]
+            )
             new, calls = new + len(y), calls + st.model_calls
         wall = time.perf_counter() - t0
-    return {"tokens": new, "wall_s": wall, "tokens_per_s": new / wall, "calls_per_token": calls / new,
-            "acceptance_rate": None, "peak_rss_mib": mem.peak}
+    return {
+        "tokens": new,
+        "wall_s": wall,
+        "tokens_per_s": new / wall,
+        "calls_per_token": calls / new,
+        "acceptance_rate": None,
+        "peak_rss_mib": mem.peak,
+    }
 
 
 def targets(engine, kind: str, n: int, vectors):
     """(target, billy target) for n attributes of `kind`: the first n letters of ENTJ."""
     from mpg import Attribute, Policy, Steer, Target
     from mpg.personas import expert_mbti, prompted_mbti
+
     spec = LETTERS[:n]
     attrs = expert_mbti(engine, spec) if kind == "lora" else prompted_mbti(spec)
     name = f"merged_{spec}"
     if name not in engine.vectors:
         engine.add_steering_vector(name, vectors(spec))
-    steered = Policy(steering=Steer(name, 20 if engine.models["base"].config.num_hidden_layers > 20 else 0, 2.0))
-    return Target(tuple(attrs), "product"), Target((Attribute(steered, steered, 1.0, name="billy"),), anchor=steered)
+    steered = Policy(
+        steering=Steer(name, 20 if engine.models["base"].config.num_hidden_layers > 20 else 0, 2.0)
+    )
+    return Target(tuple(attrs), "product"), Target(
+        (Attribute(steered, steered, 1.0, name="billy"),), anchor=steered
+    )
 
 
 def vector_source(engine, path: str):
     """Merged persona vectors of the given letters from `path` if it exists, else random vectors of the
     same size (speed does not depend on the vector's direction; the JSON says which was used)."""
     from mpg.extract import PersonaVectors
+
     p = Path(path)
     pv = PersonaVectors.load(p) if p.with_suffix(".safetensors").exists() else None
     cfg = engine.models["base"].config
@@ -134,12 +189,16 @@ def vector_source(engine, path: str):
     def get(spec):
         if pv is not None and all(c in pv.vectors for c in spec):
             v = pv.merge(list(spec))
-            if tuple(v.shape) == (cfg.num_hidden_layers, cfg.hidden_size):     # extracted from this model
+            if tuple(v.shape) == (cfg.num_hidden_layers, cfg.hidden_size):  # extracted from this model
                 return v
         g = torch.Generator().manual_seed(0)
         return torch.randn(cfg.num_hidden_layers, cfg.hidden_size, generator=g)
-    return get, (f"persona vectors {path} (random ones where they do not fit this model)" if pv is not None
-                 else "random vectors")
+
+    return get, (
+        f"persona vectors {path} (random ones where they do not fit this model)"
+        if pv is not None
+        else "random vectors"
+    )
 
 
 def summarise(runs: list[dict], key: str) -> dict:
@@ -170,7 +229,9 @@ except OSError:
 print(json.dumps({{"rss_before_model_mib": before, "steady_rss_mib": rss_mib(), "peak_rss_mib": m.peak,
                   "param_mib": sum(p.numel() * p.element_size() for p in e.models["base"].parameters()) / 2**20}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent
+    )
     if out.returncode:
         raise RuntimeError(f"memory probe failed: {out.stderr.strip().splitlines()[-1]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -179,8 +240,9 @@ print(json.dumps({{"rss_before_model_mib": before, "steady_rss_mib": rss_mib(), 
 def validation_kernel_timing(reps: int = 20) -> dict:
     """Reference (full log-softmax + gather) vs fused (gather - logsumexp) on SCR-sized logits."""
     from mpg.kernels.validation import token_logprobs_fused, token_logprobs_reference
+
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(9, 1, 4, 4, 49152, generator=g)      # [P, B, n, K, V]: 9 policies, 4 candidates, chunk 4
+    logits = torch.randn(9, 1, 4, 4, 49152, generator=g)  # [P, B, n, K, V]: 9 policies, 4 candidates, chunk 4
     toks = torch.randint(0, 49152, (9, 1, 4, 4), generator=g)
     out = {}
     for name, fn in (("reference", token_logprobs_reference), ("fused", token_logprobs_fused)):
@@ -197,12 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", default="1,2,4", help="attribute counts")
     ap.add_argument("--kinds", default="lora,prompted")
     ap.add_argument("--batch", default="1,8")
-    ap.add_argument("--samplers", default="mod,fused,speculative:4,scr:1,scr:2,scr:4,scr:8,scr:16,scr:2x8,billy",
-                    help="mod, fused, speculative:K, scr:K or scr:KxC (C candidates per round), billy")
+    ap.add_argument(
+        "--samplers",
+        default="mod,fused,speculative:4,scr:1,scr:2,scr:4,scr:8,scr:16,scr:2x8,billy",
+        help="mod, fused, speculative:K, scr:K or scr:KxC (C candidates per round), billy",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--lora-kernels", default="peft,stacked,gathered", help="compared on fused, n=max, batch 1")
+    ap.add_argument(
+        "--lora-kernels", default="peft,stacked,gathered", help="compared on fused, n=max, batch 1"
+    )
     ap.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory probes")
     ap.add_argument("--memory-only", action="store_true", help="only the memory probes (and kernel timings)")
     ap.add_argument("--vectors", default="out/vectors/persona_vectors")
@@ -214,22 +281,32 @@ def main(argv: list[str] | None = None) -> int:
 
     from mpg import Engine
     from mpg.default_model import default_base_path
+
     try:
         from tqdm import tqdm
-    except ImportError:                      # progress is a nicety
+    except ImportError:  # progress is a nicety
+
         def tqdm(x, **_):
             return x
 
     engine = Engine.from_pretrained(args.base)
     base_path = args.base or default_base_path()
-    floor_model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).eval()   # bare, no PEFT wrapper
+    floor_model = AutoModelForCausalLM.from_pretrained(
+        base_path, dtype=torch.float32
+    ).eval()  # bare, no PEFT wrapper
     vectors, vector_note = vector_source(engine, args.vectors)
     ns = [int(x) for x in args.n.split(",")]
     kinds = args.kinds.split(",")
     batches = [int(x) for x in args.batch.split(",")]
     specs = args.samplers.split(",")
-    configs = [(kind, n, b, s) for kind in kinds for n in ns for b in batches for s in specs
-               if not (s == "mod" and b > 1)]
+    configs = [
+        (kind, n, b, s)
+        for kind in kinds
+        for n in ns
+        for b in batches
+        for s in specs
+        if not (s == "mod" and b > 1)
+    ]
     if args.memory_only:
         configs, batches, args.repeats, args.lora_kernels = [], [], 1, ""
     runs: dict[str, list] = {}
@@ -237,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.repeats):
         floors = {}
         for b in batches:
-            floors[b] = floor_run(floor_model, engine.tokenizer, PROMPTS[:b], args.max_new_tokens, args.seed + rep)
+            floors[b] = floor_run(
+                floor_model, engine.tokenizer, PROMPTS[:b], args.max_new_tokens, args.seed + rep
+            )
             runs.setdefault(f"floor|b{b}", []).append(floors[b])
             bar.update(1)
         mods = {}
@@ -249,10 +328,18 @@ def main(argv: list[str] | None = None) -> int:
                 mods[(kind, n)] = r
             elif name == "billy":
                 r = engine_run(engine, PROMPTS[:b], billy, "fused", 1, args.max_new_tokens, args.seed + rep)
-            else:                                           # "scr:2x8" = chunk 2, 8 candidates per round
+            else:  # "scr:2x8" = chunk 2, 8 candidates per round
                 k, _, c = (k or "4").partition("x")
-                r = engine_run(engine, PROMPTS[:b], target, name, int(k), args.max_new_tokens, args.seed + rep,
-                               candidates=int(c or 1))
+                r = engine_run(
+                    engine,
+                    PROMPTS[:b],
+                    target,
+                    name,
+                    int(k),
+                    args.max_new_tokens,
+                    args.seed + rep,
+                    candidates=int(c or 1),
+                )
             r["vs_floor"] = r["tokens_per_s"] / floors[b]["tokens_per_s"]
             if (kind, n) in mods:
                 r["vs_mod"] = r["tokens_per_s"] / mods[(kind, n)]["tokens_per_s"]
@@ -267,8 +354,10 @@ def main(argv: list[str] | None = None) -> int:
             e.adapters = engine.adapters
             e.vectors = engine.vectors
             target, _ = targets(e, "lora", n, vectors)
-            kernel_runs[kern] = [engine_run(e, PROMPTS[:1], target, "fused", 1, args.max_new_tokens, args.seed + rep)
-                                 for rep in range(args.repeats)]
+            kernel_runs[kern] = [
+                engine_run(e, PROMPTS[:1], target, "fused", 1, args.max_new_tokens, args.seed + rep)
+                for rep in range(args.repeats)
+            ]
     memory = {}
     if not args.no_memory:
         memory["base_alone"] = memory_probe(args.base, 0)
@@ -276,28 +365,58 @@ def main(argv: list[str] | None = None) -> int:
         memory["base_plus_4_lora_gathered"] = memory_probe(args.base, 4, "gathered")
         a, b4 = memory["base_alone"]["peak_rss_mib"], memory["base_plus_4_lora"]["peak_rss_mib"]
         memory["ratio_4_lora_to_base"] = b4 / a
-        memory["steady_ratio_4_lora_to_base"] = (memory["base_plus_4_lora"]["steady_rss_mib"]
-                                                 / memory["base_alone"]["steady_rss_mib"])
+        memory["steady_ratio_4_lora_to_base"] = (
+            memory["base_plus_4_lora"]["steady_rss_mib"] / memory["base_alone"]["steady_rss_mib"]
+        )
         # the same, counting only what the model and generation add to the process (libraries excluded)
-        a_m, b_m = (a - memory["base_alone"]["rss_before_model_mib"],
-                    b4 - memory["base_plus_4_lora"]["rss_before_model_mib"])
+        a_m, b_m = (
+            a - memory["base_alone"]["rss_before_model_mib"],
+            b4 - memory["base_plus_4_lora"]["rss_before_model_mib"],
+        )
         memory["model_ratio_4_lora_to_base"] = b_m / a_m
         memory["separate_full_models_estimate_mib"] = memory["base_alone"]["rss_before_model_mib"] + 5 * a_m
-    summary = {key: {m: summarise(v, m) for m in ("tokens_per_s", "calls_per_token", "acceptance_rate",
-                                                   "peak_rss_mib", "vs_floor", "vs_mod")}
-               for key, v in runs.items()}
+    summary = {
+        key: {
+            m: summarise(v, m)
+            for m in (
+                "tokens_per_s",
+                "calls_per_token",
+                "acceptance_rate",
+                "peak_rss_mib",
+                "vs_floor",
+                "vs_mod",
+            )
+        }
+        for key, v in runs.items()
+    }
     kernels = {k: summarise(v, "tokens_per_s") for k, v in kernel_runs.items()}
     kernels["validation"] = validation_kernel_timing()
     if args.memory_only:
         kernels = {"validation": kernels["validation"]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"command": " ".join([".venv/bin/python", "benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": torch.get_num_threads(),
-                          "torch": torch.__version__}, "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
-              "prompts": PROMPTS, "steering_vectors": vector_note, "summary": summary, "runs": runs,
-              "lora_kernels": kernels, "lora_kernel_runs": kernel_runs, "memory": memory, "goals": goals(summary, ns, kinds)}
-    if args.memory_only:                      # a separate record, so the full run's files stay
+    result = {
+        "command": " ".join(
+            [".venv/bin/python", "benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "max_new_tokens": args.max_new_tokens,
+        "repeats": args.repeats,
+        "prompts": PROMPTS,
+        "steering_vectors": vector_note,
+        "summary": summary,
+        "runs": runs,
+        "lora_kernels": kernels,
+        "lora_kernel_runs": kernel_runs,
+        "memory": memory,
+        "goals": goals(summary, ns, kinds),
+    }
+    if args.memory_only:  # a separate record, so the full run's files stay
         (out / "memory.json").write_text(json.dumps(result, indent=2))
         (out / "memory.md").write_text(markdown(result))
         print(markdown(result))
@@ -321,12 +440,18 @@ def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
     n = max(ns)
     if "lora" not in kinds:
         return out
-    exact = [summary.get(f"{s}|lora|n{n}|b1", {}).get("vs_floor", {}).get("median") for s in ("fused", "speculative:4")]
+    exact = [
+        summary.get(f"{s}|lora|n{n}|b1", {}).get("vs_floor", {}).get("median")
+        for s in ("fused", "speculative:4")
+    ]
     exact = [x for x in exact if x is not None]
     if exact:
         out["fastest_exact_vs_floor"] = max(exact)
-    scr = [v["vs_mod"]["median"] for k, v in summary.items()
-           if k.startswith("scr:") and k.endswith(f"|lora|n{n}|b1") and v["vs_mod"]["median"] is not None]
+    scr = [
+        v["vs_mod"]["median"]
+        for k, v in summary.items()
+        if k.startswith("scr:") and k.endswith(f"|lora|n{n}|b1") and v["vs_mod"]["median"] is not None
+    ]
     if scr:
         out["best_scr_vs_mod"] = max(scr)
     b8 = {}
@@ -341,36 +466,51 @@ def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"Command: `{r['command']}`", "", f"Machine: {r['machine']}; {r['max_new_tokens']} new tokens; "
-             f"median [min, max] over {r['repeats']} repeats; ratios taken within each repeat.", "",
-             "| config | tokens/s | x floor | x MOD-style | forwards / token | acceptance | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Command: `{r['command']}`",
+        "",
+        f"Machine: {r['machine']}; {r['max_new_tokens']} new tokens; "
+        f"median [min, max] over {r['repeats']} repeats; ratios taken within each repeat.",
+        "",
+        "| config | tokens/s | x floor | x MOD-style | forwards / token | acceptance | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, s in r["summary"].items():
-        lines.append(f"| {key} | {fmt(s['tokens_per_s'])} | {fmt(s['vs_floor'])} | {fmt(s['vs_mod'])} | "
-                     f"{fmt(s['calls_per_token'])} | {fmt(s['acceptance_rate'])} | {fmt(s['peak_rss_mib'], 0)} |")
+        lines.append(
+            f"| {key} | {fmt(s['tokens_per_s'])} | {fmt(s['vs_floor'])} | {fmt(s['vs_mod'])} | "
+            f"{fmt(s['calls_per_token'])} | {fmt(s['acceptance_rate'])} | {fmt(s['peak_rss_mib'], 0)} |"
+        )
     if r["lora_kernels"]:
-        lines += ["", "Multi-LoRA kernels on `fused` (n = max, batch 1), tokens/s: " +
-                  ", ".join(f"{k} {fmt(v)}" for k, v in r["lora_kernels"].items() if k != "validation"),
-                  f"Validation kernel (9 policies x 4 candidates x 4 tokens x 49152): {r['lora_kernels']['validation']}"]
+        lines += [
+            "",
+            "Multi-LoRA kernels on `fused` (n = max, batch 1), tokens/s: "
+            + ", ".join(f"{k} {fmt(v)}" for k, v in r["lora_kernels"].items() if k != "validation"),
+            f"Validation kernel (9 policies x 4 candidates x 4 tokens x 49152): {r['lora_kernels']['validation']}",
+        ]
     if r["memory"]:
         m = r["memory"]
-        lines += ["", f"Memory (fresh processes, fused, 16 tokens; stacked LoRA kernel): steady state after generating "
-                  f"{m['base_alone']['steady_rss_mib']:.0f} MiB for the base alone vs "
-                  f"{m['base_plus_4_lora']['steady_rss_mib']:.0f} MiB with 4 LoRA experts (ratio "
-                  f"{m['steady_ratio_4_lora_to_base']:.2f}); peak while generating "
-                  f"{m['base_alone']['peak_rss_mib']:.0f} vs {m['base_plus_4_lora']['peak_rss_mib']:.0f} MiB "
-                  f"(gathered kernel: {m['base_plus_4_lora_gathered']['peak_rss_mib']:.0f} MiB) (ratio "
-                  f"{m['ratio_4_lora_to_base']:.2f}; above the {m['base_alone']['rss_before_model_mib']:.0f} MiB the libraries take before "
-                  f"any model is loaded: {m['model_ratio_4_lora_to_base']:.2f}); five separate full models would need "
-                  f"~{m['separate_full_models_estimate_mib']:.0f} MiB."]
+        lines += [
+            "",
+            f"Memory (fresh processes, fused, 16 tokens; stacked LoRA kernel): steady state after generating "
+            f"{m['base_alone']['steady_rss_mib']:.0f} MiB for the base alone vs "
+            f"{m['base_plus_4_lora']['steady_rss_mib']:.0f} MiB with 4 LoRA experts (ratio "
+            f"{m['steady_ratio_4_lora_to_base']:.2f}); peak while generating "
+            f"{m['base_alone']['peak_rss_mib']:.0f} vs {m['base_plus_4_lora']['peak_rss_mib']:.0f} MiB "
+            f"(gathered kernel: {m['base_plus_4_lora_gathered']['peak_rss_mib']:.0f} MiB) (ratio "
+            f"{m['ratio_4_lora_to_base']:.2f}; above the {m['base_alone']['rss_before_model_mib']:.0f} MiB the libraries take before "
+            f"any model is loaded: {m['model_ratio_4_lora_to_base']:.2f}); five separate full models would need "
+            f"~{m['separate_full_models_estimate_mib']:.0f} MiB.",
+        ]
     lines += ["", f"Goals as measured: {json.dumps(r['goals'])}"]
     return "\n".join(lines) + "\n"
 
 
 def plot(summary: dict, path: Path, n: int, batches: list[int]) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4), squeeze=False)
     for ax, b in zip(axes[0], batches):
         keys = [k for k in summary if k.endswith(f"|lora|n{n}|b{b}")]

@@ -8,6 +8,7 @@ Same prompts, same seeds. Writes JSON + Markdown.
     .venv/bin/python benchmarks/steered_proposal.py --persona ENTJ --prompts 4 --max-new-tokens 48 \
         --vectors out/vectors/persona_vectors --layer 15 --alphas 0,1,2,4 --out out/steered_proposal
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,16 +21,25 @@ from pathlib import Path
 import torch
 
 from mpg import Engine, Policy, Steer
+from mpg.bench_args import EVAL_PROMPTS
 from mpg.personas import parse_mbti, persona
-from mpg.steering_analysis import EVAL_PROMPTS, load_or_extract
+from mpg.steering_analysis import load_or_extract
 
 
 def run(engine, attrs, anchor, proposal, prompts, args) -> dict:
     totals = {"drafted": 0, "accepted": 0, "new_tokens": 0, "wall_s": 0.0, "clips": 0, "rounds": 0}
     per_prompt = []
     for i, prompt in enumerate(prompts):
-        out = engine.generate(prompt, attrs, anchor=anchor, proposal=proposal, sampler="scr",
-                              chunk_size=args.chunk_size, max_new_tokens=args.max_new_tokens, seed=args.seed + i)
+        out = engine.generate(
+            prompt,
+            attrs,
+            anchor=anchor,
+            proposal=proposal,
+            sampler="scr",
+            chunk_size=args.chunk_size,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed + i,
+        )
         st = out.stats[0]
         totals["drafted"] += st.drafted_tokens
         totals["accepted"] += st.accepted_tokens
@@ -38,15 +48,21 @@ def run(engine, attrs, anchor, proposal, prompts, args) -> dict:
         totals["clips"] += st.clips
         totals["rounds"] += st.rounds
         per_prompt.append({"prompt": prompt, "acceptance_rate": st.acceptance_rate, "text": out.texts[0]})
-    return {**totals, "acceptance_rate": totals["accepted"] / max(totals["drafted"], 1),
-            "tokens_per_s": totals["new_tokens"] / max(totals["wall_s"], 1e-9), "per_prompt": per_prompt}
+    return {
+        **totals,
+        "acceptance_rate": totals["accepted"] / max(totals["drafted"], 1),
+        "tokens_per_s": totals["new_tokens"] / max(totals["wall_s"], 1e-9),
+        "per_prompt": per_prompt,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--persona", default="ENTJ")
     ap.add_argument("--experts", default="auto", help="auto | shipped | prompted | folder")
-    ap.add_argument("--vectors", default="out/vectors/persona_vectors", help="PersonaVectors path (extracted if missing)")
+    ap.add_argument(
+        "--vectors", default="out/vectors/persona_vectors", help="PersonaVectors path (extracted if missing)"
+    )
     ap.add_argument("--layer", type=int, default=None, help="steered block (default: 2/3 of the depth)")
     ap.add_argument("--alphas", default="0,1,2,4")
     ap.add_argument("--prompts", type=int, default=4)
@@ -72,17 +88,31 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"alpha": alpha, **run(engine, list(p.attributes), p.anchor, proposal, prompts, args)})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"persona": args.persona, "attributes": p.describe(), "layer": layer, "chunk_size": args.chunk_size,
-              "max_new_tokens": args.max_new_tokens, "prompts": prompts, "seed": args.seed, "results": rows,
-              "command": "python benchmarks/steered_proposal.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": f"{platform.machine()} {platform.system()}, torch threads {torch.get_num_threads()}",
-              "date": time.strftime("%Y-%m-%d")}
+    record = {
+        "persona": args.persona,
+        "attributes": p.describe(),
+        "layer": layer,
+        "chunk_size": args.chunk_size,
+        "max_new_tokens": args.max_new_tokens,
+        "prompts": prompts,
+        "seed": args.seed,
+        "results": rows,
+        "command": "python benchmarks/steered_proposal.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()} {platform.system()}, torch threads {torch.get_num_threads()}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
     (out / "results.json").write_text(json.dumps(record, indent=2))
-    lines = ["| proposal | acceptance rate | accepted / drafted | tokens/s | clips |", "|---|---|---|---|---|"]
+    lines = [
+        "| proposal | acceptance rate | accepted / drafted | tokens/s | clips |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         name = "plain (anchor)" if r["alpha"] == 0 else f"steered, alpha {r['alpha']:g} @ block {layer}"
-        lines.append(f"| {name} | {r['acceptance_rate']:.3f} | {r['accepted']} / {r['drafted']} | "
-                     f"{r['tokens_per_s']:.2f} | {r['clips']} |")
+        lines.append(
+            f"| {name} | {r['acceptance_rate']:.3f} | {r['accepted']} / {r['drafted']} | "
+            f"{r['tokens_per_s']:.2f} | {r['clips']} |"
+        )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

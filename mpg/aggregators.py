@@ -2,9 +2,12 @@
 
 Shapes: n = attributes, V = vocabulary, T = chunk positions. `...` is any leading batch shape.
 """
+
 from __future__ import annotations
 
 import torch
+
+__all__ = ["aggregate", "chunk_log_weights", "token_target_logits"]
 
 
 def aggregate(ratios: torch.Tensor, weights: torch.Tensor, aggregator: str, lam: float) -> torch.Tensor:
@@ -23,8 +26,14 @@ def aggregate(ratios: torch.Tensor, weights: torch.Tensor, aggregator: str, lam:
     raise ValueError(f"unknown aggregator {aggregator!r}")
 
 
-def token_target_logits(anchor_lp: torch.Tensor, num_lp: torch.Tensor, den_lp: torch.Tensor,
-                        weights: torch.Tensor, aggregator: str, lam: float) -> torch.Tensor:
+def token_target_logits(
+    anchor_lp: torch.Tensor,
+    num_lp: torch.Tensor,
+    den_lp: torch.Tensor,
+    weights: torch.Tensor,
+    aggregator: str,
+    lam: float,
+) -> torch.Tensor:
     """Unnormalised log p~_1 over the vocabulary (k = 1 target).
 
     anchor_lp:        [..., V]    log pi_0(. | h)
@@ -35,9 +44,16 @@ def token_target_logits(anchor_lp: torch.Tensor, num_lp: torch.Tensor, den_lp: t
     return anchor_lp + aggregate(ratios, weights, aggregator, lam)
 
 
-def chunk_log_weights(anchor_tok: torch.Tensor, num_tok: torch.Tensor, den_tok: torch.Tensor,
-                      proposal_tok: torch.Tensor, weights: torch.Tensor, aggregator: str, lam: float,
-                      temperature: float = 1.0) -> torch.Tensor:
+def chunk_log_weights(
+    anchor_tok: torch.Tensor,
+    num_tok: torch.Tensor,
+    den_tok: torch.Tensor,
+    proposal_tok: torch.Tensor,
+    weights: torch.Tensor,
+    aggregator: str,
+    lam: float,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Cumulative importance log-weights a_t = log p~_t(c_1..c_t) / T - log q_T(c_1..c_t), t = 1..T.
 
     anchor_tok:    [..., T]    log pi_0(c_t | h, c_<t)
@@ -45,7 +61,7 @@ def chunk_log_weights(anchor_tok: torch.Tensor, num_tok: torch.Tensor, den_tok: 
     proposal_tok:  [..., T]    log q_T(c_t | ...) of the distribution the chunk was actually drawn from
     returns        [..., T]
     """
-    anchor_cum = anchor_tok.cumsum(-1)                            # [..., T]
+    anchor_cum = anchor_tok.cumsum(-1)  # [..., T]
     ratio_cum = (num_tok - den_tok).cumsum(-1).transpose(-1, -2)  # [..., T, n]
     target = anchor_cum + aggregate(ratio_cum, weights, aggregator, lam)  # [..., T]
     return target / temperature - proposal_tok.cumsum(-1)

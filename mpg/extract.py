@@ -6,29 +6,47 @@ neutral ones; a response's activation at block L is the mean of that block's out
 response tokens; the persona vector at L is the mean over kept persona responses minus the mean over
 neutral responses. All blocks are kept, with their norms.
 """
+
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from .policies import Policy
 from .steering import decoder_layers
+from .tokens import pad_token_id
+
+__all__ = [
+    "CREATIVE_ROLES",
+    "DEFAULT_QUESTIONS",
+    "NEUTRAL_PROMPTS",
+    "PersonaVectors",
+    "base_weights",
+    "collect_responses",
+    "extract_persona_vectors",
+    "mbti_personas",
+    "read_lines_or_json",
+    "response_activation",
+    "vectors_from_responses",
+]
 
 
-def _base_weights(model):
-    """Context in which a PEFT model acts as its bare base (persona vectors are the base's)."""
+def base_weights(model):
+    """Context in which a PEFT model acts as its bare base, its LoRA adapters off (persona vectors are the
+    base's); a plain model is its own base (a no-op context)."""
     from contextlib import nullcontext
+
     return model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
 
 
 @dataclass
 class PersonaVectors:
-    vectors: dict[str, torch.Tensor]                 # persona -> [n_layers, H]
+    vectors: dict[str, torch.Tensor]  # persona -> [n_layers, H]
     meta: dict = field(default_factory=dict)
 
     def norms(self) -> dict[str, list[float]]:
@@ -38,16 +56,21 @@ class PersonaVectors:
         """Weighted average of raw vectors (BILLY: plain average). returns [n_layers, H]."""
         unknown = [n for n in names if n not in self.vectors]
         if unknown:
-            raise ValueError(f"unknown persona vector(s) {', '.join(unknown)}; have {', '.join(self.vectors)}")
+            raise ValueError(
+                f"unknown persona vector(s) {', '.join(unknown)}; have {', '.join(self.vectors)}"
+            )
         w = torch.tensor(weights if weights is not None else [1.0] * len(names), dtype=torch.float32)
         if w.numel() != len(names) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"merge weights {weights!r} must be one finite non-negative number per vector, not all 0")
+            raise ValueError(
+                f"merge weights {weights!r} must be one finite non-negative number per vector, not all 0"
+            )
         stacked = torch.stack([self.vectors[n] for n in names])  # [m, n_layers, H]
         return (w[:, None, None] * stacked).sum(0) / w.sum()
 
     def save(self, path: str | Path) -> None:
         """`path`.safetensors + `path`.json (model, layers, norms, prompts, ...)."""
         from safetensors.torch import save_file
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.vectors.items()}, str(path.with_suffix(".safetensors")))
@@ -56,6 +79,7 @@ class PersonaVectors:
     @classmethod
     def load(cls, path: str | Path) -> "PersonaVectors":
         from safetensors.torch import load_file
+
         path = Path(path)
         meta = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
         return cls(load_file(str(path.with_suffix(".safetensors"))), meta)
@@ -68,11 +92,11 @@ def response_activation(model, context: list[int], response: list[int]) -> torch
     outs: list[torch.Tensor] = []
 
     def grab(module, args, output):
-        outs.append((output[0] if isinstance(output, tuple) else output)[0, len(context):].float().mean(0))
+        outs.append((output[0] if isinstance(output, tuple) else output)[0, len(context) :].float().mean(0))
 
     handles = [layer.register_forward_hook(grab) for layer in layers]
     try:
-        with _base_weights(model):
+        with base_weights(model):
             model(input_ids=torch.tensor([context + response], device=next(model.parameters()).device))
     finally:
         for h in handles:
@@ -80,10 +104,19 @@ def response_activation(model, context: list[int], response: list[int]) -> torch
     return torch.stack(outs)  # [n_layers, H]
 
 
-def collect_responses(engine, personas: dict[str, list[str]], neutral_prompts: list[str], questions: list[str],
-                      *, samples: int = 1, max_new_tokens: int = 64, temperature: float = 1.0, seed: int = 0,
-                      response_filter: Callable[[str, str, str], bool] | None = None,
-                      progress: bool = True) -> list[tuple[str | None, list[int], list[int]]]:
+def collect_responses(
+    engine,
+    personas: dict[str, list[str]],
+    neutral_prompts: list[str],
+    questions: list[str],
+    *,
+    samples: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    seed: int = 0,
+    response_filter: Callable[[str, str, str], bool] | None = None,
+    progress: bool = True,
+) -> list[tuple[str | None, list[int], list[int]]]:
     """Answer every question under every persona prompt and every neutral prompt (persona None).
 
     returns (persona, context ids, response ids) for each kept response; `response_filter(persona,
@@ -100,16 +133,23 @@ def collect_responses(engine, personas: dict[str, list[str]], neutral_prompts: l
             ctx = engine.context_ids(Policy(system=system), q)
             for _ in range(samples):
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                with torch.inference_mode(), _base_weights(model):
-                    out = model.generate(torch.tensor([ctx], device=device), max_new_tokens=max_new_tokens,
-                                         do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-                                         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-                resp = out[0, len(ctx):].tolist()
+                with torch.inference_mode(), base_weights(model):
+                    out = model.generate(
+                        torch.tensor([ctx], device=device),
+                        max_new_tokens=max_new_tokens,
+                        do_sample=temperature > 0,
+                        temperature=temperature if temperature > 0 else None,
+                        pad_token_id=pad_token_id(tok),
+                    )
+                resp = out[0, len(ctx) :].tolist()
                 done += 1
                 if progress:
                     print(f"\rmpg: answering {done}/{total}", end="", file=sys.stderr)
-                if resp and (name is None or response_filter is None
-                             or response_filter(name, q, tok.decode(resp, skip_special_tokens=True))):
+                if resp and (
+                    name is None
+                    or response_filter is None
+                    or response_filter(name, q, tok.decode(resp, skip_special_tokens=True))
+                ):
                     kept.append((name, ctx, resp))
     if progress:
         print(file=sys.stderr)
@@ -121,7 +161,7 @@ def vectors_from_responses(model, responses, personas: list[str]) -> tuple[dict[
     sums: dict[str | None, torch.Tensor] = {}
     counts: dict[str | None, int] = {}
     for name, ctx, resp in responses:
-        sums[name] = sums.get(name, 0) + response_activation(model, ctx, resp)   # [n_layers, H]
+        sums[name] = sums.get(name, 0) + response_activation(model, ctx, resp)  # [n_layers, H]
         counts[name] = counts.get(name, 0) + 1
     if None not in counts:
         raise ValueError("no neutral response was produced; cannot form persona vectors")
@@ -132,43 +172,82 @@ def vectors_from_responses(model, responses, personas: list[str]) -> tuple[dict[
     return {p: sums[p] / counts[p] - neutral for p in personas}, {str(k): v for k, v in counts.items()}
 
 
-def extract_persona_vectors(engine, personas: dict[str, list[str]], neutral_prompts: list[str], questions: list[str],
-                            *, samples: int = 1, max_new_tokens: int = 64, temperature: float = 1.0, seed: int = 0,
-                            response_filter: Callable[[str, str, str], bool] | None = None,
-                            progress: bool = True) -> PersonaVectors:
+def extract_persona_vectors(
+    engine,
+    personas: dict[str, list[str]],
+    neutral_prompts: list[str],
+    questions: list[str],
+    *,
+    samples: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    seed: int = 0,
+    response_filter: Callable[[str, str, str], bool] | None = None,
+    progress: bool = True,
+) -> PersonaVectors:
     """personas: name -> persona system prompts. See `collect_responses` and `vectors_from_responses`."""
-    responses = collect_responses(engine, personas, neutral_prompts, questions, samples=samples,
-                                  max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                                  response_filter=response_filter, progress=progress)
+    responses = collect_responses(
+        engine,
+        personas,
+        neutral_prompts,
+        questions,
+        samples=samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        response_filter=response_filter,
+        progress=progress,
+    )
     model = engine.models["base"]
     vectors, counts = vectors_from_responses(model, responses, list(personas))
     first = next(iter(vectors.values()))
-    meta = {"model": str(getattr(model.config, "_name_or_path", "")), "n_layers": first.shape[0],
-            "hidden_size": first.shape[1], "hook": "output of each decoder block (mpg.steering)",
-            "personas": personas, "neutral_prompts": neutral_prompts, "questions": questions,
-            "samples": samples, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
-            "kept_responses": counts}
+    meta = {
+        "model": str(getattr(model.config, "_name_or_path", "")),
+        "n_layers": first.shape[0],
+        "hidden_size": first.shape[1],
+        "hook": "output of each decoder block (mpg.steering)",
+        "personas": personas,
+        "neutral_prompts": neutral_prompts,
+        "questions": questions,
+        "samples": samples,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "kept_responses": counts,
+    }
     return PersonaVectors(vectors, meta)
 
 
 # ---- built-in persona sets --------------------------------------------------------------------
-NEUTRAL_PROMPTS = ["You are a helpful assistant. Please respond naturally and appropriately.",
-                   "You are an assistant. Answer the question."]
+NEUTRAL_PROMPTS = [
+    "You are a helpful assistant. Please respond naturally and appropriately.",
+    "You are an assistant. Answer the question.",
+]
 
 CREATIVE_ROLES = {  # BILLY's three creative roles, in our own words (the first is BILLY's example)
-    "creative_professional": ["You are a highly creative professional. Approach problems with innovative thinking "
-                              "and original solutions.",
-                              "You are an inventive designer who always looks for unexpected, original ideas."],
-    "environmentalist": ["You are a passionate environmentalist. You see every question through nature, "
-                         "sustainability and the future of the planet.",
-                         "You are an ecologist who cares deeply about protecting the environment."],
-    "futurist": ["You are a futurist. You imagine how technology and society will look decades from now.",
-                 "You are a visionary who thinks about long-term trends and tomorrow's possibilities."],
+    "creative_professional": [
+        "You are a highly creative professional. Approach problems with innovative thinking "
+        "and original solutions.",
+        "You are an inventive designer who always looks for unexpected, original ideas.",
+    ],
+    "environmentalist": [
+        "You are a passionate environmentalist. You see every question through nature, "
+        "sustainability and the future of the planet.",
+        "You are an ecologist who cares deeply about protecting the environment.",
+    ],
+    "futurist": [
+        "You are a futurist. You imagine how technology and society will look decades from now.",
+        "You are a visionary who thinks about long-term trends and tomorrow's possibilities.",
+    ],
 }
 
-DEFAULT_QUESTIONS = ["What would you do with a free afternoon?", "How should a city plan its next ten years?",
-                     "What are some uses for an old bicycle?", "Describe your ideal workplace.",
-                     "How would you solve a disagreement in a team?"]
+DEFAULT_QUESTIONS = [
+    "What would you do with a free afternoon?",
+    "How should a city plan its next ten years?",
+    "What are some uses for an old bicycle?",
+    "Describe your ideal workplace.",
+    "How would you solve a disagreement in a team?",
+]
 
 
 def mbti_personas(data_dir: str | Path) -> dict[str, list[str]]:

@@ -3,11 +3,14 @@
 A LoRA adapter trained on another checkpoint of the same architecture loads without any shape
 error and then silently scores nonsense; the fingerprints saved next to it catch that.
 """
+
 from __future__ import annotations
 
 import hashlib
 
 import torch
+
+__all__ = ["same_weights", "vocab_fingerprint", "weight_fingerprint"]
 
 
 def vocab_fingerprint(tokenizer) -> str:
@@ -26,7 +29,7 @@ def weight_fingerprint(model) -> list[float]:
     from .steering import decoder_layers
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    emb = base.get_input_embeddings().weight[:32].detach().float()                    # [32, H]
+    emb = base.get_input_embeddings().weight[:32].detach().float()  # [32, H]
     norms = emb.norm(dim=-1).tolist()
     linear = {}
     for name, module in decoder_layers(base)[-1].named_modules():
@@ -36,5 +39,5 @@ def weight_fingerprint(model) -> list[float]:
 
 
 def same_weights(a: list[float], b: list[float], rtol: float = 1e-2) -> bool:
+    """Whether two `weight_fingerprint`s agree entry by entry within relative tolerance `rtol`."""
     return len(a) == len(b) and all(abs(x - y) <= rtol * max(abs(x), abs(y), 1e-6) for x, y in zip(a, b))
-

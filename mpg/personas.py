@@ -3,19 +3,35 @@
 Two kinds of attribute back an MBTI letter:
 - expert (the MPG paper's): the axis adapter (one DPO LoRA per axis) over the base, both under the
   prompt the adapter was trained with, with the asked side named in it (`mpg_expert.json` carries
-  these contexts, one per side);
+  these contexts, one per side; `mpg.expert_file` reads it);
 - prompted (training-free): the base under a one-line trait system prompt over the base under a
   neutral one (SPEC section 1). The trait texts are our own summaries of the sixteen-type axes.
 Role-play personas use the two role-play experts (personality, profile) under the role-play prompt
 the experts were trained with; the anchor is then the base under that same prompt.
 """
+
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .expert_file import EXPERT_FILE, expert_contexts  # noqa: F401  (mpg.engine imports EXPERT_FILE here)
 from .policies import Attribute, Policy
+
+__all__ = [
+    "AXES",
+    "AXIS_ADAPTERS",
+    "NEUTRAL",
+    "ROLEPLAY_ADAPTERS",
+    "SHIPPED_EXPERTS",
+    "TRAITS",
+    "Persona",
+    "expert_mbti",
+    "parse_mbti",
+    "persona",
+    "prompted_mbti",
+    "roleplay",
+]
 
 NEUTRAL = "You are a helpful assistant."
 
@@ -33,7 +49,6 @@ AXES = ("EI", "SN", "TF", "JP")
 AXIS_ADAPTERS = {"EI": "mbti_e_i", "SN": "mbti_s_n", "TF": "mbti_t_f", "JP": "mbti_j_p"}
 ROLEPLAY_ADAPTERS = ("roleplay_personality", "roleplay_profile")
 SHIPPED_EXPERTS = Path(__file__).parent / "experts"
-EXPERT_FILE = "mpg_expert.json"   # contexts + base/tokenizer fingerprints (training writes, Engine checks)
 
 
 @dataclass(frozen=True)
@@ -42,11 +57,12 @@ class Persona:
 
     attributes: tuple[Attribute, ...]
     anchor: Policy = field(default_factory=Policy)
-    needs_prompt: bool = True      # False for role-play: its context is complete without a user prompt
+    needs_prompt: bool = True  # False for role-play: its context is complete without a user prompt
 
     def describe(self) -> str:
-        return ", ".join(f"{a.name}={a.weight:g}({'expert' if a.num.adapter else 'prompted'})"
-                         for a in self.attributes)
+        return ", ".join(
+            f"{a.name}={a.weight:g}({'expert' if a.num.adapter else 'prompted'})" for a in self.attributes
+        )
 
 
 def parse_mbti(spec: str) -> dict[str, float]:
@@ -67,7 +83,9 @@ def parse_mbti(spec: str) -> dict[str, float]:
         weights = {c: 1.0 for c in spec.upper()}
     bad = [c for c in weights if c not in TRAITS]
     if bad:
-        raise ValueError(f"unknown persona letter(s) {', '.join(bad)} in {spec!r}; MBTI letters are {''.join(TRAITS)}")
+        raise ValueError(
+            f"unknown persona letter(s) {', '.join(bad)} in {spec!r}; MBTI letters are {''.join(TRAITS)}"
+        )
     for axis in AXES:
         if axis[0] in weights and axis[1] in weights:
             raise ValueError(f"persona {spec!r} names both sides of the {axis[0]}/{axis[1]} axis")
@@ -78,15 +96,6 @@ def prompted_mbti(spec: str) -> list[Attribute]:
     return [Attribute.prompted(TRAITS[c], NEUTRAL, w, name=c) for c, w in parse_mbti(spec).items()]
 
 
-def expert_contexts(path: str | Path) -> dict[str, str]:
-    """The contexts an mpg expert folder was trained under ({} for plain PEFT folders)."""
-    path = Path(path)
-    if not (path / "adapter_config.json").exists():
-        raise FileNotFoundError(f"expert adapter folder {path} is missing (no adapter_config.json there)")
-    info = path / EXPERT_FILE
-    return json.loads(info.read_text()).get("contexts", {}) if info.exists() else {}
-
-
 def _experts_dir(experts: str | Path | None) -> Path:
     d = SHIPPED_EXPERTS if experts in (None, "shipped") else Path(experts)
     if not d.is_dir():
@@ -95,7 +104,7 @@ def _experts_dir(experts: str | Path | None) -> Path:
 
 
 def _load(engine, name: str, folder: Path) -> dict[str, str]:
-    contexts = expert_contexts(folder)        # raises first, with the folder named, if it is missing
+    contexts = expert_contexts(folder)  # raises first, with the folder named, if it is missing
     if name not in engine.adapters["base"]:
         engine.load_adapter(name, folder)
     return contexts
@@ -110,13 +119,20 @@ def expert_mbti(engine, spec: str, experts: str | Path | None = None) -> list[At
         adapter = AXIS_ADAPTERS[axis]
         contexts = _load(engine, adapter, d / adapter)
         if letter not in contexts:
-            raise ValueError(f"expert {d / adapter} has no context for side {letter!r} (has: {', '.join(contexts)})")
+            raise ValueError(
+                f"expert {d / adapter} has no context for side {letter!r} (has: {', '.join(contexts)})"
+            )
         attrs.append(Attribute.expert(adapter, None, w, name=letter, template=contexts[letter]))
     return attrs
 
 
-def roleplay(engine, profile: str, personality: str, weights: tuple[float, float] = (1.0, 1.0),
-             experts: str | Path | None = None) -> tuple[list[Attribute], Policy]:
+def roleplay(
+    engine,
+    profile: str,
+    personality: str,
+    weights: tuple[float, float] = (1.0, 1.0),
+    experts: str | Path | None = None,
+) -> tuple[list[Attribute], Policy]:
     """Role-play profile + personality -> (two expert attributes, anchor under the role-play prompt)."""
     if not profile.strip() or not personality.strip():
         raise ValueError("role-play needs both a profile and a personality text")
@@ -125,27 +141,48 @@ def roleplay(engine, profile: str, personality: str, weights: tuple[float, float
     for adapter, w in zip(ROLEPLAY_ADAPTERS, weights):
         contexts = _load(engine, adapter, d / adapter)
         if "roleplay" not in contexts:
-            raise ValueError(f"expert {d / adapter} was not trained on role-play prompts (no 'roleplay' context)")
-        template = contexts["roleplay"].replace("{profile}", profile.strip()).replace(
-            "{personality}", personality.strip()) + "{prompt}"
-        attrs.append(Attribute.expert(adapter, None, w, name=adapter.removeprefix("roleplay_"), template=template))
+            raise ValueError(
+                f"expert {d / adapter} was not trained on role-play prompts (no 'roleplay' context)"
+            )
+        template = (
+            contexts["roleplay"]
+            .replace("{profile}", profile.strip())
+            .replace("{personality}", personality.strip())
+            + "{prompt}"
+        )
+        attrs.append(
+            Attribute.expert(adapter, None, w, name=adapter.removeprefix("roleplay_"), template=template)
+        )
     return attrs, Policy(template=template)
 
 
-def persona(engine, mbti: str | None = "ENTJ", *, profile: str | None = None, personality: str | None = None,
-            traits: list[tuple[str, float]] = (), experts: str | Path | None = "auto") -> Persona:
+def persona(
+    engine,
+    mbti: str | None = "ENTJ",
+    *,
+    profile: str | None = None,
+    personality: str | None = None,
+    traits: list[tuple[str, float]] = (),
+    experts: str | Path | None = "auto",
+) -> Persona:
     """Resolve a persona spec (the CLI takes the same): MBTI letters, role-play, free-text traits.
 
     experts: "auto" (shipped experts when installed, else prompted), "shipped", "prompted" or a folder
     holding mbti_e_i/ ... roleplay_profile/ adapters.
     """
     if experts == "auto":
-        experts = "shipped" if (SHIPPED_EXPERTS / AXIS_ADAPTERS["EI"] / "adapter_config.json").exists() else "prompted"
+        experts = (
+            "shipped"
+            if (SHIPPED_EXPERTS / AXIS_ADAPTERS["EI"] / "adapter_config.json").exists()
+            else "prompted"
+        )
     attrs: list[Attribute] = []
     anchor, needs_prompt = Policy(), True
     if profile is not None or personality is not None:
         if experts == "prompted":
-            raise ValueError("role-play personas need the role-play experts; use --experts shipped or a folder")
+            raise ValueError(
+                "role-play personas need the role-play experts; use --experts shipped or a folder"
+            )
         rp, anchor = roleplay(engine, profile or "", personality or "", experts=experts)
         attrs += rp
         needs_prompt = False
@@ -156,5 +193,7 @@ def persona(engine, mbti: str | None = "ENTJ", *, profile: str | None = None, pe
             raise ValueError("an empty trait text was given")
         attrs.append(Attribute.prompted(text, NEUTRAL, w, name=text[:24]))
     if not attrs:
-        raise ValueError("the persona is empty: give an MBTI type, a role-play profile and personality, or traits")
+        raise ValueError(
+            "the persona is empty: give an MBTI type, a role-play profile and personality, or traits"
+        )
     return Persona(tuple(attrs), anchor, needs_prompt)

@@ -5,12 +5,15 @@ adapter on it) plus its own context (system prompt and user-message template). A
 (numerator, denominator, weight) pair whose per-token log ratio is the attribute's implicit reward.
 These are plain frozen dataclasses: equal policies are the same policy and are scored once.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
 from .steering import Steer
+
+__all__ = ["AGGREGATORS", "Attribute", "Policy", "Target", "validate_target"]
 
 AGGREGATORS = ("product", "mixture")
 
@@ -40,7 +43,9 @@ class Policy:
             if not all(isinstance(s, Steer) for s in self.steering or ()):
                 raise TypeError("Policy.steering takes mpg.Steer objects")
         if "{prompt}" not in self.template:
-            raise ValueError(f"policy template {self.template!r} has no '{{prompt}}' slot for the user's prompt")
+            raise ValueError(
+                f"policy template {self.template!r} has no '{{prompt}}' slot for the user's prompt"
+            )
 
     def label(self) -> str:
         weights = self.model + (f"+{self.adapter}" if self.adapter else "")
@@ -59,18 +64,36 @@ class Attribute:
     name: str = ""
 
     @classmethod
-    def prompted(cls, trait_prompt: str, neutral_prompt: str | None = None, weight: float = 1.0,
-                 name: str = "", model: str = "base") -> "Attribute":
+    def prompted(
+        cls,
+        trait_prompt: str,
+        neutral_prompt: str | None = None,
+        weight: float = 1.0,
+        name: str = "",
+        model: str = "base",
+    ) -> "Attribute":
         """Training-free attribute: base under the trait prompt over base under a neutral prompt."""
-        return cls(Policy(model=model, system=trait_prompt), Policy(model=model, system=neutral_prompt),
-                   weight, name)
+        return cls(
+            Policy(model=model, system=trait_prompt), Policy(model=model, system=neutral_prompt), weight, name
+        )
 
     @classmethod
-    def expert(cls, adapter: str, trait_prompt: str | None = None, weight: float = 1.0, name: str = "",
-               template: str = "{prompt}", model: str = "base") -> "Attribute":
+    def expert(
+        cls,
+        adapter: str,
+        trait_prompt: str | None = None,
+        weight: float = 1.0,
+        name: str = "",
+        template: str = "{prompt}",
+        model: str = "base",
+    ) -> "Attribute":
         """MPG attribute: a fine-tuned adapter over its base, both under the same trait context."""
-        return cls(Policy(model=model, adapter=adapter, system=trait_prompt, template=template),
-                   Policy(model=model, system=trait_prompt, template=template), weight, name or adapter)
+        return cls(
+            Policy(model=model, adapter=adapter, system=trait_prompt, template=template),
+            Policy(model=model, system=trait_prompt, template=template),
+            weight,
+            name or adapter,
+        )
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,23 @@ class Target:
         object.__setattr__(self, "attributes", tuple(self.attributes))
         validate_target(self)
 
+    @classmethod
+    def single(cls, policy: Policy, proposal: Policy | None = None) -> "Target":
+        """One policy alone: p~ = policy (no attributes, nothing composed), drafted from `proposal`
+        (default: the policy itself). The way to sample a base, a prompted or a steered model."""
+        t = object.__new__(cls)
+        for name, value in (
+            ("attributes", ()),
+            ("aggregator", "product"),
+            ("lam", 1.0),
+            ("anchor", policy),
+            ("proposal", proposal),
+        ):
+            object.__setattr__(t, name, value)
+        if not isinstance(policy, Policy) or not (proposal is None or isinstance(proposal, Policy)):
+            raise TypeError("Target.single takes an mpg.Policy (and optionally a proposal Policy)")
+        return t
+
     @property
     def draft_policy(self) -> Policy:
         return self.proposal if self.proposal is not None else self.anchor
@@ -102,8 +142,10 @@ class Target:
 
 def validate_target(t: Target) -> None:
     if not t.attributes:
-        raise ValueError("no attributes: a target needs at least one Attribute (a persona with no traits is "
-                         "just the anchor; sample the base model instead)")
+        raise ValueError(
+            "no attributes: a target needs at least one Attribute (a persona with no traits is "
+            "just the anchor: sample one policy with Target.single(policy) or generate(policy=...))"
+        )
     for i, a in enumerate(t.attributes):
         if not isinstance(a, Attribute):
             raise TypeError(f"attribute {i} is a {type(a).__name__}, not an mpg.Attribute")
@@ -112,12 +154,16 @@ def validate_target(t: Target) -> None:
     weights = [a.weight for a in t.attributes]
     for a in t.attributes:
         if not isinstance(a.weight, (int, float)) or not math.isfinite(a.weight):
-            raise ValueError(f"attribute {a.name or a.num.label()!r} has weight {a.weight!r}; weights must be finite numbers")
+            raise ValueError(
+                f"attribute {a.name or a.num.label()!r} has weight {a.weight!r}; weights must be finite numbers"
+            )
     if all(w == 0 for w in weights):
         raise ValueError("all attribute weights are zero: the target would ignore every attribute")
     if t.aggregator == "mixture":
         neg = [a.name or a.num.label() for a in t.attributes if a.weight < 0]
         if neg:
-            raise ValueError(f"mixture weights must be >= 0 (they are mixing proportions); negative for: {', '.join(neg)}")
+            raise ValueError(
+                f"mixture weights must be >= 0 (they are mixing proportions); negative for: {', '.join(neg)}"
+            )
     if not isinstance(t.lam, (int, float)) or not math.isfinite(t.lam) or t.lam < 0:
         raise ValueError(f"lam (strength) must be a finite number >= 0, got {t.lam!r}")

@@ -18,6 +18,7 @@ side in ONE pass as branches 1..n: a branch token attends to the shared columns 
 branch only (an explicit 4D mask), with its own positions. `commit` keeps one branch per sequence as
 ordinary columns and turns the others into holes, so candidates need no cache copies.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,40 +28,51 @@ from transformers import DynamicCache
 
 from .steering import steered
 
-COMPACT_MIN_HOLES = 64      # compact when at least this many columns are holes for the fullest row ...
-COMPACT_FRACTION = 0.25     # ... and they are at least this share of the cache
+__all__ = ["MultiPolicyScorer", "PolicyGroup"]
+
+COMPACT_MIN_HOLES = 64  # compact when at least this many columns are holes for the fullest row ...
+COMPACT_FRACTION = 0.25  # ... and they are at least this share of the cache
 
 
 class PolicyGroup:
     """Rows = (sequence, policy) pairs sharing one model; `adapters[i]` is row i's LoRA name or None."""
 
-    def __init__(self, model, adapters: list[str | None], contexts: list[list[int]], pad_id: int,
-                 is_peft: bool, steer_deltas: dict | None = None, row_seq: list[int] | None = None, lora=None):
+    def __init__(
+        self,
+        model,
+        adapters: list[str | None],
+        contexts: list[list[int]],
+        pad_id: int,
+        is_peft: bool,
+        steer_deltas: dict | None = None,
+        row_seq: list[int] | None = None,
+        lora=None,
+    ):
         if any(len(c) == 0 for c in contexts):
             raise ValueError("a policy context tokenised to nothing")
         self.model, self.is_peft, self.lora, self.pad_id = model, is_peft, lora, pad_id
         self.device = next(model.parameters()).device
         self.adapters = list(adapters)
         N = len(contexts)
-        self.row_seq = torch.tensor(row_seq if row_seq is not None else [0] * N)           # [N]
-        self.steer_deltas = steer_deltas or {}                                             # {layer: [N, H]}
-        self.last_context_token = torch.tensor([c[-1] for c in contexts])                 # [N]
-        self.start_pos = torch.tensor([len(c) - 1 for c in contexts])                     # [N]
-        self.consumed = torch.zeros(N, dtype=torch.long)                                  # [N]
-        self.valid = torch.zeros(N, 0, dtype=torch.bool)                                  # [N, C]
-        self.col_branch = torch.zeros(0, dtype=torch.long)                                # [C]
-        self.branch_len = 0        # tokens fed so far into the open branches (same for every branch)
+        self.row_seq = torch.tensor(row_seq if row_seq is not None else [0] * N)  # [N]
+        self.steer_deltas = steer_deltas or {}  # {layer: [N, H]}
+        self.last_context_token = torch.tensor([c[-1] for c in contexts])  # [N]
+        self.start_pos = torch.tensor([len(c) - 1 for c in contexts])  # [N]
+        self.consumed = torch.zeros(N, dtype=torch.long)  # [N]
+        self.valid = torch.zeros(N, 0, dtype=torch.bool)  # [N, C]
+        self.col_branch = torch.zeros(0, dtype=torch.long)  # [C]
+        self.branch_len = 0  # tokens fed so far into the open branches (same for every branch)
         self.cache = DynamicCache()
         self.forward_passes = 0
         P = max(len(c) for c in contexts) - 1
         if P:
-            prefix = torch.full((N, P), pad_id, dtype=torch.long)                           # [N, P]
-            mask = torch.zeros(N, P, dtype=torch.bool)                                      # [N, P]
+            prefix = torch.full((N, P), pad_id, dtype=torch.long)  # [N, P]
+            mask = torch.zeros(N, P, dtype=torch.bool)  # [N, P]
             for i, c in enumerate(contexts):
                 if len(c) > 1:
-                    prefix[i, P - len(c) + 1:] = torch.tensor(c[:-1])
-                    mask[i, P - len(c) + 1:] = True
-            pos = (mask.long().cumsum(-1) - 1).clamp_min(0)                                 # [N, P]
+                    prefix[i, P - len(c) + 1 :] = torch.tensor(c[:-1])
+                    mask[i, P - len(c) + 1 :] = True
+            pos = (mask.long().cumsum(-1) - 1).clamp_min(0)  # [N, P]
             self._forward(prefix, mask, pos, torch.zeros(P, dtype=torch.long), keep_logits=1)
 
     @property
@@ -73,13 +85,13 @@ class PolicyGroup:
 
         Returns logits of the last `keep_logits` columns: [N, keep_logits, V].
         """
-        valid = torch.cat([self.valid, feed_valid], 1)                                    # [N, C+W]
-        branch = torch.cat([self.col_branch, feed_branch])                                # [C+W]
+        valid = torch.cat([self.valid, feed_valid], 1)  # [N, C+W]
+        branch = torch.cat([self.col_branch, feed_branch])  # [C+W]
         C, W = self.valid.shape[1], ids.shape[1]
         # query w sees key k iff k is valid for the row, k is not after w, and k is shared or in w's branch
-        causal = torch.ones(W, C + W, dtype=torch.bool).tril(C)                          # [W, C+W]
+        causal = torch.ones(W, C + W, dtype=torch.bool).tril(C)  # [W, C+W]
         same = (branch.unsqueeze(0) == 0) | (branch.unsqueeze(0) == feed_branch.unsqueeze(1))  # [W, C+W]
-        allowed = valid.unsqueeze(1) & (causal & same).unsqueeze(0)                      # [N, W, C+W]
+        allowed = valid.unsqueeze(1) & (causal & same).unsqueeze(0)  # [N, W, C+W]
         dtype = self.model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
         kwargs = {}
@@ -87,10 +99,16 @@ class PolicyGroup:
             kwargs["adapter_names"] = [a if a is not None else "__base__" for a in self.adapters]
         rows_ctx = self.lora.rows(self.adapters) if self.lora is not None else contextlib.nullcontext()
         with rows_ctx, steered(self.model, self.steer_deltas):
-            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.unsqueeze(1).to(self.device),
-                             position_ids=feed_pos.to(self.device), past_key_values=self.cache, use_cache=True,
-                             logits_to_keep=keep_logits, **kwargs)
-        self.cache = out.past_key_values
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.unsqueeze(1).to(self.device),
+                position_ids=feed_pos.to(self.device),
+                cache=self.cache,
+                use_cache=True,
+                logits_to_keep=keep_logits,
+                **kwargs,
+            )
+        self.cache = out.cache
         self.valid, self.col_branch = valid, branch
         self.forward_passes += 1
         return out.logits
@@ -102,7 +120,7 @@ class PolicyGroup:
         for i in range(self.rows):
             y, c = ys[int(self.row_seq[i])], int(self.consumed[i])
             assert c <= len(y), "cache is ahead of the response; commit first"
-            s_tail = y[c - 1:] if c else [int(self.last_context_token[i])] + y
+            s_tail = y[c - 1 :] if c else [int(self.last_context_token[i])] + y
             out.append(s_tail)
         return out
 
@@ -117,20 +135,20 @@ class PolicyGroup:
         M = max(len(p) for p in pend)
         n, T = (0, 0) if branches is None else branches.shape[1:]
         N = self.rows
-        ids = torch.full((N, M + n * T), self.pad_id, dtype=torch.long)                  # [N, W]
-        fvalid = torch.zeros(N, M + n * T, dtype=torch.bool)                              # [N, W]
-        fpos = torch.zeros(N, M + n * T, dtype=torch.long)                                # [N, W]
-        m = torch.tensor([len(p) for p in pend])                                          # [N]
+        ids = torch.full((N, M + n * T), self.pad_id, dtype=torch.long)  # [N, W]
+        fvalid = torch.zeros(N, M + n * T, dtype=torch.bool)  # [N, W]
+        fpos = torch.zeros(N, M + n * T, dtype=torch.long)  # [N, W]
+        m = torch.tensor([len(p) for p in pend])  # [N]
         for i, p in enumerate(pend):
-            ids[i, M - len(p):M] = torch.tensor(p)
+            ids[i, M - len(p) : M] = torch.tensor(p)
         fvalid[:, :M] = torch.arange(M).unsqueeze(0) >= (M - m).unsqueeze(1)
-        base = self.start_pos + self.consumed                                            # [N] position of s[consumed]
+        base = self.start_pos + self.consumed  # [N] position of s[consumed]
         fpos[:, :M] = (base.unsqueeze(1) + torch.arange(M).unsqueeze(0) - (M - m).unsqueeze(1)).clamp_min(0)
-        fbranch = torch.zeros(M + n * T, dtype=torch.long)                                # [W]
+        fbranch = torch.zeros(M + n * T, dtype=torch.long)  # [W]
         if n:
             ids[:, M:] = branches.reshape(N, n * T)
             fvalid[:, M:] = True
-            depth = torch.arange(T).repeat(n)                                              # [n*T]
+            depth = torch.arange(T).repeat(n)  # [n*T]
             fpos[:, M:] = (base + m).unsqueeze(1) + depth.unsqueeze(0)
             fbranch[M:] = torch.arange(1, n + 1).repeat_interleave(T)
         self.consumed = self.consumed + m
@@ -141,8 +159,10 @@ class PolicyGroup:
         """Add one token to each of the n open branches. tokens: [N, n] -> logits [N, n, V]."""
         N, n = tokens.shape
         fpos = (self.start_pos + self.consumed + self.branch_len).unsqueeze(1).expand(N, n)  # [N, n]
-        fbranch = torch.arange(1, n + 1)                                                  # [n]
-        logits = self._forward(tokens, torch.ones(N, n, dtype=torch.bool), fpos.contiguous(), fbranch, keep_logits=n)
+        fbranch = torch.arange(1, n + 1)  # [n]
+        logits = self._forward(
+            tokens, torch.ones(N, n, dtype=torch.bool), fpos.contiguous(), fbranch, keep_logits=n
+        )
         self.branch_len += 1
         return logits
 
@@ -152,11 +172,11 @@ class PolicyGroup:
         the first tokens of branch winners[b] (1..n; 0 or None: no branch) and at most one more.
         Keeps s[:min(consumed + branch tokens, length)] per row; everything else becomes holes."""
         win = torch.tensor([w or 0 for w in (winners or [0] * len(lengths))])[self.row_seq]  # [N]
-        length = torch.tensor(lengths)[self.row_seq]                                         # [N]
-        cb = self.col_branch.unsqueeze(0)                                                     # [1, C]
-        own = self.valid & ((cb == 0) | (cb == win.unsqueeze(1)))                            # [N, C] in s order
-        total = self.consumed + torch.where(win > 0, self.branch_len, 0)                      # [N]
-        keep = torch.minimum(total, length)                                                   # [N]
+        length = torch.tensor(lengths)[self.row_seq]  # [N]
+        cb = self.col_branch.unsqueeze(0)  # [1, C]
+        own = self.valid & ((cb == 0) | (cb == win.unsqueeze(1)))  # [N, C] in s order
+        total = self.consumed + torch.where(win > 0, self.branch_len, 0)  # [N]
+        keep = torch.minimum(total, length)  # [N]
         self.valid = own & (own.long().cumsum(1) <= (keep + self.start_pos).unsqueeze(1))
         self.col_branch = torch.zeros_like(self.col_branch)
         self.consumed, self.branch_len = keep, 0
@@ -164,13 +184,13 @@ class PolicyGroup:
 
     def _tidy(self) -> None:
         """Crop trailing columns nobody owns; compact when holes are many."""
-        used = self.valid.any(0)                                                              # [C]
+        used = self.valid.any(0)  # [C]
         C = used.numel()
         last = int(used.nonzero().max()) + 1 if used.any() else 0
         if last < C:
             self.cache.crop(last - C)
             self.valid, self.col_branch = self.valid[:, :last], self.col_branch[:last]
-        counts = self.valid.sum(1)                                                            # [N]
+        counts = self.valid.sum(1)  # [N]
         C = self.valid.shape[1]
         holes = C - int(counts.min()) if C else 0
         if holes >= COMPACT_MIN_HOLES and holes >= COMPACT_FRACTION * C:
@@ -182,14 +202,16 @@ class PolicyGroup:
         Cn = int(counts.max())
         N, C = self.valid.shape
         # source column for each (row, new column): valid columns in order, right-aligned
-        order = torch.argsort((~self.valid).long() * C + torch.arange(C), dim=1, stable=True)  # valid first, in order
-        idx = torch.zeros(N, Cn, dtype=torch.long)                                            # [N, Cn]
+        order = torch.argsort(
+            (~self.valid).long() * C + torch.arange(C), dim=1, stable=True
+        )  # valid first, in order
+        idx = torch.zeros(N, Cn, dtype=torch.long)  # [N, Cn]
         new_valid = torch.zeros(N, Cn, dtype=torch.bool)
         for i in range(N):
             k = int(counts[i])
             if k:
-                idx[i, Cn - k:] = order[i, :k]
-                new_valid[i, Cn - k:] = True
+                idx[i, Cn - k :] = order[i, :k]
+                new_valid[i, Cn - k :] = True
         dev_idx = idx.to(self.device)
         for layer in self.cache.layers:
             if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
@@ -231,14 +253,16 @@ class MultiPolicyScorer:
         outs = []
         for g in self.groups:
             R = g.rows // B
-            branches = None if chunks is None else chunks[g.row_seq]                    # [N, n, K]
-            lg = g.feed(ys, branches)                                                    # [N, 1 + n*K, V]
-            first = lg[:, :1].unsqueeze(1).expand(-1, n, 1, -1)                          # [N, n, 1, V]
-            rest = lg[:, 1:].reshape(g.rows, n, K, lg.shape[-1])                         # [N, n, K, V]
-            outs.append(torch.cat([first, rest], 2).reshape(B, R, n, K + 1, -1))         # [B, R, n, K+1, V]
+            branches = None if chunks is None else chunks[g.row_seq]  # [N, n, K]
+            lg = g.feed(ys, branches)  # [N, 1 + n*K, V]
+            first = lg[:, :1].unsqueeze(1).expand(-1, n, 1, -1)  # [N, n, 1, V]
+            rest = lg[:, 1:].reshape(g.rows, n, K, lg.shape[-1])  # [N, n, K, V]
+            outs.append(torch.cat([first, rest], 2).reshape(B, R, n, K + 1, -1))  # [B, R, n, K+1, V]
         if len(outs) == 1 and [r for _, r in self.index] == list(range(outs[0].shape[1])):
             return outs[0]
-        return torch.stack([outs[gi][:, r].to(outs[0].device) for gi, r in self.index], 1)  # [B, P, n, K+1, V]
+        return torch.stack(
+            [outs[gi][:, r].to(outs[0].device) for gi, r in self.index], 1
+        )  # [B, P, n, K+1, V]
 
     def commit(self, lengths: list[int], winners: list[int] | None = None) -> None:
         for g in self.groups:

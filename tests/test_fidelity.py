@@ -1,6 +1,7 @@
 """Judges (expert-independent training data, logistic regression, role-play cleaning), text metrics,
 free-form items, and a reduced end-to-end run of benchmarks/fidelity.py on a tiny random model with
 judges trained on synthetic texts (hash embedder): no ../shared/data needed."""
+
 import importlib.util
 import json
 import math
@@ -10,26 +11,51 @@ from pathlib import Path
 import pytest
 import torch
 
-from mpg.eval.judge import (MbtiJudge, clean_roleplay_answer, clean_roleplay_pairs, expert_subset, fit_logistic,
-                            load_or_train_judges, roleplay_fields, unseen_train_rows)
-from mpg.eval.text_metrics import distinct_n, distinct_summary, ppl_summary, proportion
+from mpg.eval.judge import (
+    MbtiJudge,
+    clean_roleplay_answer,
+    clean_roleplay_pairs,
+    expert_subset,
+    fit_logistic,
+    load_or_train_judges,
+    roleplay_fields,
+    unseen_train_rows,
+)
+from mpg.eval.text_metrics import distinct_n, distinct_summary, ppl_summary
+from mpg.stats import proportion
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # ---- synthetic data in the layout of ../shared/data ---------------------------------------------
-STYLE = {"E": "party friends talk crowd chatting", "I": "quiet alone reflect solitude silence",
-         "S": "fact detail practical concrete measured", "N": "imagine pattern possibility abstract dream",
-         "T": "logic analysis objective reason proof", "F": "feel empathy warm values caring",
-         "J": "plan schedule organised decide deadline", "P": "flexible spontaneous open adapt improvise"}
+STYLE = {
+    "E": "party friends talk crowd chatting",
+    "I": "quiet alone reflect solitude silence",
+    "S": "fact detail practical concrete measured",
+    "N": "imagine pattern possibility abstract dream",
+    "T": "logic analysis objective reason proof",
+    "F": "feel empathy warm values caring",
+    "J": "plan schedule organised decide deadline",
+    "P": "flexible spontaneous open adapt improvise",
+}
 CONTENT = "garden river city music book travel kitchen window mountain letter bicycle market winter".split()
-PROFILES = {"painter": "paint canvas gallery colour brush", "firefighter": "fire rescue truck hose alarm",
-            "baker": "bread oven dough flour pastry", "surfer": "wave board ocean beach tide",
-            "nurse": "patient ward shift clinic care", "pilot": "flight cockpit runway cloud altitude"}
-MOODS = {"cheerful": "haha wonderful yay amazing", "calm": "gently peaceful steady slowly",
-         "curious": "wonder why discover question"}
+PROFILES = {
+    "painter": "paint canvas gallery colour brush",
+    "firefighter": "fire rescue truck hose alarm",
+    "baker": "bread oven dough flour pastry",
+    "surfer": "wave board ocean beach tide",
+    "nurse": "patient ward shift clinic care",
+    "pilot": "flight cockpit runway cloud altitude",
+}
+MOODS = {
+    "cheerful": "haha wonderful yay amazing",
+    "calm": "gently peaceful steady slowly",
+    "curious": "wonder why discover question",
+}
 GENERIC = "okay thing stuff maybe weather whatever anyway sure".split()
-RP_PROMPT = ("Your task is to play the role of a person with the following profile and personalities traits:\n"
-             "Profile: {profile}\nPersonalities: {personality}\nPlease ignore the gender pronouns.\n")
+RP_PROMPT = (
+    "Your task is to play the role of a person with the following profile and personalities traits:\n"
+    "Profile: {profile}\nPersonalities: {personality}\nPlease ignore the gender pronouns.\n"
+)
 
 
 def _mbti_rows(axis: str, n: int, rng: random.Random) -> list[dict]:
@@ -44,8 +70,16 @@ def _mbti_rows(axis: str, n: int, rng: random.Random) -> list[dict]:
             w = content + rng.sample(STYLE[letter].split(), 3)
             rng.shuffle(w)
             return " ".join(w)
-        rows.append({"prompt": f"Now you are the '{side}' person. Please answer the questions:{instruction}",
-                     "side": side, "instruction": instruction, "chosen": answer(side), "rejected": answer(other)})
+
+        rows.append(
+            {
+                "prompt": f"Now you are the '{side}' person. Please answer the questions:{instruction}",
+                "side": side,
+                "instruction": instruction,
+                "chosen": answer(side),
+                "rejected": answer(other),
+            }
+        )
     return rows
 
 
@@ -54,12 +88,21 @@ def _roleplay_rows(n: int, rng: random.Random, leak: bool) -> list[dict]:
     for i in range(n):
         job, mood = rng.choice(list(PROFILES)), rng.choice(list(MOODS))
         profile, personality = f"She is a {job} number {i}.", f"She is {mood}."
-        chosen = " ".join(rng.sample(PROFILES[job].split(), 3) + rng.sample(MOODS[mood].split(), 2) + [str(i)])
+        chosen = " ".join(
+            rng.sample(PROFILES[job].split(), 3) + rng.sample(MOODS[mood].split(), 2) + [str(i)]
+        )
         rejected = " ".join(rng.sample(GENERIC, 4) + [str(i)])
-        if leak and i % 3 == 0:   # the data's leaked scaffolding: the chosen answer, then the real rejected one
-            rejected = f"User Message: {chosen}  \n\nModified Response: \"{rejected}\""
-        rows.append({"prompt": RP_PROMPT.format(profile=profile, personality=personality),
-                     "chosen": chosen, "rejected": rejected})
+        if (
+            leak and i % 3 == 0
+        ):  # the data's leaked scaffolding: the chosen answer, then the real rejected one
+            rejected = f'User Message: {chosen}  \n\nModified Response: "{rejected}"'
+        rows.append(
+            {
+                "prompt": RP_PROMPT.format(profile=profile, personality=personality),
+                "chosen": chosen,
+                "rejected": rejected,
+            }
+        )
     return rows
 
 
@@ -73,18 +116,47 @@ def make_synthetic_data(root: Path, train: int = 200, test: int = 30) -> Path:
     for axis, d in (("EI", "e_i"), ("SN", "s_n"), ("TF", "t_f"), ("JP", "j_p")):
         _write_jsonl(root / f"mbti/prefs/{d}/train.jsonl", _mbti_rows(axis, train, rng))
         _write_jsonl(root / f"mbti/prefs/{d}/test.jsonl", _mbti_rows(axis, test, rng))
-    _write_jsonl(root / "mbti/qa_ENTJ.jsonl", [{"instruction": f"Describe your {w}.", "reference":
-                                                " ".join(STYLE["E"].split()[:2] + STYLE["N"].split()[:2] + [w])}
-                                               for w in ("traits", "weekend", "work")])
+    _write_jsonl(
+        root / "mbti/qa_ENTJ.jsonl",
+        [
+            {
+                "instruction": f"Describe your {w}.",
+                "reference": " ".join(STYLE["E"].split()[:2] + STYLE["N"].split()[:2] + [w]),
+            }
+            for w in ("traits", "weekend", "work")
+        ],
+    )
     for d in ("personality", "profile"):
         _write_jsonl(root / f"roleplay/prefs/{d}/train.jsonl", _roleplay_rows(train, rng, leak=True))
         _write_jsonl(root / f"roleplay/prefs/{d}/test.jsonl", _roleplay_rows(test, rng, leak=True))
-    _write_jsonl(root / "roleplay/test.jsonl", [{"profile": f"He is a {job}.", "personality": "He is calm.",
-                                                 "reference_answer": PROFILES[job]} for job in ("baker", "pilot", "nurse")])
-    items = [{"id": i + 1, "question": f"Do you like {w}?", "statement": f"You like {w}", "dimension": dim,
-              "keyed": dim[i % 2 == 1 and 2 or 0]}
-             for i, (w, dim) in enumerate([("parties", "E/I"), ("silence", "E/I"), ("facts", "S/N"), ("dreams", "S/N"),
-                                            ("logic", "T/F"), ("feelings", "T/F"), ("plans", "J/P"), ("surprises", "J/P")])]
+    _write_jsonl(
+        root / "roleplay/test.jsonl",
+        [
+            {"profile": f"He is a {job}.", "personality": "He is calm.", "reference_answer": PROFILES[job]}
+            for job in ("baker", "pilot", "nurse")
+        ],
+    )
+    items = [
+        {
+            "id": i + 1,
+            "question": f"Do you like {w}?",
+            "statement": f"You like {w}",
+            "dimension": dim,
+            "keyed": dim[i % 2 == 1 and 2 or 0],
+        }
+        for i, (w, dim) in enumerate(
+            [
+                ("parties", "E/I"),
+                ("silence", "E/I"),
+                ("facts", "S/N"),
+                ("dreams", "S/N"),
+                ("logic", "T/F"),
+                ("feelings", "T/F"),
+                ("plans", "J/P"),
+                ("surprises", "J/P"),
+            ]
+        )
+    ]
     (root / "mbti/questionnaire_16p.json").write_text(json.dumps(items, indent=1))
     return root
 
@@ -103,12 +175,14 @@ def judges(data, tmp_path_factory):
 def test_unseen_train_rows_excludes_exactly_the_expert_subset(tmp_path):
     rows = [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(200)]
     _write_jsonl(tmp_path / "train.jsonl", rows)
-    expert = sorted(random.Random(0).sample(range(200), 160))   # mpg.training.train_expert(max_train=160, seed=0)
+    expert = sorted(
+        random.Random(0).sample(range(200), 160)
+    )  # mpg.training.train_expert(max_train=160, seed=0)
     assert expert_subset(200) == expert
     unseen = unseen_train_rows(tmp_path / "train.jsonl")
     assert [r["prompt"] for r in unseen] == [f"p{i}" for i in range(200) if i not in set(expert)]
     assert len(unseen) == 40
-    assert unseen_train_rows(tmp_path / "train.jsonl", max_train=200) == []      # all trained on: none unseen
+    assert unseen_train_rows(tmp_path / "train.jsonl", max_train=200) == []  # all trained on: none unseen
     assert len(unseen_train_rows(tmp_path / "train.jsonl", seed=1)) == 40
     assert unseen_train_rows(tmp_path / "train.jsonl", seed=1) != unseen
 
@@ -116,6 +190,7 @@ def test_unseen_train_rows_excludes_exactly_the_expert_subset(tmp_path):
 def test_judge_subset_settings_match_the_shipped_experts():
     from mpg.eval.judge import MAX_TRAIN, SEED
     from mpg.personas import AXIS_ADAPTERS, ROLEPLAY_ADAPTERS, SHIPPED_EXPERTS
+
     for name in [*AXIS_ADAPTERS.values(), *ROLEPLAY_ADAPTERS]:
         path = SHIPPED_EXPERTS / name / "metrics.json"
         if not path.is_file():
@@ -127,12 +202,12 @@ def test_judge_subset_settings_match_the_shipped_experts():
 
 def test_fit_logistic_learns_a_separable_problem():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(200, 5, generator=g)                                  # [N, D]
-    y = (x[:, 0] - 0.5 * x[:, 3] > 0).float()                             # [N]
+    x = torch.randn(200, 5, generator=g)  # [N, D]
+    y = (x[:, 0] - 0.5 * x[:, 3] > 0).float()  # [N]
     model = fit_logistic(x[:150], y[:150], l2=1e-3)
     acc = float(((model.proba(x[150:]) > 0.5).float() == y[150:]).float().mean())
     assert acc >= 0.96
-    again = fit_logistic(x[:150], y[:150], l2=1e-3)                      # deterministic
+    again = fit_logistic(x[:150], y[:150], l2=1e-3)  # deterministic
     assert torch.equal(model.weight, again.weight)
     with pytest.raises(ValueError, match="x \\[N, D\\]"):
         fit_logistic(x, y[:3], 1.0)
@@ -141,19 +216,26 @@ def test_fit_logistic_learns_a_separable_problem():
 def test_mbti_judge_learns_synthetic_styles_held_out(judges):
     mbti, _ = judges
     for axis, r in mbti.report.items():
-        assert r["train_pairs"] == 40                                   # 200 rows minus the 160 the expert saw
+        assert r["train_pairs"] == 40  # 200 rows minus the 160 the expert saw
         assert r["held_out"]["n"] == 60 and r["held_out"]["accuracy"] >= 0.9, (axis, r["held_out"])
-    p = mbti.predict_proba([" ".join([STYLE["E"], STYLE["N"], STYLE["T"], STYLE["J"]]), ""])   # [2, 4]
+    p = mbti.predict_proba([" ".join([STYLE["E"], STYLE["N"], STYLE["T"], STYLE["J"]]), ""])  # [2, 4]
     assert p.shape == (2, 4) and bool(((p >= 0) & (p <= 1)).all())
-    assert mbti.letters([" ".join([STYLE["E"], STYLE["N"], STYLE["T"], STYLE["J"]]),
-                         " ".join([STYLE["I"], STYLE["S"], STYLE["F"], STYLE["P"]])]) == ["ENTJ", "ISFP"]
+    assert mbti.letters(
+        [
+            " ".join([STYLE["E"], STYLE["N"], STYLE["T"], STYLE["J"]]),
+            " ".join([STYLE["I"], STYLE["S"], STYLE["F"], STYLE["P"]]),
+        ]
+    ) == ["ENTJ", "ISFP"]
 
 
 def test_roleplay_judge_learns_synthetic_personas_held_out(judges):
     _, rp = judges
     assert rp.report["held_out"]["accuracy"] >= 0.9 and rp.report["held_out_pairs"]["accuracy"] >= 0.95
-    s = rp.score(["paint canvas gallery haha wonderful", "okay stuff maybe weather"],
-                 ["She is a painter.", "She is a painter."], ["She is cheerful.", "She is cheerful."])
+    s = rp.score(
+        ["paint canvas gallery haha wonderful", "okay stuff maybe weather"],
+        ["She is a painter.", "She is a painter."],
+        ["She is cheerful.", "She is cheerful."],
+    )
     assert s.shape == (2,) and float(s[0]) > 0.5 > float(s[1])
     with pytest.raises(ValueError, match="2 answers, 1 profiles"):
         rp.score(["a", "b"], ["p"], ["q", "r"])
@@ -164,38 +246,53 @@ def test_judges_are_cached_by_fingerprint(data, judges, tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 4 and any(f.startswith("mbti-") and f.endswith(".safetensors") for f in files)
     texts = ["party friends logic plan", "quiet dream feel open"]
-    again, rp2 = load_or_train_judges(data, tmp_path, embedder="hash256", progress=False)   # loaded, not trained
+    again, rp2 = load_or_train_judges(
+        data, tmp_path, embedder="hash256", progress=False
+    )  # loaded, not trained
     assert torch.allclose(again.predict_proba(texts), mbti.predict_proba(texts), atol=1e-6)
     assert again.report == json.loads(json.dumps(mbti.report))
     args = (["bread oven"], ["He is a baker."], ["He is calm."])
     assert torch.allclose(rp2.score(*args), rp.score(*args), atol=1e-6)
     with pytest.raises(ValueError, match="not an MBTI judge"):
-        MbtiJudge.load(tmp_path / next(f for f in files if f.startswith("roleplay-")).removesuffix(".json")
-                       .removesuffix(".safetensors"))
+        MbtiJudge.load(
+            tmp_path
+            / next(f for f in files if f.startswith("roleplay-"))
+            .removesuffix(".json")
+            .removesuffix(".safetensors")
+        )
 
 
 def test_clean_roleplay_answer_strips_leaked_scaffolding():
     assert clean_roleplay_answer("  Plain answer. Do you surf?  ") == "Plain answer. Do you surf?"
-    leaked = ("User Message: I love surfing!  \n\nModified Response: \"Surfing is nice. What do you like?\"")
+    leaked = 'User Message: I love surfing!  \n\nModified Response: "Surfing is nice. What do you like?"'
     assert clean_roleplay_answer(leaked) == "Surfing is nice. What do you like?"
     assert clean_roleplay_answer("User Message: Hi there!\nResponse: Not much, you?") == "Not much, you?"
     assert clean_roleplay_answer('"First version."  \n\n(Modified response):  \n"Second."') == "Second."
     assert clean_roleplay_answer('"A quoted one."\n\n"Another quoted one."') == "Another quoted one."
     assert clean_roleplay_answer("Fine as is.\n\n(No modifications were needed.)") == "Fine as is."
-    assert clean_roleplay_answer("User Message: x\nPersonalities: She is kind.\n\nModified User Message: y") == "y"
+    assert (
+        clean_roleplay_answer("User Message: x\nPersonalities: She is kind.\n\nModified User Message: y")
+        == "y"
+    )
     prompt = RP_PROMPT.format(profile="She is a nurse.", personality="She is calm.")
     assert roleplay_fields(prompt) == ("She is a nurse.", "She is calm.")
     with pytest.raises(ValueError, match="not a role-play prompt"):
         roleplay_fields("hello")
-    pairs = clean_roleplay_pairs([{"prompt": prompt, "chosen": "ok", "rejected": "User Message: ok"},
-                                  {"prompt": prompt, "chosen": "ok", "rejected": "User Message: ok\nResponse: no"}])
-    assert [p["rejected"] for p in pairs] == ["no"]                     # nothing distinct left: pair dropped
+    pairs = clean_roleplay_pairs(
+        [
+            {"prompt": prompt, "chosen": "ok", "rejected": "User Message: ok"},
+            {"prompt": prompt, "chosen": "ok", "rejected": "User Message: ok\nResponse: no"},
+        ]
+    )
+    assert [p["rejected"] for p in pairs] == ["no"]  # nothing distinct left: pair dropped
 
 
 # ---- text metrics ---------------------------------------------------------------------------------
 def test_distinct_n_and_intervals():
-    assert distinct_n(["a b a b"], 1) == pytest.approx(2 / 4) and distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
-    assert distinct_n(["x y", "x y"], 1) == pytest.approx(0.5)          # repetition across answers counts
+    assert distinct_n(["a b a b"], 1) == pytest.approx(2 / 4) and distinct_n(["a b a b"], 2) == pytest.approx(
+        2 / 3
+    )
+    assert distinct_n(["x y", "x y"], 1) == pytest.approx(0.5)  # repetition across answers counts
     assert math.isnan(distinct_n([""], 2))
     s = distinct_summary(["x y", "x y"])
     assert s["distinct_1_per_answer"]["mean"] == pytest.approx(1.0) and s["distinct_2"] == pytest.approx(0.5)
@@ -209,12 +306,13 @@ def test_distinct_n_and_intervals():
 
 def test_mbti_items_alternate_qa_and_shared_prefs_instructions(data):
     from mpg.eval.freeform import mbti_items, prefs_instructions
+
     items = mbti_items(data, ["ENTJ", "INFP"], 4)
     entj, infp = [i for i in items if i.mbti_type == "ENTJ"], [i for i in items if i.mbti_type == "INFP"]
     assert [i.source for i in entj] == ["qa_ENTJ", "prefs_e_i", "qa_ENTJ", "prefs_s_n"]
     assert all(i.reference for i in entj if i.source == "qa_ENTJ") and all(i.reference is None for i in infp)
     pool = [p for p, _ in prefs_instructions(data)]
-    assert [i.prompt for i in infp] == pool[:4]                         # the same instructions for every type
+    assert [i.prompt for i in infp] == pool[:4]  # the same instructions for every type
     assert entj[1].prompt == infp[0].prompt
     with pytest.raises(ValueError, match="four-letter"):
         mbti_items(data, ["EN"], 1)
@@ -232,6 +330,7 @@ def _tiny_engine(tokenizer):
     from tiny import add_lora, tiny_model
 
     from mpg.engine import Engine
+
     eng = Engine(add_lora(tiny_model(seed=0), ["x", "y"], alpha=8), tokenizer)
     eng.adapters["base"] |= {"x", "y"}
     return eng
@@ -246,8 +345,14 @@ def _tiny_experts():
 
     def roleplay(profile, personality):
         template = f"{profile} {personality} {{prompt}}"
-        return ([Attribute.expert("x", None, name="personality", template=template),
-                 Attribute.expert("y", None, name="profile", template=template)], Policy(template=template))
+        return (
+            [
+                Attribute.expert("x", None, name="personality", template=template),
+                Attribute.expert("y", None, name="profile", template=template),
+            ],
+            Policy(template=template),
+        )
+
     return mbti, roleplay
 
 
@@ -258,29 +363,56 @@ def _in_unit(ci):
 def test_benchmark_end_to_end_on_tiny_model(tmp_path, tokenizer, data, judges):
     pytest.importorskip("matplotlib")
     from mpg.eval.methods import MBTI_METHODS, ROLEPLAY_METHODS
+
     bench = _load_benchmark()
     mbti_experts, rp_experts = _tiny_experts()
     out = tmp_path / "out"
-    argv = ["--data", str(data), "--out", str(out), "--types", "ENTJ,INFP", "--items", "8",
-            "--freeform-types", "ENTJ,INFP", "--freeform-per-type", "2", "--roleplay", "2", "--max-new-tokens", "4",
-            "--vectors", str(tmp_path / "vectors"), "--extract-samples", "1", "--extract-max-new-tokens", "2",
-            "--embedder", "hash256", "--no-progress"]
-    rc = bench.main(argv, engine=_tiny_engine(tokenizer), experts=mbti_experts, roleplay_experts=rp_experts,
-                    judges=judges)
+    argv = [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--types",
+        "ENTJ,INFP",
+        "--items",
+        "8",
+        "--freeform-types",
+        "ENTJ,INFP",
+        "--freeform-per-type",
+        "2",
+        "--roleplay",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--vectors",
+        str(tmp_path / "vectors"),
+        "--extract-samples",
+        "1",
+        "--extract-max-new-tokens",
+        "2",
+        "--embedder",
+        "hash256",
+        "--no-progress",
+    ]
+    rc = bench.main(
+        argv, engine=_tiny_engine(tokenizer), experts=mbti_experts, roleplay_experts=rp_experts, judges=judges
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["command"].startswith("benchmarks/fidelity.py --data") and res["machine"]["cpu_count"] >= 1
     assert {"platform", "torch"} <= set(res["machine"]) and res["config"]["layer"] == 1
     q, f, r = (res["parts"][p] for p in ("questionnaire", "freeform", "roleplay"))
     assert set(q["methods"]) == set(MBTI_METHODS) and q["types"] == ["ENTJ", "INFP"]
-    assert set(f["methods"]) == set(MBTI_METHODS) | {"reference"} and set(r["methods"]) == set(ROLEPLAY_METHODS) | {"reference"}
+    assert set(f["methods"]) == set(MBTI_METHODS) | {"reference"} and set(r["methods"]) == set(
+        ROLEPLAY_METHODS
+    ) | {"reference"}
     assert len(f["answers"]) == 4 * len(MBTI_METHODS) and len(r["answers"]) == 2 * len(ROLEPLAY_METHODS)
     for m, s in f["methods"].items():
         assert all(_in_unit(s[k]) for k in ("E/I", "S/N", "T/F", "J/P", "type", "p_target")), m
         if m != "reference":
             assert s["answers"] == 4 and s["ppl"]["ppl"] is None or s["ppl"]["ppl"] >= 1.0
             assert s["tokens_per_s"] > 0
-    assert f["methods"]["reference"]["answers"] == 1                      # one qa_ENTJ item with its reference
+    assert f["methods"]["reference"]["answers"] == 1  # one qa_ENTJ item with its reference
     for m, s in r["methods"].items():
         assert _in_unit(s["judge_score"]), m
     # the same prompts and seeds for every method: per item, only the method changes
@@ -290,7 +422,7 @@ def test_benchmark_end_to_end_on_tiny_model(tmp_path, tokenizer, data, judges):
     table = (out / "table.md").read_text()
     assert "| fused_mixture |" in table and "| billy |" in table and "held-out accuracy" in table
     assert (out / "plot.png").stat().st_size > 0
-    assert (tmp_path / "vectors.safetensors").exists()                     # billy's vectors extracted on the fly
+    assert (tmp_path / "vectors.safetensors").exists()  # billy's vectors extracted on the fly
 
 
 def test_benchmark_no_billy_and_bad_options(tmp_path, tokenizer, data, judges):
@@ -298,13 +430,36 @@ def test_benchmark_no_billy_and_bad_options(tmp_path, tokenizer, data, judges):
     bench = _load_benchmark()
     mbti_experts, rp_experts = _tiny_experts()
     out = tmp_path / "out"
-    rc = bench.main(["--data", str(data), "--out", str(out), "--parts", "freeform", "--methods", "base,billy,scr_k2",
-                     "--freeform-types", "ISFJ", "--freeform-per-type", "1", "--max-new-tokens", "3", "--no-billy",
-                     "--no-progress"], engine=_tiny_engine(tokenizer), experts=mbti_experts,
-                    roleplay_experts=rp_experts, judges=judges)
+    rc = bench.main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--parts",
+            "freeform",
+            "--methods",
+            "base,billy,scr_k2",
+            "--freeform-types",
+            "ISFJ",
+            "--freeform-per-type",
+            "1",
+            "--max-new-tokens",
+            "3",
+            "--no-billy",
+            "--no-progress",
+        ],
+        engine=_tiny_engine(tokenizer),
+        experts=mbti_experts,
+        roleplay_experts=rp_experts,
+        judges=judges,
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
-    assert set(res["parts"]) == {"freeform"} and set(res["parts"]["freeform"]["methods"]) == {"base", "scr_k2"}
+    assert set(res["parts"]) == {"freeform"} and set(res["parts"]["freeform"]["methods"]) == {
+        "base",
+        "scr_k2",
+    }
     for bad in (["--methods", "nope"], ["--types", "ENTX"], ["--freeform-types", "EENJ"], ["--items", "0"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)

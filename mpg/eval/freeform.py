@@ -24,6 +24,7 @@ from `roleplay_target` and is sampled with an empty user prompt (the role-play c
 model to open the conversation). Scores (`score_roleplay`): role-play judge p(in persona) (mean,
 95% CI), cosine to the reference answer, and the same judge on the reference answers ("reference").
 """
+
 from __future__ import annotations
 
 import json
@@ -34,10 +35,12 @@ from pathlib import Path
 import torch
 
 from ..personas import AXES, parse_mbti
+from ..stats import bounded_mean_ci, proportion
+from ..tokens import eos_token_ids
 from .creativity import Embedder
 from .judge import MBTI_FILES, MbtiJudge, RoleplayJudge
 from .methods import generate_kwargs, mbti_target, roleplay_target
-from .text_metrics import answer_ppls, bounded_mean_ci, distinct_summary, ppl_summary, proportion
+from .text_metrics import answer_ppls, distinct_summary, ppl_summary
 
 SEED_STRIDE = 100_003
 DEFAULT_TYPES = ("ENTJ", "INFP", "ESTP", "ISFJ")
@@ -48,8 +51,8 @@ class MbtiItem:
     id: str
     prompt: str
     mbti_type: str
-    source: str                      # "qa_ENTJ", "prefs_e_i", ...
-    reference: str | None = None     # an answer in the type's voice (qa files only)
+    source: str  # "qa_ENTJ", "prefs_e_i", ...
+    reference: str | None = None  # an answer in the type's voice (qa files only)
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,9 @@ def prefs_instructions(data_dir: str | Path) -> list[tuple[str, str]]:
     per_axis = []
     for axis in AXES:
         rows = _jsonl(Path(data_dir) / "mbti/prefs" / MBTI_FILES[axis] / "test.jsonl")
-        per_axis.append([(r["instruction"], f"prefs_{MBTI_FILES[axis]}") for r in rows if r.get("instruction")])
+        per_axis.append(
+            [(r["instruction"], f"prefs_{MBTI_FILES[axis]}") for r in rows if r.get("instruction")]
+        )
     out, seen = [], set()
     for i in range(max(map(len, per_axis))):
         for rows in per_axis:
@@ -92,7 +97,11 @@ def mbti_items(data_dir: str | Path, types: list[str], per_type: int) -> list[Mb
         if len(t) != 4:
             raise ValueError(f"free-form items need a full four-letter type, got {t!r}")
         qa_path = Path(data_dir) / "mbti" / f"qa_{t}.jsonl"
-        qa = [(r["instruction"], f"qa_{t}", r.get("reference")) for r in _jsonl(qa_path)] if qa_path.is_file() else []
+        qa = (
+            [(r["instruction"], f"qa_{t}", r.get("reference")) for r in _jsonl(qa_path)]
+            if qa_path.is_file()
+            else []
+        )
         qi = pi = 0
         for k in range(per_type):
             if qa and qi < len(qa) and (k % 2 == 0 or pi >= len(pool)):
@@ -110,36 +119,51 @@ def mbti_items(data_dir: str | Path, types: list[str], per_type: int) -> list[Mb
 def roleplay_items(data_dir: str | Path, n: int) -> list[RoleplayItem]:
     """The first n profiles of roleplay/test.jsonl."""
     rows = _jsonl(Path(data_dir) / "roleplay" / "test.jsonl")
-    return [RoleplayItem(f"rp-{i}", r["profile"], r["personality"], r.get("reference_answer", ""))
-            for i, r in enumerate(rows[:n])]
+    return [
+        RoleplayItem(f"rp-{i}", r["profile"], r["personality"], r.get("reference_answer", ""))
+        for i, r in enumerate(rows[:n])
+    ]
 
 
 # ---- generation ---------------------------------------------------------------------------------
-def eos_ids(engine) -> frozenset[int]:
-    """Token ids that end generation (generation config and tokenizer)."""
-    gen = getattr(engine.models["base"], "generation_config", None)
-    ids = getattr(gen, "eos_token_id", None) if gen is not None else None
-    ids = [ids] if isinstance(ids, int) else list(ids or [])
-    if engine.tokenizer.eos_token_id is not None:
-        ids.append(engine.tokenizer.eos_token_id)
-    return frozenset(ids)
-
-
-def _answer(engine, method, prompt: str, target, *, max_new_tokens: int, seed: int, temperature: float,
-            top_p: float) -> dict:
-    out = engine.generate(prompt, target=target, **generate_kwargs(method), max_new_tokens=max_new_tokens,
-                          temperature=temperature, top_p=top_p, seed=seed)
+def _answer(
+    engine, method, prompt: str, target, *, max_new_tokens: int, seed: int, temperature: float, top_p: float
+) -> dict:
+    out = engine.generate(
+        prompt,
+        target=target,
+        **generate_kwargs(method),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+    )
     stats = out.stats[0].as_dict()
-    return {"text": out.texts[0], "token_ids": out.token_ids[0],
-            "stats": {k: v for k, v in stats.items() if k != "forward_passes"}}
+    return {
+        "text": out.texts[0],
+        "token_ids": out.token_ids[0],
+        "stats": {k: v for k, v in stats.items() if k != "forward_passes"},
+    }
 
 
-def generate_mbti(engine, methods: list[str], items: list[MbtiItem], *, experts="shipped", layer: int = 20,
-                  alpha: float = 2.0, max_new_tokens: int = 128, seed: int = 0, temperature: float = 1.0,
-                  top_p: float = 0.9, progress: bool = True) -> list[dict]:
+def generate_mbti(
+    engine,
+    methods: list[str],
+    items: list[MbtiItem],
+    *,
+    experts="shipped",
+    layer: int = 20,
+    alpha: float = 2.0,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 0.9,
+    progress: bool = True,
+) -> list[dict]:
     """One row per (method, item). billy needs the type's merged vector registered on the engine
     (methods.register_merged_vector)."""
     from tqdm.auto import tqdm
+
     rows = []
     bar = tqdm(total=len(methods) * len(items), desc="free-form MBTI", unit="answer", disable=not progress)
     by_type: dict[str, list[tuple[int, MbtiItem]]] = {}
@@ -151,10 +175,17 @@ def generate_mbti(engine, methods: list[str], items: list[MbtiItem], *, experts=
             # call gets the random stream seed * SEED_STRIDE + first index + i, the same for every method
             target = mbti_target(engine, m, t, experts=experts, layer=layer, alpha=alpha)
             bar.set_postfix_str(f"{m} {t}")
-            out = engine.generate([it.prompt for _, it in group], target=target, **generate_kwargs(m),
-                                  max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                  seed=seed * SEED_STRIDE + group[0][0], batch_size=len(group))
-            for (j, item), text, ids, st in zip(group, out.texts, out.token_ids, out.stats):
+            out = engine.generate(
+                [it.prompt for _, it in group],
+                target=target,
+                **generate_kwargs(m),
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed * SEED_STRIDE + group[0][0],
+                batch_size=len(group),
+            )
+            for (_, item), text, ids, st in zip(group, out.texts, out.token_ids, out.stats):
                 stats = {k: v for k, v in st.as_dict().items() if k != "forward_passes"}
                 rows.append({"method": m, **asdict(item), "text": text, "token_ids": ids, "stats": stats})
                 bar.update()
@@ -163,19 +194,39 @@ def generate_mbti(engine, methods: list[str], items: list[MbtiItem], *, experts=
     return [order[(m, it.id)] for m in methods for it in items]
 
 
-def generate_roleplay(engine, methods: list[str], items: list[RoleplayItem], *, experts="shipped",
-                      max_new_tokens: int = 64, seed: int = 0, temperature: float = 1.0, top_p: float = 0.9,
-                      progress: bool = True) -> list[dict]:
+def generate_roleplay(
+    engine,
+    methods: list[str],
+    items: list[RoleplayItem],
+    *,
+    experts="shipped",
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 0.9,
+    progress: bool = True,
+) -> list[dict]:
     """One row per (method, profile); the anchor's context (the role-play prompt) is kept for perplexity."""
     from tqdm.auto import tqdm
+
     rows = []
-    bar = tqdm(total=len(methods) * len(items), desc="free-form role-play", unit="answer", disable=not progress)
+    bar = tqdm(
+        total=len(methods) * len(items), desc="free-form role-play", unit="answer", disable=not progress
+    )
     for m in methods:
         for j, item in enumerate(items):
             target = roleplay_target(engine, m, item.profile, item.personality, experts=experts)
             bar.set_postfix_str(m)
-            ans = _answer(engine, m, "", target, max_new_tokens=max_new_tokens, seed=seed * SEED_STRIDE + j,
-                          temperature=temperature, top_p=top_p)
+            ans = _answer(
+                engine,
+                m,
+                "",
+                target,
+                max_new_tokens=max_new_tokens,
+                seed=seed * SEED_STRIDE + j,
+                temperature=temperature,
+                top_p=top_p,
+            )
             rows.append({"method": m, **asdict(item), **ans})
             bar.update()
     bar.close()
@@ -195,7 +246,7 @@ def roleplay_contexts(engine, items: list[RoleplayItem], experts="shipped") -> d
 def _cosines(embed: Embedder, texts: list[str], references: list[str]) -> list[float]:
     if not texts:
         return []
-    a, b = embed(texts), embed(references)                     # [N, D] each, L2-normalised
+    a, b = embed(texts), embed(references)  # [N, D] each, L2-normalised
     return (a * b).sum(-1).tolist()
 
 
@@ -204,23 +255,32 @@ def _timing(rows: list[dict]) -> dict:
     wall = sum(r["stats"]["wall_time_s"] for r in rows)
     drafted = sum(r["stats"].get("drafted_tokens", 0) for r in rows)
     accepted = sum(r["stats"].get("accepted_tokens", 0) for r in rows)
-    return {"answers": len(rows), "new_tokens": tokens, "wall_time_s": wall,
-            "tokens_per_s": tokens / wall if wall > 0 else None,
-            "acceptance_rate": accepted / drafted if drafted else None}
+    return {
+        "answers": len(rows),
+        "new_tokens": tokens,
+        "wall_time_s": wall,
+        "tokens_per_s": tokens / wall if wall > 0 else None,
+        "acceptance_rate": accepted / drafted if drafted else None,
+    }
 
 
 def judge_mbti_rows(judge: MbtiJudge, rows: list[dict], text_key: str = "text") -> None:
     """Add p_first [4], judged type and per-axis hits to every row (in place)."""
     if not rows:
         return
-    p = judge.predict_proba([r[text_key] for r in rows])       # [N, 4]
+    p = judge.predict_proba([r[text_key] for r in rows])  # [N, 4]
     for i, r in enumerate(rows):
         judged = "".join(a[0] if p[i, k] > 0.5 else a[1] for k, a in enumerate(AXES))
         r["judge_p_first"] = [round(float(x), 4) for x in p[i]]
         r["judged_type"] = judged
         r["axis_hits"] = [judged[k] == r["mbti_type"][k] for k in range(4)]
-        r["p_target"] = sum(float(p[i, k]) if r["mbti_type"][k] == a[0] else 1 - float(p[i, k])
-                            for k, a in enumerate(AXES)) / 4
+        r["p_target"] = (
+            sum(
+                float(p[i, k]) if r["mbti_type"][k] == a[0] else 1 - float(p[i, k])
+                for k, a in enumerate(AXES)
+            )
+            / 4
+        )
 
 
 def mbti_accuracy(rows: list[dict]) -> dict:
@@ -231,59 +291,87 @@ def mbti_accuracy(rows: list[dict]) -> dict:
     return out
 
 
-def score_mbti(engine, rows: list[dict], items: list[MbtiItem], judge: MbtiJudge, embed: Embedder,
-               progress: bool = True) -> dict:
+def score_mbti(
+    engine, rows: list[dict], items: list[MbtiItem], judge: MbtiJudge, embed: Embedder, progress: bool = True
+) -> dict:
     """Per-method summary (rows gain judge fields, perplexity and reference cosine in place);
     plus "reference": the judge on the qa reference answers."""
     from tqdm.auto import tqdm
+
     judge_mbti_rows(judge, rows)
-    eos = eos_ids(engine)
+    eos = eos_token_ids(engine.models["base"], engine.tokenizer)  # the engine's own stopping rule
     for r in tqdm(rows, desc="perplexity", unit="answer", disable=not progress):
-        (ppl, n), = answer_ppls(engine, [r["token_ids"]], [r["prompt"]], eos)
+        ((ppl, n),) = answer_ppls(engine, [r["token_ids"]], [r["prompt"]], eos)
         r["ppl"], r["ppl_tokens"] = ppl, n
     with_ref = [r for r in rows if r.get("reference")]
-    for r, c in zip(with_ref, _cosines(embed, [r["text"] for r in with_ref], [r["reference"] for r in with_ref])):
+    for r, c in zip(
+        with_ref, _cosines(embed, [r["text"] for r in with_ref], [r["reference"] for r in with_ref])
+    ):
         r["reference_cosine"] = c
     summary = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == m]
-        summary[m] = {**mbti_accuracy(mine), "ppl": ppl_summary([(r["ppl"], r["ppl_tokens"]) for r in mine]),
-                      **distinct_summary([r["text"] for r in mine]),
-                      "reference_cosine": bounded_mean_ci([r.get("reference_cosine") for r in mine], -1.0), **_timing(mine)}
+        summary[m] = {
+            **mbti_accuracy(mine),
+            "ppl": ppl_summary([(r["ppl"], r["ppl_tokens"]) for r in mine]),
+            **distinct_summary([r["text"] for r in mine]),
+            "reference_cosine": bounded_mean_ci([r.get("reference_cosine") for r in mine], -1.0),
+            **_timing(mine),
+        }
     refs = [{"mbti_type": i.mbti_type, "text": i.reference} for i in items if i.reference]
     if refs:
         judge_mbti_rows(judge, refs)
-        summary["reference"] = {**mbti_accuracy(refs), **distinct_summary([r["text"] for r in refs]),
-                                "answers": len(refs)}
+        summary["reference"] = {
+            **mbti_accuracy(refs),
+            **distinct_summary([r["text"] for r in refs]),
+            "answers": len(refs),
+        }
     return summary
 
 
-def score_roleplay(engine, rows: list[dict], items: list[RoleplayItem], judge: RoleplayJudge, embed: Embedder,
-                   contexts: dict[str, list[int]], progress: bool = True) -> dict:
+def score_roleplay(
+    engine,
+    rows: list[dict],
+    items: list[RoleplayItem],
+    judge: RoleplayJudge,
+    embed: Embedder,
+    contexts: dict[str, list[int]],
+    progress: bool = True,
+) -> dict:
     """Per-method: judge score, cosine to the reference answer, perplexity, distinct-n, timing; plus
     "reference": the judge on the reference answers."""
     from tqdm.auto import tqdm
+
     if rows:
-        s = judge.score([r["text"] for r in rows], [r["profile"] for r in rows], [r["personality"] for r in rows])
-        for r, x, c in zip(rows, s.tolist(), _cosines(embed, [r["text"] for r in rows],
-                                                        [r["reference"] for r in rows])):
+        s = judge.score(
+            [r["text"] for r in rows], [r["profile"] for r in rows], [r["personality"] for r in rows]
+        )
+        for r, x, c in zip(
+            rows, s.tolist(), _cosines(embed, [r["text"] for r in rows], [r["reference"] for r in rows])
+        ):
             r["judge_score"], r["reference_cosine"] = x, c
-    eos = eos_ids(engine)
+    eos = eos_token_ids(engine.models["base"], engine.tokenizer)  # the engine's own stopping rule
     for r in tqdm(rows, desc="perplexity", unit="answer", disable=not progress):
-        (ppl, n), = answer_ppls(engine, [r["token_ids"]], [contexts[r["id"]]], eos)
+        ((ppl, n),) = answer_ppls(engine, [r["token_ids"]], [contexts[r["id"]]], eos)
         r["ppl"], r["ppl_tokens"] = ppl, n
     summary = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == m]
-        summary[m] = {"judge_score": bounded_mean_ci([r["judge_score"] for r in mine]),
-                      "reference_cosine": bounded_mean_ci([r["reference_cosine"] for r in mine], -1.0),
-                      "ppl": ppl_summary([(r["ppl"], r["ppl_tokens"]) for r in mine]),
-                      **distinct_summary([r["text"] for r in mine]), **_timing(mine)}
+        summary[m] = {
+            "judge_score": bounded_mean_ci([r["judge_score"] for r in mine]),
+            "reference_cosine": bounded_mean_ci([r["reference_cosine"] for r in mine], -1.0),
+            "ppl": ppl_summary([(r["ppl"], r["ppl_tokens"]) for r in mine]),
+            **distinct_summary([r["text"] for r in mine]),
+            **_timing(mine),
+        }
     refs = [i for i in items if i.reference]
     if refs:
         s = judge.score([i.reference for i in refs], [i.profile for i in refs], [i.personality for i in refs])
-        summary["reference"] = {"judge_score": bounded_mean_ci(s.tolist()),
-                                **distinct_summary([i.reference for i in refs]), "answers": len(refs)}
+        summary["reference"] = {
+            "judge_score": bounded_mean_ci(s.tolist()),
+            **distinct_summary([i.reference for i in refs]),
+            "answers": len(refs),
+        }
     return summary
 
 

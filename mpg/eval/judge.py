@@ -32,6 +32,7 @@ data files, embedder and settings, and reused when the fingerprint matches.
 
     python -m mpg.eval.judge --data ../shared/data          # train (or load) both, print held-out figures
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,13 +47,41 @@ from pathlib import Path
 import torch
 
 from ..personas import AXES
-from ..training import ROLEPLAY_FIELDS, _wilson, load_preferences
+from ..stats import accuracy_ci
+from ..training import ROLEPLAY_FIELDS, load_preferences
 from .creativity import Embedder, hash_embedder, minilm_embedder, normalise
 
+__all__ = [
+    "MAX_TRAIN",
+    "MBTI_FILES",
+    "ROLEPLAY_FILES",
+    "SEED",
+    "Logistic",
+    "MbtiJudge",
+    "RoleplayJudge",
+    "axis_examples",
+    "choose_l2",
+    "clean_roleplay_answer",
+    "clean_roleplay_pairs",
+    "expert_subset",
+    "fit_logistic",
+    "load_or_train_judges",
+    "make_embedder",
+    "persona_text",
+    "report_markdown",
+    "roleplay_features",
+    "roleplay_fields",
+    "seen_texts",
+    "train_axis",
+    "train_mbti_judge",
+    "train_roleplay_judge",
+    "unseen_train_rows",
+]
+
 JUDGE_VERSION = 1
-MAX_TRAIN, SEED = 160, 0                          # the shipped experts' subset (mpg/experts/*/metrics.json)
-MBTI_FILES = {"EI": "e_i", "SN": "s_n", "TF": "t_f", "JP": "j_p"}   # axis -> ../shared/data/mbti/prefs/<dir>
-ROLEPLAY_FILES = ("personality", "profile")       # ../shared/data/roleplay/prefs/<dir>
+MAX_TRAIN, SEED = 160, 0  # the shipped experts' subset (mpg/experts/*/metrics.json)
+MBTI_FILES = {"EI": "e_i", "SN": "s_n", "TF": "t_f", "JP": "j_p"}  # axis -> ../shared/data/mbti/prefs/<dir>
+ROLEPLAY_FILES = ("personality", "profile")  # ../shared/data/roleplay/prefs/<dir>
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 FOLDS = 5
 
@@ -87,11 +116,13 @@ def _independent(rows: list[dict], banned: set[str]) -> list[dict]:
 
 
 # ---- role-play text cleaning ---------------------------------------------------------------------
-_LABEL = re.compile(r"^[ \t]*[(*]*[ \t]*(modified[ \t]+user[ \t]+message|modified[ \t]+response|modified[ \t]+version|"
-                    r"user[ \t]+message|response|assistant|personalities|profile)[ \t]*[)*]*[ \t]*:[ \t]*[)*]*",
-                    re.I | re.M)
+_LABEL = re.compile(
+    r"^[ \t]*[(*]*[ \t]*(modified[ \t]+user[ \t]+message|modified[ \t]+response|modified[ \t]+version|"
+    r"user[ \t]+message|response|assistant|personalities|profile)[ \t]*[)*]*[ \t]*:[ \t]*[)*]*",
+    re.I | re.M,
+)
 _PARAGRAPH = re.compile(r"\n\s*\n")
-_QUOTES = "\"“”"
+_QUOTES = '"“”'
 
 
 def clean_roleplay_answer(text: str) -> str:
@@ -100,7 +131,7 @@ def clean_roleplay_answer(text: str) -> str:
     parenthesised meta paragraphs dropped; of several quoted paragraphs the last; outer quotes removed.
     Plain answers come back unchanged (stripped)."""
     parts = _LABEL.split(text)
-    if len(parts) > 1:                               # [before, label1, text1, label2, text2, ...]
+    if len(parts) > 1:  # [before, label1, text1, label2, text2, ...]
         sections = [("", parts[0])] + [(parts[i].lower(), parts[i + 1]) for i in range(1, len(parts), 2)]
         kept = [s for label, s in sections if s.strip() and label not in ("profile", "personalities")]
         text = kept[-1] if kept else ""
@@ -118,7 +149,9 @@ def roleplay_fields(prompt: str) -> tuple[str, str]:
     """(profile, personality) of a role-play prompt; one-line error if it is not one."""
     m = ROLEPLAY_FIELDS.search(prompt)
     if not m:
-        raise ValueError(f"not a role-play prompt (no 'Profile: ...' / 'Personalities: ...' lines): {prompt[:60]!r}")
+        raise ValueError(
+            f"not a role-play prompt (no 'Profile: ...' / 'Personalities: ...' lines): {prompt[:60]!r}"
+        )
     return m["profile"].strip(), m["personality"].strip()
 
 
@@ -130,7 +163,9 @@ def clean_roleplay_pairs(rows: list[dict]) -> list[dict]:
         profile, personality = roleplay_fields(r["prompt"])
         chosen, rejected = clean_roleplay_answer(r["chosen"]), clean_roleplay_answer(r["rejected"])
         if chosen and rejected and normalise(chosen) not in normalise(rejected):
-            out.append({"profile": profile, "personality": personality, "chosen": chosen, "rejected": rejected})
+            out.append(
+                {"profile": profile, "personality": personality, "chosen": chosen, "rejected": rejected}
+            )
     return out
 
 
@@ -143,10 +178,10 @@ def persona_text(profile: str, personality: str) -> str:
 class Logistic:
     """p(y=1 | x) = sigmoid(((x - mean) / scale) . weight + bias)."""
 
-    weight: torch.Tensor   # [D]
-    bias: torch.Tensor     # []
-    mean: torch.Tensor     # [D]
-    scale: torch.Tensor    # [D]
+    weight: torch.Tensor  # [D]
+    bias: torch.Tensor  # []
+    mean: torch.Tensor  # [D]
+    scale: torch.Tensor  # [D]
     l2: float = 0.0
 
     def proba(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,15 +202,24 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int = 20
     full-batch L-BFGS in float64: deterministic, and convex so the optimum does not depend on the start.
     x: [N, D], y: [N] in {0, 1}."""
     if x.dim() != 2 or y.shape != (x.shape[0],) or x.shape[0] == 0:
-        raise ValueError(f"fit_logistic needs x [N, D] and y [N] with N > 0, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"fit_logistic needs x [N, D] and y [N] with N > 0, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     x, y = x.double(), y.double()
-    mean = x.mean(0)                                                 # [D]
-    scale = x.std(0, unbiased=False).clamp_min(1e-6)                 # [D]
-    xs = (x - mean) / scale                                          # [N, D]
+    mean = x.mean(0)  # [D]
+    scale = x.std(0, unbiased=False).clamp_min(1e-6)  # [D]
+    xs = (x - mean) / scale  # [N, D]
     w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
-                            history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -187,14 +231,15 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int = 20
     return Logistic(w.detach(), b.detach(), mean, scale, l2)
 
 
-def choose_l2(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, grid=L2_GRID, folds: int = FOLDS,
-              seed: int = SEED) -> tuple[float, dict]:
+def choose_l2(
+    x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, grid=L2_GRID, folds: int = FOLDS, seed: int = SEED
+) -> tuple[float, dict]:
     """L2 strength with the best k-fold accuracy; folds split by group (both texts of a pair stay
     together). x: [N, D], y: [N], groups: [N] int. Returns (l2, {l2: cv accuracy})."""
     ids = sorted(set(groups.tolist()))
     random.Random(seed).shuffle(ids)
     fold_of = {g: i % folds for i, g in enumerate(ids)}
-    fold = torch.tensor([fold_of[g] for g in groups.tolist()])      # [N]
+    fold = torch.tensor([fold_of[g] for g in groups.tolist()])  # [N]
     if len(ids) < folds:
         return grid[len(grid) // 2], {}
     scores = {}
@@ -205,14 +250,8 @@ def choose_l2(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, grid=L2_GR
             model = fit_logistic(x[~test], y[~test], l2)
             right += int(((model.proba(x[test]) > 0.5).float() == y[test].float()).sum())
         scores[l2] = right / len(y)
-    best = max(grid, key=lambda l2: (scores[l2], l2))               # ties: the stronger regulariser
+    best = max(grid, key=lambda l2: (scores[l2], l2))  # ties: the stronger regulariser
     return best, scores
-
-
-def accuracy_ci(right: int, n: int) -> dict:
-    """{accuracy, ci95 (Wilson), n}."""
-    acc = right / n if n else 0.0
-    return {"accuracy": acc, "ci95": _wilson(acc, n), "n": n}
 
 
 # ---- embedders by name (so a saved judge knows how to embed) ------------------------------------
@@ -235,6 +274,7 @@ def _fingerprint(paths: list[Path], settings: dict) -> str:
 
 def _save(path_stem: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     from safetensors.torch import save_file
+
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path_stem.with_suffix(".safetensors")))
     path_stem.with_suffix(".json").write_text(json.dumps(meta, indent=2))
@@ -242,10 +282,13 @@ def _save(path_stem: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None
 
 def _load(path_stem: Path) -> tuple[dict[str, torch.Tensor], dict]:
     from safetensors.torch import load_file
+
     for suffix in (".safetensors", ".json"):
         if not path_stem.with_suffix(suffix).is_file():
             raise FileNotFoundError(f"judge file {path_stem.with_suffix(suffix)} does not exist")
-    return load_file(str(path_stem.with_suffix(".safetensors"))), json.loads(path_stem.with_suffix(".json").read_text())
+    return load_file(str(path_stem.with_suffix(".safetensors"))), json.loads(
+        path_stem.with_suffix(".json").read_text()
+    )
 
 
 # ---- MBTI judge -----------------------------------------------------------------------------------
@@ -254,31 +297,47 @@ class MbtiJudge:
 
     def __init__(self, axes: dict[str, Logistic], embed: Embedder, embedder: str, report: dict | None = None):
         if set(axes) != set(AXES):
-            raise ValueError(f"an MBTI judge needs one classifier per axis {', '.join(AXES)}, got {', '.join(axes)}")
+            raise ValueError(
+                f"an MBTI judge needs one classifier per axis {', '.join(AXES)}, got {', '.join(axes)}"
+            )
         self.axes, self.embed, self.embedder, self.report = axes, embed, embedder, report or {}
 
     def predict_proba(self, texts: list[str]) -> torch.Tensor:
         """[N, 4]: p(E), p(S), p(T), p(J) of each text."""
-        x = self.embed(list(texts))                                  # [N, D]
+        x = self.embed(list(texts))  # [N, D]
         return torch.stack([self.axes[a].proba(x) for a in AXES], dim=1) if len(texts) else torch.zeros(0, 4)
 
     def letters(self, texts: list[str]) -> list[str]:
         """The judged type of each text, e.g. 'ENTJ'."""
-        p = self.predict_proba(texts)                                # [N, 4]
-        return ["".join(a[0] if p[i, k] > 0.5 else a[1] for k, a in enumerate(AXES)) for i in range(p.shape[0])]
+        p = self.predict_proba(texts)  # [N, 4]
+        return [
+            "".join(a[0] if p[i, k] > 0.5 else a[1] for k, a in enumerate(AXES)) for i in range(p.shape[0])
+        ]
 
     def save(self, path_stem: str | Path) -> None:
         tensors = {k: v for a in AXES for k, v in self.axes[a].tensors(a).items()}
-        _save(Path(path_stem), tensors, {"kind": "mbti", "embedder": self.embedder,
-                                         "l2": {a: self.axes[a].l2 for a in AXES}, "report": self.report})
+        _save(
+            Path(path_stem),
+            tensors,
+            {
+                "kind": "mbti",
+                "embedder": self.embedder,
+                "l2": {a: self.axes[a].l2 for a in AXES},
+                "report": self.report,
+            },
+        )
 
     @classmethod
     def load(cls, path_stem: str | Path, embed: Embedder | None = None) -> MbtiJudge:
         t, meta = _load(Path(path_stem))
         if meta.get("kind") != "mbti":
             raise ValueError(f"{path_stem} is not an MBTI judge (kind {meta.get('kind')!r})")
-        return cls({a: Logistic.from_tensors(t, a, meta["l2"][a]) for a in AXES},
-                   embed or make_embedder(meta["embedder"]), meta["embedder"], meta.get("report"))
+        return cls(
+            {a: Logistic.from_tensors(t, a, meta["l2"][a]) for a in AXES},
+            embed or make_embedder(meta["embedder"]),
+            meta["embedder"],
+            meta.get("report"),
+        )
 
 
 def axis_examples(rows: list[dict], axis: str) -> tuple[list[str], torch.Tensor, torch.Tensor]:
@@ -296,27 +355,36 @@ def axis_examples(rows: list[dict], axis: str) -> tuple[list[str], torch.Tensor,
     return texts, torch.tensor(labels), torch.tensor(groups)
 
 
-def train_axis(train_rows: list[dict], test_rows: list[dict], axis: str, embed: Embedder) -> tuple[Logistic, dict]:
+def train_axis(
+    train_rows: list[dict], test_rows: list[dict], axis: str, embed: Embedder
+) -> tuple[Logistic, dict]:
     """One axis classifier and its held-out figures (per-text accuracy, and per-pair: chosen judged
     more `side`-like than rejected)."""
     texts, y, groups = axis_examples(train_rows, axis)
-    x = embed(texts)                                                 # [2N, D]
+    x = embed(texts)  # [2N, D]
     l2, cv = choose_l2(x, y, groups)
     model = fit_logistic(x, y, l2)
     test_texts, ty, _ = axis_examples(test_rows, axis)
-    p = model.proba(embed(test_texts))                               # [2M]
+    p = model.proba(embed(test_texts))  # [2M]
     right = int(((p > 0.5).float() == ty).sum())
-    first = ty.view(-1, 2)[:, 0].bool()                             # [M] the pair's side is the first letter
-    q = p.view(-1, 2)                                                # [M, 2] p(first letter) of chosen, rejected
+    first = ty.view(-1, 2)[:, 0].bool()  # [M] the pair's side is the first letter
+    q = p.view(-1, 2)  # [M, 2] p(first letter) of chosen, rejected
     pairs_right = int(torch.where(first, q[:, 0] > q[:, 1], q[:, 0] < q[:, 1]).sum())
     train_right = int(((model.proba(x) > 0.5).float() == y).sum())
-    return model, {"train_pairs": len(train_rows), "test_pairs": len(test_rows), "l2": l2,
-                   "cv_accuracy": {str(k): v for k, v in cv.items()},
-                   "train_accuracy": train_right / len(y),
-                   "held_out": accuracy_ci(right, len(ty)), "held_out_pairs": accuracy_ci(pairs_right, len(test_rows))}
+    return model, {
+        "train_pairs": len(train_rows),
+        "test_pairs": len(test_rows),
+        "l2": l2,
+        "cv_accuracy": {str(k): v for k, v in cv.items()},
+        "train_accuracy": train_right / len(y),
+        "held_out": accuracy_ci(right, len(ty)),
+        "held_out_pairs": accuracy_ci(pairs_right, len(test_rows)),
+    }
 
 
-def train_mbti_judge(data_dir: str | Path, embed: Embedder, embedder: str, progress: bool = True) -> MbtiJudge:
+def train_mbti_judge(
+    data_dir: str | Path, embed: Embedder, embedder: str, progress: bool = True
+) -> MbtiJudge:
     """Train the four axis classifiers on the unseen train rows; held-out figures in `.report`."""
     prefs = Path(data_dir) / "mbti" / "prefs"
     train_paths = [prefs / MBTI_FILES[a] / "train.jsonl" for a in AXES]
@@ -331,18 +399,21 @@ def train_mbti_judge(data_dir: str | Path, embed: Embedder, embedder: str, progr
         report[a]["unseen_pairs"], report[a]["dropped_duplicates"] = len(unseen), len(unseen) - len(rows)
         if progress:
             h = report[a]["held_out"]
-            print(f"judge {a[0]}/{a[1]}: {len(rows)} pairs, held-out accuracy {h['accuracy']:.3f} "
-                  f"[{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] on {h['n']} texts", file=sys.stderr)
+            print(
+                f"judge {a[0]}/{a[1]}: {len(rows)} pairs, held-out accuracy {h['accuracy']:.3f} "
+                f"[{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] on {h['n']} texts",
+                file=sys.stderr,
+            )
     return MbtiJudge(axes, embed, embedder, report)
 
 
 # ---- role-play judge ------------------------------------------------------------------------------
 def roleplay_features(embed: Embedder, answers: list[str], contexts: list[str]) -> torch.Tensor:
     """[N, 2D + 1]: [a, a * c, a . c] of the embedded (cleaned) answer a and persona text c."""
-    a = embed([clean_roleplay_answer(t) for t in answers])           # [N, D]
-    unique = list(dict.fromkeys(contexts))                           # a persona is embedded once
+    a = embed([clean_roleplay_answer(t) for t in answers])  # [N, D]
+    unique = list(dict.fromkeys(contexts))  # a persona is embedded once
     where = {t: i for i, t in enumerate(unique)}
-    c = embed(unique)[torch.tensor([where[t] for t in contexts], dtype=torch.long)]   # [N, D]
+    c = embed(unique)[torch.tensor([where[t] for t in contexts], dtype=torch.long)]  # [N, D]
     return torch.cat([a, a * c, (a * c).sum(-1, keepdim=True)], dim=-1)
 
 
@@ -355,23 +426,32 @@ class RoleplayJudge:
     def score(self, answers: list[str], profiles: list[str], personalities: list[str]) -> torch.Tensor:
         """[N] in [0, 1]."""
         if not len(answers) == len(profiles) == len(personalities):
-            raise ValueError(f"{len(answers)} answers, {len(profiles)} profiles, {len(personalities)} personalities")
+            raise ValueError(
+                f"{len(answers)} answers, {len(profiles)} profiles, {len(personalities)} personalities"
+            )
         if not answers:
             return torch.zeros(0)
         ctx = [persona_text(p, q) for p, q in zip(profiles, personalities)]
         return self.model.proba(roleplay_features(self.embed, answers, ctx))
 
     def save(self, path_stem: str | Path) -> None:
-        _save(Path(path_stem), self.model.tensors("roleplay"),
-              {"kind": "roleplay", "embedder": self.embedder, "l2": self.model.l2, "report": self.report})
+        _save(
+            Path(path_stem),
+            self.model.tensors("roleplay"),
+            {"kind": "roleplay", "embedder": self.embedder, "l2": self.model.l2, "report": self.report},
+        )
 
     @classmethod
     def load(cls, path_stem: str | Path, embed: Embedder | None = None) -> RoleplayJudge:
         t, meta = _load(Path(path_stem))
         if meta.get("kind") != "roleplay":
             raise ValueError(f"{path_stem} is not a role-play judge (kind {meta.get('kind')!r})")
-        return cls(Logistic.from_tensors(t, "roleplay", meta["l2"]), embed or make_embedder(meta["embedder"]),
-                   meta["embedder"], meta.get("report"))
+        return cls(
+            Logistic.from_tensors(t, "roleplay", meta["l2"]),
+            embed or make_embedder(meta["embedder"]),
+            meta["embedder"],
+            meta.get("report"),
+        )
 
 
 def _pair_examples(pairs: list[dict]) -> tuple[list[str], list[str], torch.Tensor, torch.Tensor]:
@@ -387,13 +467,17 @@ def _pair_examples(pairs: list[dict]) -> tuple[list[str], list[str], torch.Tenso
 
 def _pair_figures(judge: RoleplayJudge, pairs: list[dict]) -> dict:
     answers, contexts, y, _ = _pair_examples(pairs)
-    p = judge.model.proba(roleplay_features(judge.embed, answers, contexts))   # [2M]
-    pair = p.view(-1, 2)                                                        # [M, 2] chosen, rejected
-    return {"held_out": accuracy_ci(int(((p > 0.5).float() == y).sum()), len(y)),
-            "held_out_pairs": accuracy_ci(int((pair[:, 0] > pair[:, 1]).sum()), len(pairs))}
+    p = judge.model.proba(roleplay_features(judge.embed, answers, contexts))  # [2M]
+    pair = p.view(-1, 2)  # [M, 2] chosen, rejected
+    return {
+        "held_out": accuracy_ci(int(((p > 0.5).float() == y).sum()), len(y)),
+        "held_out_pairs": accuracy_ci(int((pair[:, 0] > pair[:, 1]).sum()), len(pairs)),
+    }
 
 
-def train_roleplay_judge(data_dir: str | Path, embed: Embedder, embedder: str, progress: bool = True) -> RoleplayJudge:
+def train_roleplay_judge(
+    data_dir: str | Path, embed: Embedder, embedder: str, progress: bool = True
+) -> RoleplayJudge:
     """Train on the unseen, cleaned pairs of both role-play files; held-out figures per file and pooled."""
     prefs = Path(data_dir) / "roleplay" / "prefs"
     train_paths = [prefs / f / "train.jsonl" for f in ROLEPLAY_FILES]
@@ -407,21 +491,29 @@ def train_roleplay_judge(data_dir: str | Path, embed: Embedder, embedder: str, p
         train_pairs += pairs
         report["files"][f] = {"unseen_pairs": len(unseen), "train_pairs": len(pairs)}
     answers, contexts, y, groups = _pair_examples(train_pairs)
-    x = roleplay_features(embed, answers, contexts)                  # [2N, 2D + 1]
+    x = roleplay_features(embed, answers, contexts)  # [2N, 2D + 1]
     l2, cv = choose_l2(x, y, groups)
     judge = RoleplayJudge(fit_logistic(x, y, l2), embed, embedder)
     test_pairs = {f: clean_roleplay_pairs(rows) for f, rows in test.items()}
     for f in ROLEPLAY_FILES:
-        report["files"][f].update(test_pairs=len(test_pairs[f]), test_rows=len(test[f]),
-                                  **_pair_figures(judge, test_pairs[f]))
-    report.update(train_pairs=len(train_pairs), l2=l2, cv_accuracy={str(k): v for k, v in cv.items()},
-                  train_accuracy=float(((judge.model.proba(x) > 0.5).float() == y).float().mean()),
-                  **_pair_figures(judge, [p for f in ROLEPLAY_FILES for p in test_pairs[f]]))
+        report["files"][f].update(
+            test_pairs=len(test_pairs[f]), test_rows=len(test[f]), **_pair_figures(judge, test_pairs[f])
+        )
+    report.update(
+        train_pairs=len(train_pairs),
+        l2=l2,
+        cv_accuracy={str(k): v for k, v in cv.items()},
+        train_accuracy=float(((judge.model.proba(x) > 0.5).float() == y).float().mean()),
+        **_pair_figures(judge, [p for f in ROLEPLAY_FILES for p in test_pairs[f]]),
+    )
     judge.report = report
     if progress:
         h = report["held_out"]
-        print(f"judge role-play: {len(train_pairs)} pairs, held-out accuracy {h['accuracy']:.3f} "
-              f"[{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] on {h['n']} texts", file=sys.stderr)
+        print(
+            f"judge role-play: {len(train_pairs)} pairs, held-out accuracy {h['accuracy']:.3f} "
+            f"[{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] on {h['n']} texts",
+            file=sys.stderr,
+        )
     return judge
 
 
@@ -436,47 +528,83 @@ def _cached(stem: Path, cls, embed, train):
 
 
 def _settings(kind: str, embedder: str) -> dict:
-    return {"kind": kind, "embedder": embedder, "version": JUDGE_VERSION, "max_train": MAX_TRAIN, "seed": SEED,
-            "l2_grid": list(L2_GRID), "folds": FOLDS}
+    return {
+        "kind": kind,
+        "embedder": embedder,
+        "version": JUDGE_VERSION,
+        "max_train": MAX_TRAIN,
+        "seed": SEED,
+        "l2_grid": list(L2_GRID),
+        "folds": FOLDS,
+    }
 
 
-def load_or_train_judges(data_dir: str | Path = "../shared/data", out_dir: str | Path = "out/judges",
-                         embedder: str = "minilm", embed: Embedder | None = None,
-                         progress: bool = True) -> tuple[MbtiJudge, RoleplayJudge]:
+def load_or_train_judges(
+    data_dir: str | Path = "../shared/data",
+    out_dir: str | Path = "out/judges",
+    embedder: str = "minilm",
+    embed: Embedder | None = None,
+    progress: bool = True,
+) -> tuple[MbtiJudge, RoleplayJudge]:
     """Both judges, from out_dir when a file with the same data/settings fingerprint is there, else
     trained and saved there."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     embed = embed or make_embedder(embedder)
-    mbti_paths = [data_dir / "mbti/prefs" / MBTI_FILES[a] / s for a in AXES for s in ("train.jsonl", "test.jsonl")]
-    rp_paths = [data_dir / "roleplay/prefs" / f / s for f in ROLEPLAY_FILES for s in ("train.jsonl", "test.jsonl")]
+    mbti_paths = [
+        data_dir / "mbti/prefs" / MBTI_FILES[a] / s for a in AXES for s in ("train.jsonl", "test.jsonl")
+    ]
+    rp_paths = [
+        data_dir / "roleplay/prefs" / f / s for f in ROLEPLAY_FILES for s in ("train.jsonl", "test.jsonl")
+    ]
     for p in mbti_paths + rp_paths:
         if not p.is_file():
             raise FileNotFoundError(f"judge training data {p} is missing (see ../shared/data/README.md)")
-    mbti = _cached(out_dir / f"mbti-{_fingerprint(mbti_paths, _settings('mbti', embedder))}", MbtiJudge, embed,
-                   lambda: train_mbti_judge(data_dir, embed, embedder, progress))
-    roleplay = _cached(out_dir / f"roleplay-{_fingerprint(rp_paths, _settings('roleplay', embedder))}", RoleplayJudge,
-                       embed, lambda: train_roleplay_judge(data_dir, embed, embedder, progress))
+    mbti = _cached(
+        out_dir / f"mbti-{_fingerprint(mbti_paths, _settings('mbti', embedder))}",
+        MbtiJudge,
+        embed,
+        lambda: train_mbti_judge(data_dir, embed, embedder, progress),
+    )
+    roleplay = _cached(
+        out_dir / f"roleplay-{_fingerprint(rp_paths, _settings('roleplay', embedder))}",
+        RoleplayJudge,
+        embed,
+        lambda: train_roleplay_judge(data_dir, embed, embedder, progress),
+    )
     return mbti, roleplay
 
 
 def report_markdown(mbti: dict, roleplay: dict) -> str:
     """Held-out accuracy table of both judges, from their `.report`s."""
+
     def ci(h):
         return f"{h['accuracy']:.3f} [{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] (n={h['n']})"
-    lines = ["| judge | train pairs (unseen) | held-out accuracy, per text | held-out, per pair |", "|---|---|---|---|"]
+
+    lines = [
+        "| judge | train pairs (unseen) | held-out accuracy, per text | held-out, per pair |",
+        "|---|---|---|---|",
+    ]
     for a in AXES:
         r = mbti[a]
-        lines.append(f"| MBTI {a[0]}/{a[1]} | {r['train_pairs']} | {ci(r['held_out'])} | {ci(r['held_out_pairs'])} |")
+        lines.append(
+            f"| MBTI {a[0]}/{a[1]} | {r['train_pairs']} | {ci(r['held_out'])} | {ci(r['held_out_pairs'])} |"
+        )
     r = roleplay
     for f in ROLEPLAY_FILES:
         rf = r["files"][f]
-        lines.append(f"| role-play, {f} test | {rf['train_pairs']} | {ci(rf['held_out'])} | {ci(rf['held_out_pairs'])} |")
-    lines.append(f"| role-play, pooled | {r['train_pairs']} | {ci(r['held_out'])} | {ci(r['held_out_pairs'])} |")
+        lines.append(
+            f"| role-play, {f} test | {rf['train_pairs']} | {ci(rf['held_out'])} | {ci(rf['held_out_pairs'])} |"
+        )
+    lines.append(
+        f"| role-play, pooled | {r['train_pairs']} | {ci(r['held_out'])} | {ci(r['held_out_pairs'])} |"
+    )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Train (or load cached) persona judges and print their held-out accuracy.")
+    ap = argparse.ArgumentParser(
+        description="Train (or load cached) persona judges and print their held-out accuracy."
+    )
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--out", default="out/judges")
     ap.add_argument("--embedder", default="minilm", help="'minilm' or 'hash<dim>'")

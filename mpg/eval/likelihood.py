@@ -14,9 +14,11 @@ formulas (mpg.aggregators), applied to the option tokens instead of sampled ones
 Each policy scores the continuation after its own context (SPEC section 1). Contexts are left-padded and
 every model group runs one forward over its rows (policy contexts, with LoRA adapters chosen per row,
 steering deltas per row), then one per option on the context's KV cache. Over many prompts
-(`PolicyScorer`), each policy's shared context head is cached once. This module does not use
-mpg.scoring: it is an independent teacher-forcing path.
+(`PolicyScorer`), each policy's shared context head is cached once. Which policies are distinct, their
+contexts, their validation and the pad token come from the policy table (`mpg.policy_table`), as for
+the samplers; the forward itself is an independent teacher-forcing path, not mpg.scoring's cache.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +26,23 @@ from transformers import DynamicCache
 
 from ..aggregators import chunk_log_weights, token_target_logits
 from ..policies import Policy, Target
+from ..policy_table import PolicyTable, is_peft
 from ..steering import row_deltas, steered
+from ..tokens import pad_token_id
+
+__all__ = [
+    "MODES",
+    "PolicyScorer",
+    "continuation_ids",
+    "option_scores",
+    "policy_logprobs",
+    "policy_token_logprobs",
+    "target_loglik",
+    "target_logliks",
+    "target_policies",
+    "token_mode",
+    "chunk_mode",
+]
 
 MODES = ("token", "chunk")
 
@@ -38,34 +56,13 @@ def continuation_ids(engine, text: str) -> list[int]:
     return list(ids)
 
 
-def context_ids(engine, policy: Policy, prompt: str) -> list[int]:
-    """The policy's context (Engine.context_ids); an empty one becomes one BOS/EOS token, as lm-eval
-    conditions an unconditioned text on a prefix token."""
-    ids = engine.context_ids(policy, prompt)
-    if ids:
-        return list(ids)
-    tok = engine.tokenizer
-    prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    if prefix is None:
-        raise ValueError("the context is empty and the tokenizer has no BOS or EOS token to condition on")
-    return [prefix]
-
-
-def check_policy(engine, p: Policy) -> None:
-    if p.model not in engine.models:
-        raise ValueError(f"policy refers to unknown model {p.model!r}; registered: {', '.join(engine.models)}")
-    if p.adapter is not None and p.adapter not in engine.adapters.get(p.model, ()):
-        have = ", ".join(sorted(engine.adapters.get(p.model, ()))) or "none"
-        raise ValueError(f"unknown adapter {p.adapter!r} on model {p.model!r}; loaded adapters: {have}")
-    for st in p.steering or ():
-        if st.vector not in engine.vectors:
-            raise ValueError(f"unknown steering vector {st.vector!r}; registered: {', '.join(sorted(engine.vectors)) or 'none'}")
-
-
 def target_policies(target: Target) -> list[Policy]:
     """The target's distinct policies: anchor, numerators, denominators (in that order)."""
-    return list(dict.fromkeys([target.anchor, *(a.num for a in target.attributes),
-                               *(a.den for a in target.attributes)]))
+    return list(
+        dict.fromkeys(
+            [target.anchor, *(a.num for a in target.attributes), *(a.den for a in target.attributes)]
+        )
+    )
 
 
 def _pad_options(options: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,21 +75,12 @@ def _pad_options(options: list[list[int]], pad: int) -> tuple[torch.Tensor, torc
     tokens = torch.full((len(options), T), pad, dtype=torch.long)
     mask = torch.zeros((len(options), T), dtype=torch.bool)
     for k, o in enumerate(options):
-        tokens[k, :len(o)] = torch.tensor(o)
-        mask[k, :len(o)] = True
+        tokens[k, : len(o)] = torch.tensor(o)
+        mask[k, : len(o)] = True
     return tokens, mask
 
 
 # ---- per-policy log-probs ----------------------------------------------------------------------
-def _is_peft(model) -> bool:
-    """PEFT models choose the adapter per row (`adapter_names`); plain models take no such argument."""
-    try:
-        from peft import PeftModel
-    except ImportError:
-        return False
-    return isinstance(model, PeftModel)
-
-
 def _shared_head(contexts: list[list[int]]) -> int:
     """Length of the longest common token prefix of the contexts, leaving every context >= 1 own token."""
     n = min(len(c) for c in contexts) - 1
@@ -117,17 +105,20 @@ class _Group:
     def __init__(self, engine, name: str, policies: list[Policy], contexts: list[list[list[int]]]):
         self.model = engine.models[name]
         self.device = next(self.model.parameters()).device
-        self.contexts = contexts                                             # [R][prompt] -> ids
-        self.pad = engine.tokenizer.pad_token_id if engine.tokenizer.pad_token_id is not None else 0
-        self.adapters = {"adapter_names": [p.adapter or "__base__" for p in policies]} if _is_peft(self.model) else {}
-        self.deltas = row_deltas([p.steering for p in policies], engine.vectors, self.model.config.hidden_size,
-                                 self.device)                                # {layer: [R, H]}
-        self.heads = [c[0][:_shared_head(c)] for c in contexts]
-        ids, self.head_mask = self._left_pad(self.heads)                     # [R, Lh] x2
-        self.head_len = self.head_mask.sum(-1)                               # [R]
+        self.contexts = contexts  # [R][prompt] -> ids
+        self.pad = pad_token_id(engine.tokenizer)
+        self.adapters = (
+            {"adapter_names": [p.adapter or "__base__" for p in policies]} if is_peft(self.model) else {}
+        )
+        self.deltas = row_deltas(
+            [p.steering for p in policies], engine.vectors, self.model.config.hidden_size, self.device
+        )  # {layer: [R, H]}
+        self.heads = [c[0][: _shared_head(c)] for c in contexts]
+        ids, self.head_mask = self._left_pad(self.heads)  # [R, Lh] x2
+        self.head_len = self.head_mask.sum(-1)  # [R]
         self.cache = DynamicCache()
         if ids.shape[1]:
-            pos = (self.head_mask.cumsum(-1) - 1).clamp_min(0)               # [R, Lh]
+            pos = (self.head_mask.cumsum(-1) - 1).clamp_min(0)  # [R, Lh]
             self._forward(ids, self.head_mask, pos, 1)
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,37 +127,46 @@ class _Group:
         mask = torch.zeros((len(seqs), L), dtype=torch.long)
         for r, x in enumerate(seqs):
             if x:
-                ids[r, L - len(x):] = torch.tensor(x)
-                mask[r, L - len(x):] = 1
+                ids[r, L - len(x) :] = torch.tensor(x)
+                mask[r, L - len(x) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
     def _forward(self, ids, mask, pos, keep: int) -> torch.Tensor:
         """Append ids [R, n] to the cache; log-probs [R, keep, V] (float32) of the last `keep` positions."""
         with steered(self.model, self.deltas):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache,
-                             use_cache=True, logits_to_keep=keep, **self.adapters)
-        self.cache = out.past_key_values
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                cache=self.cache,
+                use_cache=True,
+                logits_to_keep=keep,
+                **self.adapters,
+            )
+        self.cache = out.cache
         return torch.log_softmax(out.logits[:, -keep:].float(), -1)
 
     @torch.inference_mode()
     def logprobs(self, i: int, options: list[list[int]], T: int) -> torch.Tensor:
         """[R, K, T, V] log-probs along each option after prompt i's contexts (0 past an option's end)."""
         R, head = len(self.heads), self.cache.get_seq_length()
-        tail_ids, tail_mask = self._left_pad([c[i][len(h):] for c, h in zip(self.contexts, self.heads)])  # [R, Lt]
-        mask = torch.cat([self.head_mask, tail_mask], 1)                    # [R, Lh + Lt]
+        tail_ids, tail_mask = self._left_pad(
+            [c[i][len(h) :] for c, h in zip(self.contexts, self.heads)]
+        )  # [R, Lt]
+        mask = torch.cat([self.head_mask, tail_mask], 1)  # [R, Lh + Lt]
         pos = self.head_len[:, None] + (tail_mask.cumsum(-1) - 1).clamp_min(0)  # [R, Lt]
-        first = self._forward(tail_ids, mask, pos, 1)[:, 0]                 # [R, V]
-        end = pos[:, -1] + 1                                                 # [R] position after the context
+        first = self._forward(tail_ids, mask, pos, 1)[:, 0]  # [R, V]
+        end = pos[:, -1] + 1  # [R] position after the context
         ctx_len = self.cache.get_seq_length()
-        out = torch.zeros((R, len(options), T, first.shape[-1]))             # [R, K, T, V]
+        out = torch.zeros((R, len(options), T, first.shape[-1]))  # [R, K, T, V]
         for k, option in enumerate(options):
             out[:, k, 0] = first.cpu()
             n = len(option) - 1
             if n:
-                feed = torch.tensor(option[:-1], device=self.device).expand(R, -1)                   # [R, n]
+                feed = torch.tensor(option[:-1], device=self.device).expand(R, -1)  # [R, n]
                 fmask = torch.cat([mask, torch.ones((R, n), dtype=torch.long, device=self.device)], 1)
-                fpos = end[:, None] + torch.arange(n, device=self.device)                             # [R, n]
-                out[:, k, 1:n + 1] = self._forward(feed, fmask, fpos, n).cpu()
+                fpos = end[:, None] + torch.arange(n, device=self.device)  # [R, n]
+                out[:, k, 1 : n + 1] = self._forward(feed, fmask, fpos, n).cpu()
                 _keep(self.cache, ctx_len)
         _keep(self.cache, head)
         return out
@@ -185,43 +185,51 @@ class PolicyScorer:
         if not prompts:
             raise ValueError("no prompts to score after")
         self.engine = engine
-        keys, uniq, contexts, self.row_of = {}, [], [], []
-        for p in policies:
-            check_policy(engine, p)
-            ctx = [context_ids(engine, p, q) + list(extra) for q in prompts]
-            key = (p.model, p.adapter, p.steering, tuple(map(tuple, ctx)))  # identical policies: one row
-            if key not in keys:
-                keys[key] = len(uniq)
-                uniq.append(p)
-                contexts.append(ctx)
-            self.row_of.append(keys[key])
-        self.groups, self.where = [], [None] * len(uniq)
-        for name in dict.fromkeys(p.model for p in uniq):
-            members = [j for j, p in enumerate(uniq) if p.model == name]
+        table = PolicyTable.for_policies(
+            engine, policies, prompts, extra=extra
+        )  # identical policies: one row
+        self.row_of = table.row_of
+        self.groups, self.where = [], [None] * len(table.policies)
+        for name, members in table.by_model():
             for r, j in enumerate(members):
                 self.where[j] = (len(self.groups), r)
-            self.groups.append(_Group(engine, name, [uniq[j] for j in members], [contexts[j] for j in members]))
+            self.groups.append(
+                _Group(
+                    engine,
+                    name,
+                    [table.policies[j] for j in members],
+                    [[list(c) for c in table.contexts[j]] for j in members],
+                )
+            )
 
     def logprobs(self, i: int, options: list[list[int]], *, full: bool = True):
         """After prompt i: lp [P, K, T, V] (full) or [P, K, T] (the option tokens' log-probs, 0 on padding),
         tokens [K, T] (options right-padded), mask [K, T] (True on real tokens)."""
-        pad = self.engine.tokenizer.pad_token_id if self.engine.tokenizer.pad_token_id is not None else 0
-        tokens, mask = _pad_options(options, pad)
-        per_group = [g.logprobs(i, options, tokens.shape[1]) for g in self.groups]   # [R_g, K, T, V] each
+        tokens, mask = _pad_options(options, pad_token_id(self.engine.tokenizer))
+        per_group = [g.logprobs(i, options, tokens.shape[1]) for g in self.groups]  # [R_g, K, T, V] each
         lp = torch.stack([per_group[self.where[j][0]][self.where[j][1]] for j in self.row_of])  # [P, K, T, V]
         if full:
             return lp, tokens, mask
         return gather_tokens(lp, tokens) * mask, tokens, mask
 
 
-def policy_logprobs(engine, policies: list[Policy], prompt: str, options: list[list[int]], *,
-                    full: bool = True, prefix: list[int] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def policy_logprobs(
+    engine,
+    policies: list[Policy],
+    prompt: str,
+    options: list[list[int]],
+    *,
+    full: bool = True,
+    prefix: list[int] = (),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every policy's log-probs along every option, each after the policy's context for `prompt`
     (+ `prefix`, response tokens already given). See PolicyScorer.logprobs for the shapes."""
     return PolicyScorer(engine, policies, [prompt], extra=prefix).logprobs(0, options, full=full)
 
 
-def policy_token_logprobs(engine, policies: list[Policy], prompt: str, continuation: list[int]) -> torch.Tensor:
+def policy_token_logprobs(
+    engine, policies: list[Policy], prompt: str, continuation: list[int]
+) -> torch.Tensor:
     """log policy_i(c_t | context_i, c_<t) for one continuation: [P, T]."""
     lp, _, _ = policy_logprobs(engine, policies, prompt, [list(continuation)], full=False)
     return lp[:, 0]
@@ -230,24 +238,25 @@ def policy_token_logprobs(engine, policies: list[Policy], prompt: str, continuat
 # ---- the target (pure tensor functions) --------------------------------------------------------
 def _split(target: Target, lp: torch.Tensor, index: dict, stack_dim: int):
     """anchor lp[index[anchor]], and the numerators / denominators stacked at `stack_dim`."""
-    num = torch.stack([lp[index[a.num]] for a in target.attributes], stack_dim)
-    den = torch.stack([lp[index[a.den]] for a in target.attributes], stack_dim)
+    num = lp[[index[a.num] for a in target.attributes]].movedim(0, stack_dim)  # n = 0 for Target.single
+    den = lp[[index[a.den] for a in target.attributes]].movedim(0, stack_dim)
     return lp[index[target.anchor]], num, den
 
 
-def token_mode(target: Target, index: dict, lp: torch.Tensor, tokens: torch.Tensor,
-               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def token_mode(
+    target: Target, index: dict, lp: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log p_1 of the options and whether each token is p_1's argmax.
 
     lp:     [P, K, T, V] full log-probs, row index[policy] for each policy of the target
     tokens: [K, T], mask [K, T]
     returns (log p_1(c_t) [K, T], 0 on padding; greedy [K, T], True on padding)"""
-    anchor, num, den = _split(target, lp, index, 2)                          # [K,T,V], [K,T,n,V] x2
-    w = torch.tensor(target.normalised_weights(), dtype=lp.dtype)            # [n]
+    anchor, num, den = _split(target, lp, index, 2)  # [K,T,V], [K,T,n,V] x2
+    w = torch.tensor(target.normalised_weights(), dtype=lp.dtype)  # [n]
     logits = token_target_logits(anchor, num, den, w, target.aggregator, target.lam)  # [K, T, V]
-    logp = torch.log_softmax(logits, -1)                                     # [K, T, V]
-    tok = logp.gather(-1, tokens[..., None]).squeeze(-1) * mask              # [K, T]
-    greedy = (logits.argmax(-1) == tokens) | ~mask                           # [K, T]
+    logp = torch.log_softmax(logits, -1)  # [K, T, V]
+    tok = logp.gather(-1, tokens[..., None]).squeeze(-1) * mask  # [K, T]
+    greedy = (logits.argmax(-1) == tokens) | ~mask  # [K, T]
     return tok, greedy
 
 
@@ -256,10 +265,12 @@ def chunk_mode(target: Target, index: dict, tok_lp: torch.Tensor, mask: torch.Te
 
     tok_lp: [P, K, T] log-probs of the option tokens; mask [K, T]
     returns [K]"""
-    g = tok_lp * mask                                                        # [P, K, T]
-    anchor, num, den = _split(target, g, index, 1)                           # [K, T], [K, n, T] x2
-    w = torch.tensor(target.normalised_weights(), dtype=g.dtype)             # [n]
-    a = chunk_log_weights(anchor, num, den, torch.zeros_like(anchor), w, target.aggregator, target.lam)  # [K, T]
+    g = tok_lp * mask  # [P, K, T]
+    anchor, num, den = _split(target, g, index, 1)  # [K, T], [K, n, T] x2
+    w = torch.tensor(target.normalised_weights(), dtype=g.dtype)  # [n]
+    a = chunk_log_weights(
+        anchor, num, den, torch.zeros_like(anchor), w, target.aggregator, target.lam
+    )  # [K, T]
     return a[..., -1]
 
 
@@ -269,8 +280,9 @@ def gather_tokens(lp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return lp.gather(-1, tokens[None, :, :, None].expand(P, K, T, 1)).squeeze(-1)
 
 
-def option_scores(target: Target, index: dict, lp: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
-                  mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+def option_scores(
+    target: Target, index: dict, lp: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, mode: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores [K] of the options under the target in `mode`, and greedy [K] (every token is p_1's argmax).
 
     lp: [P, K, T, V] full log-probs (both modes); index: policy -> row of lp."""
@@ -282,8 +294,9 @@ def option_scores(target: Target, index: dict, lp: torch.Tensor, tokens: torch.T
 
 
 # ---- one call: options under a target ----------------------------------------------------------
-def target_logliks(engine, target: Target, prompt: str, options: list[list[int]], mode: str = "token", *,
-                   block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def target_logliks(
+    engine, target: Target, prompt: str, options: list[list[int]], mode: str = "token", *, block: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores [K] (float64) of the options under the target, and greedy flags [K].
 
     Options longer than `block` tokens are scored block by block (the earlier blocks become context),
@@ -300,22 +313,24 @@ def target_logliks(engine, target: Target, prompt: str, options: list[list[int]]
     for option in options:
         toks, tok_lps, greedy = [], [], True
         for i in range(0, len(option), block):
-            piece = option[i:i + block]
+            piece = option[i : i + block]
             lp, tokens, mask = policy_logprobs(engine, policies, prompt, [piece], prefix=option[:i])
             tok, g = token_mode(target, index, lp, tokens, mask)
-            toks.append(tok)                                                 # [1, t]
-            tok_lps.append(gather_tokens(lp, tokens))                        # [P, 1, t]
+            toks.append(tok)  # [1, t]
+            tok_lps.append(gather_tokens(lp, tokens))  # [P, 1, t]
             greedy = greedy and bool(g.all())
         if mode == "token":
             scores.append(float(torch.cat(toks, -1).sum()))
         else:
-            g = torch.cat(tok_lps, -1)                                       # [P, 1, T]
+            g = torch.cat(tok_lps, -1)  # [P, 1, T]
             scores.append(float(chunk_mode(target, index, g, torch.ones(g.shape[1:], dtype=torch.bool))[0]))
         greedies.append(greedy)
     return torch.tensor(scores, dtype=torch.float64), torch.tensor(greedies)
 
 
-def target_loglik(engine, target: Target, prompt: str, continuation: list[int] | str, mode: str = "token") -> float:
+def target_loglik(
+    engine, target: Target, prompt: str, continuation: list[int] | str, mode: str = "token"
+) -> float:
     """Score of one continuation (ids, or text tokenised by `continuation_ids`) under the target."""
     ids = continuation_ids(engine, continuation) if isinstance(continuation, str) else list(continuation)
     if not ids:

@@ -11,6 +11,7 @@ MODEL_MAPPING); it loads no third-party plugins. Ways to get "mpg":
   the model (see tasks/mbti_16p/utils.py).
 Every argument is passed to lm-eval unchanged; when no --include_path is given, mpg's task folder is added.
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,6 +24,7 @@ PLUGIN = "mpg.eval.lm_eval_plugin:MPGLM"
 def register() -> None:
     """Register "mpg" lazily (the plugin, and torch with it, is imported only when the model is used)."""
     from lm_eval.api.registry import model_registry
+
     if "mpg" not in model_registry:
         model_registry.register("mpg", target=PLUGIN)
 
@@ -34,8 +36,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("mpg-lm-eval needs lm-evaluation-harness: pip install 'mpg[eval]'")
     register()
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and not any(a == "--include_path" or a.startswith("--include_path=") for a in args) \
-            and args[0] not in ("-h", "--help"):
+    if (
+        args
+        and not any(a == "--include_path" or a.startswith("--include_path=") for a in args)
+        and args[0] not in ("-h", "--help")
+    ):
         args += ["--include_path", str(TASKS_DIR)]
     sys.argv = ["lm_eval", *args]
     cli_evaluate()

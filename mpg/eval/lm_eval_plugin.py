@@ -33,6 +33,7 @@ Requests:
     temperature 1 (seeded).
 Do not pass --apply_chat_template: every policy already applies its own chat context.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,38 +69,61 @@ def _device(device: str | None) -> str:
 class MPGLM(LM):
     """An lm-eval LM whose distribution is a persona target over the mpg engine's policies."""
 
-    def __init__(self, base: str | None = None, persona: str | None = None, experts: str = "shipped",
-                 profile: str | None = None, personality: str | None = None, method: str = DEFAULT_METHOD,
-                 max_gen_toks: int = 256, seed: int = 0, vectors: str | None = None, layer: int = 20,
-                 alpha: float = 2.0, device: str | None = None, batch_size=None, max_batch_size=None,
-                 dtype: str = "float32", engine=None, **unknown):
+    def __init__(
+        self,
+        base: str | None = None,
+        persona: str | None = None,
+        experts: str = "shipped",
+        profile: str | None = None,
+        personality: str | None = None,
+        method: str = DEFAULT_METHOD,
+        max_gen_toks: int = 256,
+        seed: int = 0,
+        vectors: str | None = None,
+        layer: int = 20,
+        alpha: float = 2.0,
+        device: str | None = None,
+        batch_size=None,
+        max_batch_size=None,
+        dtype: str = "float32",
+        engine=None,
+        **unknown,
+    ):
         super().__init__()
         unknown.pop("trust_remote_code", None)
         if unknown:
-            raise TypeError(f"unknown mpg model_args: {', '.join(sorted(unknown))} (see mpg.eval.lm_eval_plugin)")
+            raise TypeError(
+                f"unknown mpg model_args: {', '.join(sorted(unknown))} (see mpg.eval.lm_eval_plugin)"
+            )
         self.method = get_method(method)
         roleplaying = profile is not None or personality is not None
         if roleplaying and persona is not None:
             raise ValueError("give either persona=TYPE or profile=...,personality=... (role-play), not both")
         if engine is None:
             from ..engine import Engine
+
             dt = getattr(torch, str(dtype), None)
             if not isinstance(dt, torch.dtype):
                 raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
             engine = Engine.from_pretrained(base, device=_device(device), dtype=dt)
         self.engine = engine
         if roleplaying:
-            self.target = roleplay_target(engine, self.method, str(profile or ""), str(personality or ""),
-                                          experts=experts)
+            self.target = roleplay_target(
+                engine, self.method, str(profile or ""), str(personality or ""), experts=experts
+            )
         else:
             persona = str(persona or "ENTJ")
             if self.method.name == "billy":
                 if vectors is None:
-                    raise ValueError("method=billy needs vectors=PATH (persona vectors with the type's letters)")
+                    raise ValueError(
+                        "method=billy needs vectors=PATH (persona vectors with the type's letters)"
+                    )
                 from ..extract import PersonaVectors
+
                 register_merged_vector(engine, PersonaVectors.load(vectors), persona)
-            self.target = mbti_target(engine, self.method, persona, experts=experts, layer=int(layer),
-                                      alpha=float(alpha))
+            self.target = mbti_target(
+                engine, self.method, persona, experts=experts, layer=int(layer), alpha=float(alpha)
+            )
         self.mode = self.method.likelihood_mode
         self.max_gen_toks = int(max_gen_toks)
         self.seed = int(seed)
@@ -108,7 +132,7 @@ class MPGLM(LM):
 
     # ---- scoring ------------------------------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        by_context: dict[str, list[int]] = defaultdict(list)     # requests sharing a context: one batch
+        by_context: dict[str, list[int]] = defaultdict(list)  # requests sharing a context: one batch
         for i, req in enumerate(requests):
             by_context[req.args[0]].append(i)
         out: list[tuple[float, bool] | None] = [None] * len(requests)
@@ -140,23 +164,41 @@ class MPGLM(LM):
             temperature = 0.0 if greedy else float(gen.get("temperature", 1.0))
             if temperature == 0.0 and self.method.sampler == "scr":
                 if not self._warned_greedy:
-                    log.warning("mpg: %s has no greedy mode; sampling at temperature 1 instead", self.method.name)
+                    log.warning(
+                        "mpg: %s has no greedy mode; sampling at temperature 1 instead", self.method.name
+                    )
                     self._warned_greedy = True
                 temperature = 1.0
-            res = self.engine.generate([context], target=self.target, max_new_tokens=int(gen.get("max_gen_toks", self.max_gen_toks)),
-                                       temperature=temperature, top_p=float(gen.get("top_p", 1.0) or 1.0),
-                                       seed=self.seed + i, stop=until, **generate_kwargs(self.method))
+            res = self.engine.generate(
+                [context],
+                target=self.target,
+                max_new_tokens=int(gen.get("max_gen_toks", self.max_gen_toks)),
+                temperature=temperature,
+                top_p=float(gen.get("top_p", 1.0) or 1.0),
+                seed=self.seed + i,
+                stop=until,
+                **generate_kwargs(self.method),
+            )
             out.append(res.texts[0])
             self.cache_hook.add_partial("generate_until", req.args, out[-1])
         return out
 
     def apply_chat_template(self, chat_history, add_generation_prompt=True) -> str:
-        raise ValueError("the mpg model applies each policy's own chat template; run without --apply_chat_template")
+        raise ValueError(
+            "the mpg model applies each policy's own chat template; run without --apply_chat_template"
+        )
 
     def get_model_info(self) -> dict:
-        return {"mpg_method": self.method.name, "mpg_mode": self.mode,
-                "mpg_policies": [p.label() for p in dict.fromkeys(
-                    [self.target.anchor, *(x for a in self.target.attributes for x in (a.num, a.den))])]}
+        return {
+            "mpg_method": self.method.name,
+            "mpg_mode": self.mode,
+            "mpg_policies": [
+                p.label()
+                for p in dict.fromkeys(
+                    [self.target.anchor, *(x for a in self.target.attributes for x in (a.num, a.den))]
+                )
+            ],
+        }
 
 
 def _bar(items, total: int, desc: str, disable: bool):

@@ -21,9 +21,9 @@ MBTI methods (persona = a type such as ENTJ):
 Role-play methods (persona = profile + personality): base (= prompt: the role-play prompt already names
 both), expert_personality, expert_profile, and the composed ones above, over the two role-play experts.
 
-A "policy" or "steered" method samples one policy P alone: Target((Attribute(P, P, 1),), anchor=P) has
-ratio 0, so the target is P itself, and identical policies are scored once (one row).
+A "policy" or "steered" method samples one policy P alone: Target.single(P) (one row, nothing composed).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -47,7 +47,7 @@ class Method:
     aggregator: str = "product"
     chunk_size: int = 1
     kind: str = "composed"
-    candidates: int = 1      # scr: chunks drafted and validated together per round (a speed knob)
+    candidates: int = 1  # scr: chunks drafted and validated together per round (a speed knob)
 
     @property
     def likelihood_mode(self) -> str:
@@ -71,10 +71,29 @@ _ALL = [
     Method("billy", "fused", kind="steered"),
 ]
 METHODS: dict[str, Method] = {m.name: m for m in _ALL}
-MBTI_METHODS = ("base", "prompt", *(f"expert_{a}" for a in AXES), "fused_product", "fused_mixture",
-                "speculative", "scr_k2", "scr_k4", "scr_k8", "billy")
-ROLEPLAY_METHODS = ("base", "expert_personality", "expert_profile", "fused_product", "fused_mixture",
-                    "speculative", "scr_k2", "scr_k4", "scr_k8")
+MBTI_METHODS = (
+    "base",
+    "prompt",
+    *(f"expert_{a}" for a in AXES),
+    "fused_product",
+    "fused_mixture",
+    "speculative",
+    "scr_k2",
+    "scr_k4",
+    "scr_k8",
+    "billy",
+)
+ROLEPLAY_METHODS = (
+    "base",
+    "expert_personality",
+    "expert_profile",
+    "fused_product",
+    "fused_mixture",
+    "speculative",
+    "scr_k2",
+    "scr_k4",
+    "scr_k8",
+)
 
 # experts: "shipped" | "prompted" | a folder of adapters | a callable letter -> Attribute (tests, custom
 # attributes). For role-play, the callable maps (profile, personality) -> (attributes, anchor).
@@ -99,9 +118,9 @@ def generate_kwargs(method: Method | str) -> dict:
     return kw
 
 
-def alone(policy: Policy, name: str = "") -> Target:
-    """The target that is `policy` itself: one attribute of ratio 0 (policy over itself), anchored on it."""
-    return Target((Attribute(policy, policy, 1.0, name=name or policy.label()),), anchor=policy)
+def alone(policy: Policy) -> Target:
+    """The target that is `policy` itself (Target.single: no attribute, nothing composed)."""
+    return Target.single(policy)
 
 
 def prompt_policy(mbti_type: str) -> Policy:
@@ -118,7 +137,7 @@ def register_merged_vector(engine, vectors, mbti_type: str) -> str:
     the engine (BILLY's merged persona vector); returns its name for `Steer`."""
     letters = list(parse_mbti(mbti_type))
     name = merged_vector_name(mbti_type)
-    engine.add_steering_vector(name, vectors.merge(letters))   # [n_layers, H]
+    engine.add_steering_vector(name, vectors.merge(letters))  # [n_layers, H]
     return name
 
 
@@ -138,47 +157,58 @@ def mbti_attributes(engine, mbti_type: str, experts: Experts = "shipped") -> lis
     return expert_mbti(engine, mbti_type, experts)
 
 
-def mbti_target(engine, method: Method | str, mbti_type: str, *, experts: Experts = "shipped",
-                vector_name: str | None = None, layer: int = 20, alpha: float = 2.0) -> Target:
+def mbti_target(
+    engine,
+    method: Method | str,
+    mbti_type: str,
+    *,
+    experts: Experts = "shipped",
+    vector_name: str | None = None,
+    layer: int = 20,
+    alpha: float = 2.0,
+) -> Target:
     """The target a method samples for an MBTI type (see the module docstring).
 
     billy steers with `vector_name` (default: the name `register_merged_vector` gives the type), which
     must already be registered on the engine."""
     m = get_method(method)
     if m.name == "base":
-        return alone(Policy(), "base")
+        return alone(Policy())
     if m.name == "prompt":
-        return alone(prompt_policy(mbti_type), "prompt")
+        return alone(prompt_policy(mbti_type))
     if m.name == "billy":
         name = vector_name or merged_vector_name(mbti_type)
         if name not in engine.vectors:
             raise ValueError(f"steering vector {name!r} is not registered; call register_merged_vector first")
-        return alone(Policy(steering=Steer(name, layer, alpha)), "billy")
-    if m.name.startswith("expert_") and m.name[len("expert_"):] in AXES:
-        axis = m.name[len("expert_"):]
+        return alone(Policy(steering=Steer(name, layer, alpha)))
+    if m.name.startswith("expert_") and m.name[len("expert_") :] in AXES:
+        axis = m.name[len("expert_") :]
         letter = next((c for c in parse_mbti(mbti_type) if c in axis), None)
         if letter is None:
             raise ValueError(f"type {mbti_type!r} has no letter on the {axis[0]}/{axis[1]} axis for {m.name}")
         attr = next(a for a in mbti_attributes(engine, letter, experts))
-        return alone(attr.num, m.name)
+        return alone(attr.num)
     if m.kind == "composed":
         return Target(tuple(mbti_attributes(engine, mbti_type, experts)), m.aggregator, anchor=Policy())
     raise ValueError(f"method {m.name!r} is not an MBTI method; choose one of {', '.join(MBTI_METHODS)}")
 
 
-def roleplay_target(engine, method: Method | str, profile: str, personality: str, *,
-                    experts: Experts = "shipped") -> Target:
+def roleplay_target(
+    engine, method: Method | str, profile: str, personality: str, *, experts: Experts = "shipped"
+) -> Target:
     """The target a method samples for a role-play persona (profile + personality)."""
     m = get_method(method)
     if m.name not in ROLEPLAY_METHODS:
-        raise ValueError(f"method {m.name!r} is not a role-play method; choose one of {', '.join(ROLEPLAY_METHODS)}")
+        raise ValueError(
+            f"method {m.name!r} is not a role-play method; choose one of {', '.join(ROLEPLAY_METHODS)}"
+        )
     if callable(experts):
         attrs, anchor = experts(profile, personality)
     else:
         attrs, anchor = roleplay(engine, profile, personality, experts=experts)
     if m.name == "base":
-        return alone(anchor, "base")
+        return alone(anchor)
     if m.name in ("expert_personality", "expert_profile"):
-        i = 0 if m.name == "expert_personality" else 1    # mpg.personas.ROLEPLAY_ADAPTERS order
-        return alone(attrs[i].num, m.name)
+        i = 0 if m.name == "expert_personality" else 1  # mpg.personas.ROLEPLAY_ADAPTERS order
+        return alone(attrs[i].num)
     return Target(tuple(attrs), m.aggregator, anchor=anchor)

@@ -26,6 +26,7 @@ Efficiency: every distinct policy of every target is scored once per item (mpg.e
 one batched forward per model over the policies' item tails, after their shared context heads, cached once
 for the whole run; then one small forward per option), and the methods are combined from those log-probs.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -34,17 +35,29 @@ import time
 from pathlib import Path
 
 from ..personas import AXES, parse_mbti
-from ..training import _wilson
+from ..stats import accuracy_ci
 from .likelihood import PolicyScorer, continuation_ids, option_scores
 from .methods import MBTI_METHODS, get_method, mbti_target, register_merged_vector
 
+__all__ = [
+    "INSTRUCTION",
+    "OPTIONS",
+    "TYPES",
+    "accuracy",
+    "axis_of",
+    "full_type",
+    "item_prompt",
+    "load_questionnaire",
+    "run_questionnaire",
+]
+
 INSTRUCTION = 'Do you agree or disagree with the following statement? Answer with "Agree" or "Disagree".'
 OPTIONS = ("Agree", "Disagree")
-TYPES = tuple("".join(t) for t in itertools.product(*AXES))   # the 16 types, ESTJ ... INFP
+TYPES = tuple("".join(t) for t in itertools.product(*AXES))  # the 16 types, ESTJ ... INFP
 
 
 def axis_of(dimension: str) -> str:
-    """"E/I" or "P/J" -> the axis in mpg.personas.AXES order ("EI", "JP")."""
+    """ "E/I" or "P/J" -> the axis in mpg.personas.AXES order ("EI", "JP")."""
     letters = {c.strip().upper() for c in dimension.split("/")}
     for axis in AXES:
         if letters == set(axis):
@@ -56,7 +69,9 @@ def load_questionnaire(path: str | Path) -> list[dict]:
     """Items {id, question, statement, dimension, keyed} from a JSON list (../shared/data/mbti/questionnaire_16p.json)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"questionnaire file {path} not found (expected ../shared/data/mbti/questionnaire_16p.json)")
+        raise FileNotFoundError(
+            f"questionnaire file {path} not found (expected ../shared/data/mbti/questionnaire_16p.json)"
+        )
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -64,11 +79,15 @@ def load_questionnaire(path: str | Path) -> list[dict]:
     if not isinstance(items, list) or not items:
         raise ValueError(f"questionnaire file {path} must hold a non-empty JSON list of items")
     for i, item in enumerate(items):
-        missing = [k for k in ("statement", "dimension", "keyed") if not isinstance(item, dict) or k not in item]
+        missing = [
+            k for k in ("statement", "dimension", "keyed") if not isinstance(item, dict) or k not in item
+        ]
         if missing:
             raise ValueError(f"questionnaire item {i} in {path} lacks {', '.join(missing)}")
         if item["keyed"] not in axis_of(item["dimension"]):
-            raise ValueError(f"questionnaire item {i} in {path}: keyed letter {item['keyed']!r} is not on {item['dimension']!r}")
+            raise ValueError(
+                f"questionnaire item {i} in {path}: keyed letter {item['keyed']!r} is not on {item['dimension']!r}"
+            )
         item.setdefault("id", i + 1)
     return items
 
@@ -87,16 +106,17 @@ def full_type(mbti_type: str) -> str:
 
 # ---- metrics (pure) ----------------------------------------------------------------------------
 def _ci(correct: int, n: int) -> dict:
-    acc = correct / n if n else 0.0
-    return {"acc": round(acc, 4), "ci95": _wilson(acc, n), "n": n, "correct": correct}
+    """One accuracy entry of the results: {acc (rounded), ci95 (Wilson), n, correct}."""
+    a = accuracy_ci(correct, n)
+    return {"acc": round(a["accuracy"], 4), "ci95": a["ci95"], "n": n, "correct": correct}
 
 
 def accuracy(scores: dict[str, dict[str, tuple[float, float]]], items: list[dict]) -> dict:
     """Metrics of one method from its score table {type: {str(item id): (agree, disagree)}}."""
-    per_axis = {a: [0, 0] for a in AXES}                       # axis -> [correct, n]
+    per_axis = {a: [0, 0] for a in AXES}  # axis -> [correct, n]
     types_right, predicted = 0, {}
     for mbti_type, table in scores.items():
-        evidence = dict.fromkeys(AXES, 0.0)                     # toward the axis's first letter
+        evidence = dict.fromkeys(AXES, 0.0)  # toward the axis's first letter
         for item in items:
             axis = axis_of(item["dimension"])
             letter = next(c for c in mbti_type if c in axis)
@@ -117,9 +137,20 @@ def accuracy(scores: dict[str, dict[str, tuple[float, float]]], items: list[dict
 
 
 # ---- the run -----------------------------------------------------------------------------------
-def run_questionnaire(engine, methods=MBTI_METHODS, types=TYPES, items: list[dict] | str | Path | None = None, *,
-                      experts="shipped", vectors=None, layer: int = 20, alpha: float = 2.0,
-                      max_items: int | None = None, options: tuple[str, str] = OPTIONS, progress: bool = True) -> dict:
+def run_questionnaire(
+    engine,
+    methods=MBTI_METHODS,
+    types=TYPES,
+    items: list[dict] | str | Path | None = None,
+    *,
+    experts="shipped",
+    vectors=None,
+    layer: int = 20,
+    alpha: float = 2.0,
+    max_items: int | None = None,
+    options: tuple[str, str] = OPTIONS,
+    progress: bool = True,
+) -> dict:
     """Answer the items under every (method, type); returns metrics and per-item raw scores (JSON-ready).
 
     items: a list from `load_questionnaire` or its path; max_items keeps the first n (reduced runs);
@@ -138,25 +169,37 @@ def run_questionnaire(engine, methods=MBTI_METHODS, types=TYPES, items: list[dic
     types = [full_type(t) for t in types]
     if any(m.name == "billy" for m in methods):
         if vectors is None:
-            raise ValueError("method 'billy' needs persona vectors (vectors=PersonaVectors with the 8 letters)")
+            raise ValueError(
+                "method 'billy' needs persona vectors (vectors=PersonaVectors with the 8 letters)"
+            )
         for t in types:
             register_merged_vector(engine, vectors, t)
 
-    targets = {(m.name, t): (mbti_target(engine, m, t, experts=experts, layer=layer, alpha=alpha), m.likelihood_mode)
-               for m in methods for t in types}
-    distinct = list(dict.fromkeys(targets.values()))             # scr_k2/k4/k8 share one (target, mode)
-    policies = list(dict.fromkeys(p for tgt, _ in distinct for p in
-                                  [tgt.anchor, *(x for a in tgt.attributes for x in (a.num, a.den))]))
+    targets = {
+        (m.name, t): (mbti_target(engine, m, t, experts=experts, layer=layer, alpha=alpha), m.likelihood_mode)
+        for m in methods
+        for t in types
+    }
+    distinct = list(dict.fromkeys(targets.values()))  # scr_k2/k4/k8 share one (target, mode)
+    policies = list(
+        dict.fromkeys(
+            p
+            for tgt, _ in distinct
+            for p in [tgt.anchor, *(x for a in tgt.attributes for x in (a.num, a.den))]
+        )
+    )
     index = {p: i for i, p in enumerate(policies)}
     option_ids = [continuation_ids(engine, o) for o in options]
 
     raw: dict[tuple, dict[str, list[float]]] = {key: {} for key in distinct}
-    scorer = PolicyScorer(engine, policies, [item_prompt(item) for item in items])  # context heads cached once
+    scorer = PolicyScorer(
+        engine, policies, [item_prompt(item) for item in items]
+    )  # context heads cached once
     bar = _progress(len(items), progress)
     for i, item in enumerate(items):
-        lp, tokens, mask = scorer.logprobs(i, option_ids)                             # [P, 2, T, V]
+        lp, tokens, mask = scorer.logprobs(i, option_ids)  # [P, 2, T, V]
         for key in distinct:
-            score, _ = option_scores(key[0], index, lp, tokens, mask, key[1])            # [2]
+            score, _ = option_scores(key[0], index, lp, tokens, mask, key[1])  # [2]
             raw[key][str(item["id"])] = [float(s) for s in score]
         if bar:
             bar.update()
@@ -164,11 +207,17 @@ def run_questionnaire(engine, methods=MBTI_METHODS, types=TYPES, items: list[dic
         bar.close()
 
     scores = {m.name: {t: raw[targets[(m.name, t)]] for t in types} for m in methods}
-    return {"options": list(options), "instruction": INSTRUCTION, "types": types,
-            "items": [{k: item[k] for k in ("id", "statement", "dimension", "keyed")} for item in items],
-            "policies": len(policies), "targets": len(distinct), "wall_s": round(time.perf_counter() - t0, 2),
-            "methods": {m.name: {"mode": m.likelihood_mode, **accuracy(scores[m.name], items)} for m in methods},
-            "scores": scores}
+    return {
+        "options": list(options),
+        "instruction": INSTRUCTION,
+        "types": types,
+        "items": [{k: item[k] for k in ("id", "statement", "dimension", "keyed")} for item in items],
+        "policies": len(policies),
+        "targets": len(distinct),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "methods": {m.name: {"mode": m.likelihood_mode, **accuracy(scores[m.name], items)} for m in methods},
+        "scores": scores,
+    }
 
 
 def _progress(total: int, enabled: bool):

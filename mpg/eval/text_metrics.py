@@ -1,4 +1,4 @@
-"""Judge-free text figures for a method's answers: lexical diversity, fluency, and intervals.
+"""Judge-free text figures for a method's answers: lexical diversity and fluency, with 95% intervals.
 
 - distinct-n (Li et al. 2016): unique n-grams / total n-grams of lower-cased words, over all of a
   method's answers together (corpus level: repetition *across* answers counts) and per answer
@@ -7,33 +7,24 @@
 - perplexity under the plain base model (`mpg.steering_analysis.fluency_ppl`), each answer after
   the same context for every method, so methods differ only in their tokens. Token-weighted over
   all answers, with a 95% CI from the per-answer log-perplexities (a geometric-mean interval).
-- `proportion` (Wilson interval) and `mean_ci` (Student t) for everything else; `bounded_mean_ci`
-  clips the t interval of a bounded score (a probability, a share, a cosine) to its range, which a
-  t interval over few answers can overshoot.
+Intervals come from `mpg.stats` (`bounded_mean_ci` for the per-answer distinct-n, `mean_ci` for the
+log-perplexities).
 """
+
 from __future__ import annotations
 
 import math
 
+from ..stats import bounded_mean_ci, mean_ci
 from ..steering_analysis import fluency_ppl
-from ..training import _wilson
-from .creativity import mean_ci, words
+from .creativity import words
 
-__all__ = ["answer_ppls", "bounded_mean_ci", "distinct_n", "distinct_per_answer", "distinct_summary", "mean_ci",
-           "ppl_summary", "proportion"]
-
-
-def bounded_mean_ci(values: list[float], lo: float = 0.0, hi: float = 1.0) -> dict:
-    """`mean_ci` with the interval clipped to [lo, hi], the range the score cannot leave."""
-    ci = mean_ci(values)
-    if ci["mean"] is not None:
-        ci["lo"], ci["hi"] = max(ci["lo"], lo), min(ci["hi"], hi)
-    return ci
+__all__ = ["answer_ppls", "distinct_n", "distinct_per_answer", "distinct_summary", "ppl_summary"]
 
 
 def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
     w = words(text)
-    return [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+    return [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
 
 
 def distinct_n(texts: list[str], n: int) -> float:
@@ -58,8 +49,12 @@ def distinct_summary(texts: list[str], ns: tuple[int, ...] = (1, 2)) -> dict:
     return out
 
 
-def answer_ppls(engine, token_ids: list[list[int]], contexts: list[str] | list[list[int]],
-                eos: set[int] | frozenset[int] = frozenset()) -> list[tuple[float, int]]:
+def answer_ppls(
+    engine,
+    token_ids: list[list[int]],
+    contexts: list[str] | list[list[int]],
+    eos: set[int] | frozenset[int] = frozenset(),
+) -> list[tuple[float, int]]:
     """(perplexity, scored tokens) of each answer under the plain base model; a trailing eos token is
     left out (it is where generation stopped, not text), an empty answer gives (nan, 0)."""
     if len(token_ids) != len(contexts):
@@ -81,15 +76,10 @@ def ppl_summary(per_answer: list[tuple[float, int]]) -> dict:
     tokens = sum(n for _, n in scored)
     weighted = math.exp(sum(n * math.log(p) for p, n in scored) / tokens)
     ci = mean_ci([math.log(p) for p, _ in scored])
-    return {"ppl": weighted, "mean": math.exp(ci["mean"]), "lo": math.exp(ci["lo"]), "hi": math.exp(ci["hi"]),
-            "n": ci["n"]}
-
-
-def proportion(flags: list[bool]) -> dict:
-    """Share of true flags with its 95% Wilson interval: {mean, lo, hi, n} (None when n = 0)."""
-    n = len(flags)
-    if n == 0:
-        return {"mean": None, "lo": None, "hi": None, "n": 0}
-    p = sum(bool(f) for f in flags) / n
-    lo, hi = _wilson(p, n)
-    return {"mean": p, "lo": lo, "hi": hi, "n": n}
+    return {
+        "ppl": weighted,
+        "mean": math.exp(ci["mean"]),
+        "lo": math.exp(ci["lo"]),
+        "hi": math.exp(ci["hi"]),
+        "n": ci["n"],
+    }

@@ -3,29 +3,46 @@
 Shapes: N rows, T positions, I input features, O output features, r rank, n adapters. Row adapter
 index 0 means "no adapter" (bare base weights); adapter i >= 1 is stack entry i - 1.
 """
+
 from __future__ import annotations
 
 import torch
 
+__all__ = [
+    "MultiLoRA",
+    "lora_delta_gathered",
+    "lora_delta_reference",
+    "lora_delta_stacked",
+    "rank_owner",
+    "stack_adapters",
+]
 
-def lora_delta_reference(x: torch.Tensor, A: list[torch.Tensor], B: list[torch.Tensor], scale: list[float],
-                         row_adapter: torch.Tensor) -> torch.Tensor:
+
+def lora_delta_reference(
+    x: torch.Tensor,
+    A: list[torch.Tensor],
+    B: list[torch.Tensor],
+    scale: list[float],
+    row_adapter: torch.Tensor,
+) -> torch.Tensor:
     """One masked pass per adapter (what PEFT's mixed-adapter batch does).
 
     x: [N, T, I]; A[i]: [r_i, I]; B[i]: [O, r_i]; row_adapter: [N] in 0..n  ->  [N, T, O]
     """
-    out = x.new_zeros(*x.shape[:-1], B[0].shape[0])                     # [N, T, O]
+    out = x.new_zeros(*x.shape[:-1], B[0].shape[0])  # [N, T, O]
     for i in range(len(A)):
-        rows = (row_adapter == i + 1).nonzero().squeeze(1)              # [N_i]
+        rows = (row_adapter == i + 1).nonzero().squeeze(1)  # [N_i]
         if rows.numel():
-            out[rows] = (x[rows] @ A[i].T) @ B[i].T * scale[i]         # [N_i, T, O]
+            out[rows] = (x[rows] @ A[i].T) @ B[i].T * scale[i]  # [N_i, T, O]
     return out
 
 
-def stack_adapters(A: list[torch.Tensor], B: list[torch.Tensor], scale: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+def stack_adapters(
+    A: list[torch.Tensor], B: list[torch.Tensor], scale: list[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate the adapters along the rank: A_cat [I, sum r], B_cat [sum r, O] (scale folded into B)."""
-    A_cat = torch.cat([a.T for a in A], 1)                                        # [I, R_tot]
-    B_cat = torch.cat([b.T * s for b, s in zip(B, scale)], 0)                     # [R_tot, O]
+    A_cat = torch.cat([a.T for a in A], 1)  # [I, R_tot]
+    B_cat = torch.cat([b.T * s for b, s in zip(B, scale)], 0)  # [R_tot, O]
     return A_cat.contiguous(), B_cat.contiguous()
 
 
@@ -34,7 +51,9 @@ def rank_owner(A: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([torch.full((a.shape[0],), i + 1, dtype=torch.long) for i, a in enumerate(A)])
 
 
-def lora_delta_stacked(x: torch.Tensor, A_cat: torch.Tensor, B_cat: torch.Tensor, row_mask: torch.Tensor) -> torch.Tensor:
+def lora_delta_stacked(
+    x: torch.Tensor, A_cat: torch.Tensor, B_cat: torch.Tensor, row_mask: torch.Tensor
+) -> torch.Tensor:
     """All adapters in two matmuls: project onto every adapter's rank, zero the columns a row does not own.
 
     x: [N, T, I]; A_cat: [I, R_tot]; B_cat: [R_tot, O]; row_mask: [N, 1, R_tot] (1 where the row owns the
@@ -62,49 +81,75 @@ class MultiLoRA:
 
     def __init__(self, peft_model, method: str = "stacked"):
         from peft.tuners.lora import Linear as LoraLinear
+
         if method not in ("stacked", "gathered"):
             raise ValueError(f"unknown multi-LoRA method {method!r}")
         self.method = method
-        self.names: list[str] = sorted({n for m in peft_model.modules() if isinstance(m, LoraLinear) for n in m.lora_A})
-        self.index = {n: i + 1 for i, n in enumerate(self.names)}   # 0 = no adapter
+        self.names: list[str] = sorted(
+            {n for m in peft_model.modules() if isinstance(m, LoraLinear) for n in m.lora_A}
+        )
+        self.index = {n: i + 1 for i, n in enumerate(self.names)}  # 0 = no adapter
         self.layers = []
         for m in peft_model.modules():
             if not isinstance(m, LoraLinear) or not m.lora_A:
                 continue
             have = [n for n in self.names if n in m.lora_A]
-            A = [m.lora_A[n].weight.detach() for n in have]                  # [r, I] each
-            B = [m.lora_B[n].weight.detach() for n in have]                  # [O, r] each
+            A = [m.lora_A[n].weight.detach() for n in have]  # [r, I] each
+            B = [m.lora_B[n].weight.detach() for n in have]  # [O, r] each
             scale = [float(m.scaling[n]) for n in have]
-            owner = torch.tensor([self.index[n] for n in have])[rank_owner(A) - 1]   # [R_tot] adapter id per column
+            owner = torch.tensor([self.index[n] for n in have])[
+                rank_owner(A) - 1
+            ]  # [R_tot] adapter id per column
             A_cat, B_cat = stack_adapters(A, B, scale)
             r_max = max(a.shape[0] for a in A)
-            A_rows = torch.zeros(len(self.names) + 1, A_cat.shape[0], r_max, dtype=A_cat.dtype, device=A_cat.device)
-            B_rows = torch.zeros(len(self.names) + 1, r_max, B_cat.shape[1], dtype=A_cat.dtype, device=A_cat.device)
+            A_rows = torch.zeros(
+                len(self.names) + 1, A_cat.shape[0], r_max, dtype=A_cat.dtype, device=A_cat.device
+            )
+            B_rows = torch.zeros(
+                len(self.names) + 1, r_max, B_cat.shape[1], dtype=A_cat.dtype, device=A_cat.device
+            )
             for n, a, b, s in zip(have, A, B, scale):
                 A_rows[self.index[n], :, : a.shape[0]] = a.T
                 B_rows[self.index[n], : a.shape[0]] = b.T * s
-            self.layers.append({"module": m, "A_cat": A_cat, "B_cat": B_cat, "owner": owner.to(A_cat.device),
-                                "A_rows": A_rows, "B_rows": B_rows})
+            self.layers.append(
+                {
+                    "module": m,
+                    "A_cat": A_cat,
+                    "B_cat": B_cat,
+                    "owner": owner.to(A_cat.device),
+                    "A_rows": A_rows,
+                    "B_rows": B_rows,
+                }
+            )
         self._row_adapter = None
 
     @staticmethod
     def supports(peft_model) -> bool:
         from peft.tuners.lora import Linear as LoraLinear
+
         layers = [m for m in peft_model.modules() if isinstance(m, LoraLinear)]
-        return bool(layers) and all(not m.lora_variant and not m.merged and not m.lora_embedding_A for m in layers)
+        return bool(layers) and all(
+            not m.lora_variant and not m.merged and not m.lora_embedding_A for m in layers
+        )
 
     def _hook(self, spec):
         def hook(module, args, output):
             x = args[0]
             if self.method == "stacked":
                 mask = spec["masks"]
-                return output + lora_delta_stacked(x.to(spec["A_cat"].dtype), spec["A_cat"], spec["B_cat"], mask).to(output.dtype)
-            return output + lora_delta_gathered(x.to(spec["A_rows"].dtype), spec["A_rows_g"], spec["B_rows_g"]).to(output.dtype)
+                return output + lora_delta_stacked(
+                    x.to(spec["A_cat"].dtype), spec["A_cat"], spec["B_cat"], mask
+                ).to(output.dtype)
+            return output + lora_delta_gathered(
+                x.to(spec["A_rows"].dtype), spec["A_rows_g"], spec["B_rows_g"]
+            ).to(output.dtype)
+
         return hook
 
     def rows(self, adapter_names: list[str | None]):
         """Context manager: the next forwards run row i with adapter adapter_names[i] (None: bare weights)."""
         import contextlib
+
         row_adapter = torch.tensor([self.index[a] if a is not None else 0 for a in adapter_names])  # [N]
 
         @contextlib.contextmanager
@@ -114,9 +159,14 @@ class MultiLoRA:
                 dev = spec["A_cat"].device
                 ra = row_adapter.to(dev)
                 if self.method == "stacked":
-                    spec["masks"] = (spec["owner"].unsqueeze(0) == ra.unsqueeze(1)).to(spec["A_cat"].dtype).unsqueeze(1)  # [N, 1, R_tot]
+                    spec["masks"] = (
+                        (spec["owner"].unsqueeze(0) == ra.unsqueeze(1)).to(spec["A_cat"].dtype).unsqueeze(1)
+                    )  # [N, 1, R_tot]
                 else:
-                    spec["A_rows_g"], spec["B_rows_g"] = spec["A_rows"][ra], spec["B_rows"][ra]   # [N, I, r], [N, r, O]
+                    spec["A_rows_g"], spec["B_rows_g"] = (
+                        spec["A_rows"][ra],
+                        spec["B_rows"][ra],
+                    )  # [N, I, r], [N, r, O]
                 m = spec["module"]
                 m._disable_adapters = True
                 handles.append(m.register_forward_hook(self._hook(spec)))
@@ -127,4 +177,5 @@ class MultiLoRA:
                     h.remove()
                     spec["module"]._disable_adapters = False
                     spec.pop("masks", None), spec.pop("A_rows_g", None), spec.pop("B_rows_g", None)
+
         return ctx()

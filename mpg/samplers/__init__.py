@@ -1,4 +1,7 @@
-"""Samplers: each is one step function that extends a Sequence by zero or more tokens."""
+"""Samplers: each is one step function that advances every sequence of a Batch by zero or more tokens.
+
+The acceptance decisions themselves are pure functions in `rules.py`."""
+
 from .common import SamplerConfig, SequenceStats
 from .fused import fused_step
 from .scr import scr_step

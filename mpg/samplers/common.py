@@ -1,27 +1,30 @@
 """What every sampler shares: the per-sequence state, the target's tensors, drafting, and stats."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
 
-from ..aggregators import chunk_log_weights, token_target_logits
 from ..distributions import sample, temper
+from ..policy_table import TargetRows
 from ..scoring import MultiPolicyScorer, PolicyGroup
+
+__all__ = ["Advance", "Batch", "SamplerConfig", "Sequence", "SequenceStats", "draft", "gather_tokens"]
 
 
 @dataclass
 class SamplerConfig:
     """Knobs of the samplers. Defaults are the ones the SPEC-oracle tests state TV bounds for."""
 
-    chunk_size: int = 4          # k: tokens drafted per round (speculative, scr)
-    window: int = 32             # scr: sliding window of observed log-weights per prefix length
-    margin: float = 0.0          # scr: log M_t = window max + margin (nats)
-    pilot: int = 32              # scr: drafts scored in one batch to seed an empty window
-    salvage: bool = True         # scr: keep the longest accepted prefix of a rejected chunk
+    chunk_size: int = 4  # k: tokens drafted per round (speculative, scr)
+    window: int = 32  # scr: sliding window of observed log-weights per prefix length
+    margin: float = 0.0  # scr: log M_t = window max + margin (nats)
+    pilot: int = 32  # scr: drafts scored in one batch to seed an empty window
+    salvage: bool = True  # scr: keep the longest accepted prefix of a rejected chunk
     threshold: float | None = None  # scr: fixed log-bound log M for every prefix length (exact mode)
-    max_rejections: int = 16     # scr: consecutive empty rounds before one fused token is emitted
-    candidates: int = 1          # scr: chunks drafted and validated together per round
+    max_rejections: int = 16  # scr: consecutive empty rounds before one fused token is emitted
+    candidates: int = 1  # scr: chunks drafted and validated together per round
 
     def validate(self) -> None:
         for name in ("chunk_size", "window", "pilot", "max_rejections", "candidates"):
@@ -30,23 +33,26 @@ class SamplerConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         if not isinstance(self.margin, (int, float)) or not (self.margin == self.margin) or self.margin < 0:
             raise ValueError(f"margin must be a number >= 0, got {self.margin!r}")
-        if self.threshold is not None and not (isinstance(self.threshold, (int, float))
-                                               and abs(self.threshold) < float("inf")):
+        if self.threshold is not None and not (
+            isinstance(self.threshold, (int, float)) and abs(self.threshold) < float("inf")
+        ):
             raise ValueError(f"threshold must be a finite log-bound, got {self.threshold!r}")
 
 
 @dataclass
 class SequenceStats:
     new_tokens: int = 0
-    drafted_tokens: int = 0       # tokens proposed by the draft policy in real rounds
-    accepted_tokens: int = 0      # drafted tokens that were kept
-    pilot_tokens: int = 0         # scr: tokens drafted only to seed the threshold window
-    rounds: int = 0               # drafts judged (tokens for fused, chunks otherwise)
-    rejections: int = 0           # scr: drafts that appended nothing
-    clips: int = 0                # scr: drafts where an a_t the decision used exceeded log M_t
-    fallbacks: int = 0            # scr: fused tokens emitted after max_rejections empty drafts
-    forward_passes: dict = field(default_factory=dict)  # policy label -> forwards it took part in
-    model_calls: int = 0          # model forward invocations (a batched pass counts once)
+    drafted_tokens: int = 0  # tokens proposed by the draft policy in real rounds
+    accepted_tokens: int = 0  # drafted tokens that were kept
+    pilot_tokens: int = 0  # scr: tokens drafted only to seed the threshold window
+    rounds: int = 0  # drafts judged (tokens for fused, chunks otherwise)
+    rejections: int = 0  # scr: drafts that appended nothing
+    clips: int = 0  # scr: drafts where an a_t the decision used exceeded log M_t
+    fallbacks: int = 0  # scr: fused tokens emitted after max_rejections empty drafts
+    # The two counts below are BATCH TOTALS: forward passes are shared by every sequence generated in
+    # the same batch, so each sequence reports its batch's passes (GenerateOutput.batches has them once).
+    forward_passes: dict = field(default_factory=dict)  # policy label -> batched forwards of its batch
+    model_calls: int = 0  # model forward invocations of its batch (a batched pass counts once)
     wall_time_s: float = 0.0
 
     @property
@@ -63,45 +69,46 @@ class SequenceStats:
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
-        d.update(acceptance_rate=self.acceptance_rate, clip_rate=self.clip_rate, tokens_per_s=self.tokens_per_s)
+        d.update(
+            acceptance_rate=self.acceptance_rate, clip_rate=self.clip_rate, tokens_per_s=self.tokens_per_s
+        )
         return d
+
+    def record(self, step: "Advance") -> None:
+        """The one place a sampler's per-round counts reach the statistics."""
+        self.rounds += step.rounds
+        self.drafted_tokens += step.drafted
+        self.accepted_tokens += step.accepted
+        self.pilot_tokens += step.pilot
+        self.rejections += step.rejections
+        self.clips += step.clips
+        self.fallbacks += step.fallbacks
 
 
 @dataclass
-class TargetRows:
-    """Where the target's policies sit in the scorer's output, and how to combine them."""
+class Advance:
+    """What one step did to one sequence: the tokens it appends and the counts behind them."""
 
-    anchor: int
-    num: list[int]
-    den: list[int]
-    weights: torch.Tensor  # [n]
-    aggregator: str
-    lam: float
-
-    def token_logprobs(self, lp: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-        """lp: [P, T, V] policy log-probs -> [T, V] log p_1 after temperature and top-p."""
-        logits = token_target_logits(lp[self.anchor], lp[self.num].transpose(0, 1), lp[self.den].transpose(0, 1),
-                                     self.weights.to(lp.device), self.aggregator, self.lam)  # [T, V]
-        return temper(logits, temperature, top_p)
-
-    def chunk_log_weights(self, tok_lp: torch.Tensor, q_tok: torch.Tensor, temperature: float) -> torch.Tensor:
-        """tok_lp: [P, ..., T] log-probs of the drafted tokens; q_tok: [..., T]. Returns a_t [..., T]."""
-        num = tok_lp[self.num].movedim(0, -2)  # [..., n, T]
-        den = tok_lp[self.den].movedim(0, -2)  # [..., n, T]
-        return chunk_log_weights(tok_lp[self.anchor], num, den, q_tok, self.weights.to(tok_lp.device),
-                                 self.aggregator, self.lam, temperature)
+    tokens: list[int]
+    rounds: int = 1  # drafts judged (the token, for fused)
+    drafted: int = 0  # drafted tokens judged in real rounds
+    accepted: int = 0  # drafted tokens kept
+    pilot: int = 0  # scr: tokens drafted only to seed the threshold window
+    rejections: int = 0  # scr: judged drafts that kept nothing
+    clips: int = 0  # scr: judged drafts whose decision used an exceeded bound
+    fallbacks: int = 0  # scr: exact tokens emitted after max_rejections empty drafts
+    winner: int = 1  # the branch whose tokens are kept in the caches (0: no branch; fused: 0)
 
 
 @dataclass
 class Sequence:
-    """One prompt being generated: its response, random stream, statistics and SCR bound."""
+    """One prompt being generated: its response, random stream and statistics."""
 
     max_new_tokens: int
     rng: torch.Generator
     stats: SequenceStats = field(default_factory=SequenceStats)
     y: list = field(default_factory=list)
-    bound: object = None            # scr threshold estimator
-    empty_rounds: int = 0           # scr: consecutive rounds that appended nothing
+    state: object = None  # the sampler's own per-sequence state (scr: ScrState), opaque here
 
     def uniforms(self, *shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=self.rng)
@@ -128,14 +135,26 @@ class Batch:
     def ys(self) -> list[list[int]]:
         return [s.y for s in self.seqs]
 
-    def append(self, new: list[list[int]], winners: list[int] | None = None) -> None:
-        """Extend every response and keep, in every cache, what still agrees with it."""
-        for s, toks in zip(self.seqs, new):
-            s.y.extend(toks)
+    def advance(self, steps: list[Advance]) -> None:
+        """Append each sequence's tokens, record its counts, and keep in every cache what agrees."""
+        for s, step in zip(self.seqs, steps):
+            s.y.extend(step.tokens)
+            s.stats.record(step)
+        self.commit([step.winner for step in steps])
+
+    def commit(self, winners: list[int] | None = None) -> None:
+        """Keep, in every cache, what agrees with the responses (winners: the branch kept per sequence)."""
         lengths = [len(s.y) for s in self.seqs]
         self.scorer.commit(lengths, winners)
         if self.drafter is not None:
             self.drafter.commit(lengths, winners)
+
+    def retain(self, keep: list[int]) -> None:
+        """Keep only the sequences at positions `keep` (finished ones leave), in every cache too."""
+        self.scorer.select(keep)
+        if self.drafter is not None:  # one row per sequence
+            self.drafter.select(torch.tensor(keep, dtype=torch.long), torch.arange(len(keep)))
+        self.seqs = [self.seqs[i] for i in keep]
 
     def chunk_sizes(self) -> list[int]:
         return [max(1, min(self.config.chunk_size, s.remaining)) for s in self.seqs]
@@ -156,23 +175,23 @@ def draft(batch: Batch, ks: list[int], n: int) -> tuple[torch.Tensor, torch.Tens
     which other sequences share the batch.
     """
     group, B, K = batch.drafter, len(batch.seqs), max(ks)
-    u = torch.full((B, n, K), 0.5)                                     # [B, n, K]
+    u = torch.full((B, n, K), 0.5)  # [B, n, K]
     for b, (s, k) in enumerate(zip(batch.seqs, ks)):
         u[b, :, :k] = s.uniforms(n, k)
-    logits = group.feed(batch.ys)[:, 0]                                # [B, V] (the drafter has one row per sequence)
+    logits = group.feed(batch.ys)[:, 0]  # [B, V] (the drafter has one row per sequence)
     q = temper(logits, batch.temperature, batch.top_p).unsqueeze(1).expand(B, n, -1)  # [B, n, V]
     eos = torch.tensor(sorted(batch.eos), dtype=torch.long)
     toks, qs = [], []
     for t in range(K):
-        tok = sample(q, u[:, :, t])                                    # [B, n]
+        tok = sample(q, u[:, :, t])  # [B, n]
         toks.append(tok)
         qs.append(q)
-        done = torch.stack(toks, 2)                                    # [B, n, t+1]
+        done = torch.stack(toks, 2)  # [B, n, t+1]
         if t + 1 == K or bool(torch.isin(done, eos).any(2).all()):
             break
         q = temper(group.extend_branches(tok), batch.temperature, batch.top_p)  # [B, n, V]
-    toks = torch.stack(toks, 2)                                        # [B, n, T], T <= K
-    is_eos = torch.isin(toks, eos)                                     # [B, n, T]
+    toks = torch.stack(toks, 2)  # [B, n, T], T <= K
+    is_eos = torch.isin(toks, eos)  # [B, n, T]
     first = torch.where(is_eos.any(2), is_eos.int().argmax(2) + 1, toks.shape[2])  # [B, n]
     lengths = torch.minimum(first, torch.tensor(ks).unsqueeze(1)).tolist()
     return toks, torch.stack(qs, 2), lengths

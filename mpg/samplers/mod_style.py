@@ -5,6 +5,7 @@ another with its own KV cache, no batching across policies or prompts. It sample
 `fused` (and, for a given seed, the same tokens up to float rounding), so it is the baseline the speed
 benchmark measures the engine's batching, kernels and speculative samplers against.
 """
+
 from __future__ import annotations
 
 import time
@@ -12,22 +13,33 @@ import time
 import torch
 
 from ..distributions import sample
+from ..tokens import eos_token_ids
 from .common import SequenceStats
+
+__all__ = ["mod_style_generate"]
 
 
 @torch.inference_mode()
-def mod_style_generate(engine, prompt: str, target, *, max_new_tokens: int, temperature: float = 1.0,
-                       top_p: float = 1.0, seed: int = 0, eos_token_id=None) -> tuple[list[int], SequenceStats]:
+def mod_style_generate(
+    engine,
+    prompt: str,
+    target,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    eos_token_id=None,
+) -> tuple[list[int], SequenceStats]:
     """One prompt, one policy at a time. Same random stream as `engine.generate(..., seed=seed)`'s first prompt."""
     t0 = time.perf_counter()
-    policies, _, rows = engine._unique_policies([prompt], target)
-    # one single-row group (own cache, own forward) per unique policy, instead of the batched groups
-    pad = engine.tokenizer.pad_token_id if engine.tokenizer.pad_token_id is not None else 0
-    singles = [engine._group(p.model, [p], [(tuple(engine.context_ids(p, prompt)),)], pad) for p in policies]
-    for g in singles:
-        g.lora = None                      # PEFT's own adapter path, as a plain per-model forward
-    eos = engine._default_eos() if eos_token_id is None else eos_token_id
-    eos = frozenset([eos] if isinstance(eos, int) else (eos or []))
+    table = engine.policy_table(target, [prompt])
+    # one single-row group (own cache, own forward, PEFT's own adapter path) per unique policy
+    singles = [
+        engine.policy_group(p.model, [p], [ctx], multi_lora=False)
+        for p, ctx in zip(table.policies, table.contexts)
+    ]
+    eos = eos_token_ids(engine.models["base"], engine.tokenizer, eos_token_id)
     rng = torch.Generator().manual_seed(int(seed) * 1_000_003)
     y: list[int] = []
     st = SequenceStats()
@@ -35,7 +47,7 @@ def mod_style_generate(engine, prompt: str, target, *, max_new_tokens: int, temp
         lp = torch.stack([torch.log_softmax(g.feed([y])[0, 0].float(), -1) for g in singles])  # [P, V]
         for g in singles:
             g.commit([len(y) + 1])
-        p = rows.token_logprobs(lp.unsqueeze(1), temperature, top_p)[0]                      # [V]
+        p = table.rows.token_logprobs(lp.unsqueeze(1), temperature, top_p)[0]  # [V]
         y.append(int(sample(p, torch.rand(1, generator=rng))[0]))
         st.rounds += 1
     st.new_tokens = len(y)

@@ -1,9 +1,12 @@
 """Bounds log M_t on the chunk importance weights, per prefix length t (SCR steps 3 and 6)."""
+
 from __future__ import annotations
 
 from collections import deque
 
 import torch
+
+__all__ = ["FixedBound", "WindowBound"]
 
 
 class WindowBound:

@@ -12,6 +12,7 @@ Importing this file registers the "mpg" model with lm-eval. lm-eval 0.4.13 impor
 the model when the task is named by path (`--tasks .../mbti_16p.yaml` or the folder), so that plain
 `lm_eval --model mpg --tasks <path>` works there too; `--tasks mbti_16p` needs `mpg-lm-eval`.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,12 +32,22 @@ def load_dataset(**kwargs):
     if not path:
         raise ValueError(f"mbti_16p needs the questionnaire file: --metadata data_path=PATH (or ${ENV})")
     if not kwargs.get("persona"):
-        raise ValueError("mbti_16p scores answers against a type: pass persona=TYPE in --model_args or --metadata")
+        raise ValueError(
+            "mbti_16p scores answers against a type: pass persona=TYPE in --model_args or --metadata"
+        )
     mbti_type = full_type(str(kwargs["persona"]))
     rows = []
     for item in load_questionnaire(path):
         letter = next(c for c in mbti_type if c in axis_of(item["dimension"]))
-        rows.append({"id": int(item["id"]), "statement": item["statement"], "dimension": item["dimension"],
-                     "keyed": item["keyed"], "persona": mbti_type, "prompt": item_prompt(item),
-                     "label": 0 if item["keyed"] == letter else 1})
+        rows.append(
+            {
+                "id": int(item["id"]),
+                "statement": item["statement"],
+                "dimension": item["dimension"],
+                "keyed": item["keyed"],
+                "persona": mbti_type,
+                "prompt": item_prompt(item),
+                "label": 0 if item["keyed"] == letter else 1,
+            }
+        )
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
