@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mpg import Attribute, Engine, Policy, Steer, Target  # noqa: E402
+from mpg.distributed import current_shard  # noqa: E402
 from mpg.eval.creativity import hash_embedder, minilm_embedder, score_answer  # noqa: E402
 from mpg.extract import (  # noqa: E402
     CREATIVE_ROLES,
@@ -103,9 +104,9 @@ def method_targets(engine: Engine, args, methods: list[str]) -> dict[str, tuple[
     if "multi_role" in methods:
         out["multi_role"] = (single_policy_target(Policy(system=MULTI_ROLE_PROMPT)), "fused")
     if "merged_steering" in methods:
-        merged = creative_vectors(engine, Path(args.vectors), args).merge(
-            list(CREATIVE_ROLES)
-        )  # [n_layers, H]
+        # under accelerate launch: the main process extracts and saves, the others then load
+        vectors = current_shard().main_first(lambda: creative_vectors(engine, Path(args.vectors), args))
+        merged = vectors.merge(list(CREATIVE_ROLES))  # [n_layers, H]
         engine.add_steering_vector(MERGED, merged)
         out["merged_steering"] = (
             single_policy_target(Policy(steering=Steer(MERGED, args.layer, args.alpha))),
@@ -121,35 +122,39 @@ def method_targets(engine: Engine, args, methods: list[str]) -> dict[str, tuple[
 
 
 def run(engine: Engine, targets: dict[str, tuple[Target, str]], items: list[dict], embed, args) -> list[dict]:
-    """Generate and score every (method, item); one row each."""
-    rows = []
-    bar = tqdm(total=len(targets) * len(items), desc="creativity", unit="answer")
-    for method, (target, sampler) in targets.items():
-        for j, item in enumerate(items):
-            bar.set_postfix_str(f"{method} {item['task']}")
-            out = engine.generate(
-                item["prompt"],
-                target=target,
-                sampler=sampler,
-                max_new_tokens=args.max_new_tokens,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                seed=args.seed * 100_003 + j,
-            )
-            scores = score_answer(out.texts[0], item["prompt"], cue(item), embed)
-            rows.append(
-                {
-                    "method": method,
-                    "task": item["task"],
-                    "item": j,
-                    "prompt": item["prompt"],
-                    "text": out.texts[0],
-                    **scores,
-                    "new_tokens": out.stats[0].new_tokens,
-                    "wall_time_s": out.stats[0].wall_time_s,
-                }
-            )
-            bar.update()
+    """Generate and score every (method, item); one row each. Under `accelerate launch` each process
+    answers its share of the (method, item) pairs (mpg.distributed); every process gets all rows."""
+    units = [(method, j) for method in targets for j in range(len(items))]
+    shard = current_shard()
+    mine = shard.mine(units)
+    bar = tqdm(total=len(mine), desc="creativity", unit="answer")
+
+    def answer(method: str, j: int) -> dict:
+        (target, sampler), item = targets[method], items[j]
+        bar.set_postfix_str(f"{method} {item['task']}")
+        out = engine.generate(
+            item["prompt"],
+            target=target,
+            sampler=sampler,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed * 100_003 + j,
+        )
+        scores = score_answer(out.texts[0], item["prompt"], cue(item), embed)
+        bar.update()
+        return {
+            "method": method,
+            "task": item["task"],
+            "item": j,
+            "prompt": item["prompt"],
+            "text": out.texts[0],
+            **scores,
+            "new_tokens": out.stats[0].new_tokens,
+            "wall_time_s": out.stats[0].wall_time_s,
+        }
+
+    rows = shard.gather([(i, answer(*unit)) for i, unit in mine])
     bar.close()
     return rows
 
@@ -304,7 +309,10 @@ def main(argv=None) -> int:
         machine=platform.platform(),
         threads=torch.get_num_threads(),
         total_wall_s=time.perf_counter() - t0,
+        processes=current_shard().world_size,
     )
+    if not current_shard().is_main:  # every process holds all rows; the main one writes them
+        return 0
     (out_dir / "results.json").write_text(
         json.dumps(_json_safe({"config": config, "methods": summary, "items": rows}), indent=2)
     )

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mpg import Engine  # noqa: E402
+from mpg.distributed import current_shard  # noqa: E402
 from mpg.eval import freeform as ff  # noqa: E402
 from mpg.eval.judge import load_or_train_judges, make_embedder, report_markdown  # noqa: E402
 from mpg.eval.methods import MBTI_METHODS, METHODS, ROLEPLAY_METHODS, register_merged_vector  # noqa: E402
@@ -146,14 +147,16 @@ def _billy(engine, args, methods: list[str], types: list[str], log) -> tuple[lis
         return [m for m in methods if m != "billy"], None
     from mpg.steering_analysis import load_or_extract
 
-    vectors = load_or_extract(
-        engine,
-        args.vectors,
-        list(TRAITS),
-        samples=args.extract_samples,
-        max_new_tokens=args.extract_max_new_tokens,
-        seed=args.seed,
-        progress=not args.no_progress,
+    vectors = current_shard().main_first(
+        lambda: load_or_extract(
+            engine,
+            args.vectors,
+            list(TRAITS),
+            samples=args.extract_samples,
+            max_new_tokens=args.extract_max_new_tokens,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
     )
     for t in types:
         register_merged_vector(engine, vectors, t)
@@ -173,7 +176,9 @@ def run(
     rp_methods = [m for m in args.methods if m in ROLEPLAY_METHODS]
     if judges is None and ({"freeform", "roleplay"} & set(args.parts)):
         embed = embed or make_embedder(args.embedder)
-        judges = load_or_train_judges(data, args.judges, args.embedder, embed=embed, progress=progress)
+        judges = current_shard().main_first(
+            lambda: load_or_train_judges(data, args.judges, args.embedder, embed=embed, progress=progress)
+        )
     if judges is not None:
         embed = embed or judges[0].embed
     billy_types = (args.types if "questionnaire" in args.parts else []) + (
@@ -407,7 +412,11 @@ def main(argv=None, *, engine=None, experts=None, roleplay_experts=None, judges=
         embed=embed,
         log=lambda s: print(s, file=sys.stderr),
     )
+    shard = current_shard()
     results.update(command=command, machine=machine_info(), total_wall_s=time.perf_counter() - t0)
+    results["processes"] = shard.world_size
+    if not shard.is_main:  # every process holds the gathered results; the main one writes them
+        return 0
     (out_dir / "results.json").write_text(json.dumps(ff.finite(results), indent=1))
     write_table(results, out_dir / "table.md")
     write_plot(

@@ -25,7 +25,13 @@ def _generate(args) -> int:
     from .engine import Engine
     from .personas import persona
 
-    engine = Engine.from_pretrained(args.base)
+    device_map = args.device_map
+    if device_map and device_map.lstrip().startswith("{"):
+        try:
+            device_map = json.loads(device_map)
+        except ValueError as e:
+            raise ValueError(f"--device-map is not valid JSON: {e}") from None
+    engine = Engine.from_pretrained(args.base, device_map=device_map or None, dtype=args.dtype)
     roleplaying = args.profile is not None or args.personality is not None
     mbti = args.persona if args.persona is not None else (None if roleplaying else "ENTJ")
     p = persona(
@@ -198,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument(
         "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
     )
+    g.add_argument(
+        "--device-map",
+        default=None,
+        help="shard the base across devices with accelerate: 'auto', 'balanced', or a JSON object "
+        "{module: device} (e.g. '{\"model.layers.0\": 0, ...}'); default: one device",
+    )
+    g.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto")
     g.add_argument("--sampler", default="scr", choices=["fused", "speculative", "scr"])
     g.add_argument("--aggregator", default="product", choices=["product", "mixture"])
     g.add_argument("--lam", type=float, default=1.0, help="strength of every attribute (0 = base model)")

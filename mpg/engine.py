@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -49,10 +50,18 @@ class Engine:
         *,
         adapters: dict[str, str] | None = None,
         device: str = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
+        device_map: str | dict | None = None,
+        offload_folder: str | Path | None = None,
         **kwargs,
     ) -> "Engine":
-        """Load a local Hugging Face model folder (None: the embedded SmolLM2 default) and adapters."""
+        """Load a local Hugging Face model folder (None: the embedded SmolLM2 default) and adapters.
+
+        device_map: place a base too large for one device across several with accelerate's big-model
+        loading ("auto", "balanced", ... or an explicit {module name: device} dict; "disk" entries need
+        `offload_folder`). The engine feeds inputs to the first device and reads logits from the last;
+        adapters, steering, the scorer and the samplers work unchanged. Without it, the whole model goes
+        to `device`. dtype: a torch dtype or its name ("bfloat16", "auto")."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .default_model import default_base_path
@@ -62,8 +71,17 @@ class Engine:
             raise FileNotFoundError(
                 f"base model folder {path} has no config.json (not a Hugging Face model folder)"
             )
+        if isinstance(dtype, str) and dtype != "auto":
+            if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
+            dtype = getattr(torch, dtype)
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        if device_map is None:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, device_map=device_map, offload_folder=offload_folder
+            )
         engine = cls(model, tok, **kwargs)
         for name, adapter_path in (adapters or {}).items():
             engine.load_adapter(name, adapter_path)
@@ -91,10 +109,16 @@ class Engine:
         base = self.models[model]
         check_expert_info(name, path, self.tokenizer, base)
         try:
-            if isinstance(base, PeftModel):
-                base.load_adapter(str(path), adapter_name=name)
-            else:
-                self.models[model] = PeftModel.from_pretrained(base, str(path), adapter_name=name)
+            with warnings.catch_warnings():
+                # PEFT 0.21 reads model.is_gradient_checkpointing, which transformers 5.24 deprecates: a
+                # FutureWarning on every load about PEFT's own call, which no mpg user can act on
+                warnings.filterwarnings(
+                    "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+                )
+                if isinstance(base, PeftModel):
+                    base.load_adapter(str(path), adapter_name=name)
+                else:
+                    self.models[model] = PeftModel.from_pretrained(base, str(path), adapter_name=name)
         except (RuntimeError, ValueError, KeyError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f"adapter {name!r} ({path}) does not fit model {model!r}: {first}") from None

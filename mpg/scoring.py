@@ -212,12 +212,11 @@ class PolicyGroup:
             if k:
                 idx[i, Cn - k :] = order[i, :k]
                 new_valid[i, Cn - k :] = True
-        dev_idx = idx.to(self.device)
         for layer in self.cache.layers:
             if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
                 continue
             H, D = layer.keys.shape[1], layer.keys.shape[3]
-            g = dev_idx[:, None, :, None].expand(N, H, Cn, D)
+            g = idx.to(layer.keys.device)[:, None, :, None].expand(N, H, Cn, D)  # a sharded base: per layer
             layer.keys = layer.keys.gather(2, g)
             layer.values = layer.values.gather(2, g)
         self.valid = new_valid
@@ -225,7 +224,9 @@ class PolicyGroup:
 
     def select(self, rows: torch.Tensor, row_seq: torch.Tensor) -> None:
         """Keep only `rows` (e.g. the rows of unfinished sequences), renumbering their sequences."""
-        self.cache.batch_select_indices(rows.to(self.device))
+        for layer in self.cache.layers:  # per layer: a sharded base keeps layers on several devices
+            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+                layer.batch_select_indices(rows.to(layer.keys.device))
         self.adapters = [self.adapters[int(i)] for i in rows]
         self.row_seq = row_seq
         for name in ("last_context_token", "start_pos", "consumed", "valid"):

@@ -70,9 +70,11 @@ def steered(model, deltas: dict[int, torch.Tensor]):
 
     def make_hook(delta):
         def hook(module, args, output):
+            # .to(device): with a sharded base (device_map) the block may live on another device
             if isinstance(output, tuple):
-                return (output[0] + delta.to(output[0].dtype).unsqueeze(1),) + output[1:]
-            return output + delta.to(output.dtype).unsqueeze(1)
+                h = output[0]
+                return (h + delta.to(h.device, h.dtype).unsqueeze(1),) + output[1:]
+            return output + delta.to(output.device, output.dtype).unsqueeze(1)
 
         return hook
 

@@ -6,7 +6,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import add_lora, tiny_model, tiny_tokenizer  # noqa: E402
+from tiny import ANSWER_VOCAB, add_lora, tiny_model, tiny_tokenizer  # noqa: E402
 
 from mpg.engine import Engine  # noqa: E402
 
@@ -25,3 +25,12 @@ def engine(tokenizer):
     g = torch.Generator().manual_seed(5)
     eng.add_steering_vector("v", torch.randn(2, 32, generator=g))  # one vector per decoder block
     return eng
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A tiny base model folder whose vocabulary has the two answers "Agree" / "Disagree"."""
+    d = tmp_path_factory.mktemp("tiny_base")
+    tiny_model(vocab_size=len(ANSWER_VOCAB)).save_pretrained(d)
+    tiny_tokenizer(ANSWER_VOCAB).save_pretrained(d)
+    return d

@@ -10,27 +10,18 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("lm_eval")
-from tiny import tiny_model, tiny_tokenizer
+from tiny import ANSWER_VOCAB
 
 from mpg.engine import Engine
 from mpg.eval.likelihood import target_loglik
 from mpg.eval.methods import mbti_target
 
-VOCAB = ["<pad>", "<eos>", "<unk>", "a", "b", "Agree", "Disagree"]
+VOCAB = ANSWER_VOCAB
 ITEMS = [
     {"id": 1, "statement": "a b", "dimension": "E/I", "keyed": "E"},
     {"id": 2, "statement": "b", "dimension": "T/F", "keyed": "F"},
     {"id": 3, "statement": "a a", "dimension": "P/J", "keyed": "P"},
 ]
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    """A tiny base model folder whose vocabulary has the two answers."""
-    d = tmp_path_factory.mktemp("tiny_base")
-    tiny_model(vocab_size=len(VOCAB)).save_pretrained(d)
-    tiny_tokenizer(VOCAB).save_pretrained(d)
-    return d
 
 
 TASK_YAML = Path(__file__).parents[1] / "mpg/eval/tasks/mbti_16p/mbti_16p.yaml"

@@ -7,6 +7,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 VOCAB = ["<pad>", "<eos>", "<unk>", "a", "b"]
+ANSWER_VOCAB = [*VOCAB, "Agree", "Disagree"]  # the lm-eval tests: two-option answers as single tokens
 EOS = 1
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from ..distributed import current_shard
 from ..personas import AXES, parse_mbti
 from ..stats import bounded_mean_ci, proportion
 from ..tokens import eos_token_ids
@@ -41,6 +42,24 @@ from .creativity import Embedder
 from .judge import MBTI_FILES, MbtiJudge, RoleplayJudge
 from .methods import generate_kwargs, mbti_target, roleplay_target
 from .text_metrics import answer_ppls, distinct_summary, ppl_summary
+
+__all__ = [
+    "DEFAULT_TYPES",
+    "SEED_STRIDE",
+    "MbtiItem",
+    "RoleplayItem",
+    "finite",
+    "generate_mbti",
+    "generate_roleplay",
+    "judge_mbti_rows",
+    "mbti_accuracy",
+    "mbti_items",
+    "prefs_instructions",
+    "roleplay_contexts",
+    "roleplay_items",
+    "score_mbti",
+    "score_roleplay",
+]
 
 SEED_STRIDE = 100_003
 DEFAULT_TYPES = ("ENTJ", "INFP", "ESTP", "ISFJ")
@@ -164,33 +183,42 @@ def generate_mbti(
     (methods.register_merged_vector)."""
     from tqdm.auto import tqdm
 
-    rows = []
-    bar = tqdm(total=len(methods) * len(items), desc="free-form MBTI", unit="answer", disable=not progress)
     by_type: dict[str, list[tuple[int, MbtiItem]]] = {}
     for j, item in enumerate(items):
         by_type.setdefault(item.mbti_type, []).append((j, item))
-    for m in methods:
-        for t, group in by_type.items():
-            # one batched call per (method, type): the prompts share every forward pass; prompt i of the
-            # call gets the random stream seed * SEED_STRIDE + first index + i, the same for every method
-            target = mbti_target(engine, m, t, experts=experts, layer=layer, alpha=alpha)
-            bar.set_postfix_str(f"{m} {t}")
-            out = engine.generate(
-                [it.prompt for _, it in group],
-                target=target,
-                **generate_kwargs(m),
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed * SEED_STRIDE + group[0][0],
-                batch_size=len(group),
-            )
-            for (_, item), text, ids, st in zip(group, out.texts, out.token_ids, out.stats):
-                stats = {k: v for k, v in st.as_dict().items() if k != "forward_passes"}
-                rows.append({"method": m, **asdict(item), "text": text, "token_ids": ids, "stats": stats})
-                bar.update()
+    # one batched call per (method, type): the prompts share every forward pass; prompt i of the call
+    # gets the random stream seed * SEED_STRIDE + first index + i, the same for every method. Calls are
+    # the units a data-parallel run splits (mpg.distributed), so each is computed as in one process.
+    calls = [(m, t, group) for m in methods for t, group in by_type.items()]
+    shard = current_shard()
+    mine = shard.mine(calls)
+    bar = tqdm(
+        total=sum(len(g) for _, (_, _, g) in mine), desc="free-form MBTI", unit="answer", disable=not progress
+    )
+
+    def call(m: str, t: str, group: list[tuple[int, MbtiItem]]) -> list[dict]:
+        target = mbti_target(engine, m, t, experts=experts, layer=layer, alpha=alpha)
+        bar.set_postfix_str(f"{m} {t}")
+        out = engine.generate(
+            [it.prompt for _, it in group],
+            target=target,
+            **generate_kwargs(m),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed * SEED_STRIDE + group[0][0],
+            batch_size=len(group),
+        )
+        rows = []
+        for (_, item), text, ids, st in zip(group, out.texts, out.token_ids, out.stats):
+            stats = {k: v for k, v in st.as_dict().items() if k != "forward_passes"}
+            rows.append({"method": m, **asdict(item), "text": text, "token_ids": ids, "stats": stats})
+            bar.update()
+        return rows
+
+    done = shard.gather([(i, call(*unit)) for i, unit in mine])
     bar.close()
-    order = {(r["method"], r["id"]): r for r in rows}
+    order = {(r["method"], r["id"]): r for rows in done for r in rows}
     return [order[(m, it.id)] for m in methods for it in items]
 
 
@@ -209,26 +237,28 @@ def generate_roleplay(
     """One row per (method, profile); the anchor's context (the role-play prompt) is kept for perplexity."""
     from tqdm.auto import tqdm
 
-    rows = []
-    bar = tqdm(
-        total=len(methods) * len(items), desc="free-form role-play", unit="answer", disable=not progress
-    )
-    for m in methods:
-        for j, item in enumerate(items):
-            target = roleplay_target(engine, m, item.profile, item.personality, experts=experts)
-            bar.set_postfix_str(m)
-            ans = _answer(
-                engine,
-                m,
-                "",
-                target,
-                max_new_tokens=max_new_tokens,
-                seed=seed * SEED_STRIDE + j,
-                temperature=temperature,
-                top_p=top_p,
-            )
-            rows.append({"method": m, **asdict(item), **ans})
-            bar.update()
+    units = [(m, j, item) for m in methods for j, item in enumerate(items)]
+    shard = current_shard()  # a data-parallel run splits the answers (mpg.distributed)
+    mine = shard.mine(units)
+    bar = tqdm(total=len(mine), desc="free-form role-play", unit="answer", disable=not progress)
+
+    def answer(m: str, j: int, item: RoleplayItem) -> dict:
+        target = roleplay_target(engine, m, item.profile, item.personality, experts=experts)
+        bar.set_postfix_str(m)
+        ans = _answer(
+            engine,
+            m,
+            "",
+            target,
+            max_new_tokens=max_new_tokens,
+            seed=seed * SEED_STRIDE + j,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        bar.update()
+        return {"method": m, **asdict(item), **ans}
+
+    rows = shard.gather([(i, answer(*unit)) for i, unit in mine])
     bar.close()
     return rows
 
@@ -243,6 +273,21 @@ def roleplay_contexts(engine, items: list[RoleplayItem], experts="shipped") -> d
 
 
 # ---- scoring ------------------------------------------------------------------------------------
+def _perplexities(engine, rows: list[dict], contexts: list, progress: bool) -> None:
+    """rows gain ppl / ppl_tokens under the plain base (a data-parallel run splits the rows)."""
+    from tqdm.auto import tqdm
+
+    eos = eos_token_ids(engine.models["base"], engine.tokenizer)  # the engine's own stopping rule
+    shard = current_shard()
+    mine = shard.mine(list(range(len(rows))))
+    done = [
+        (i, answer_ppls(engine, [rows[i]["token_ids"]], [contexts[i]], eos)[0])
+        for _, i in tqdm(mine, desc="perplexity", unit="answer", disable=not progress)
+    ]
+    for r, (ppl, n) in zip(rows, shard.gather(done)):
+        r["ppl"], r["ppl_tokens"] = ppl, n
+
+
 def _cosines(embed: Embedder, texts: list[str], references: list[str]) -> list[float]:
     if not texts:
         return []
@@ -296,13 +341,9 @@ def score_mbti(
 ) -> dict:
     """Per-method summary (rows gain judge fields, perplexity and reference cosine in place);
     plus "reference": the judge on the qa reference answers."""
-    from tqdm.auto import tqdm
 
     judge_mbti_rows(judge, rows)
-    eos = eos_token_ids(engine.models["base"], engine.tokenizer)  # the engine's own stopping rule
-    for r in tqdm(rows, desc="perplexity", unit="answer", disable=not progress):
-        ((ppl, n),) = answer_ppls(engine, [r["token_ids"]], [r["prompt"]], eos)
-        r["ppl"], r["ppl_tokens"] = ppl, n
+    _perplexities(engine, rows, [r["prompt"] for r in rows], progress)
     with_ref = [r for r in rows if r.get("reference")]
     for r, c in zip(
         with_ref, _cosines(embed, [r["text"] for r in with_ref], [r["reference"] for r in with_ref])
@@ -340,7 +381,6 @@ def score_roleplay(
 ) -> dict:
     """Per-method: judge score, cosine to the reference answer, perplexity, distinct-n, timing; plus
     "reference": the judge on the reference answers."""
-    from tqdm.auto import tqdm
 
     if rows:
         s = judge.score(
@@ -350,10 +390,7 @@ def score_roleplay(
             rows, s.tolist(), _cosines(embed, [r["text"] for r in rows], [r["reference"] for r in rows])
         ):
             r["judge_score"], r["reference_cosine"] = x, c
-    eos = eos_token_ids(engine.models["base"], engine.tokenizer)  # the engine's own stopping rule
-    for r in tqdm(rows, desc="perplexity", unit="answer", disable=not progress):
-        ((ppl, n),) = answer_ppls(engine, [r["token_ids"]], [contexts[r["id"]]], eos)
-        r["ppl"], r["ppl_tokens"] = ppl, n
+    _perplexities(engine, rows, [contexts[r["id"]] for r in rows], progress)
     summary = {}
     for m in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == m]

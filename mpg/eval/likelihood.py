@@ -65,7 +65,7 @@ def target_policies(target: Target) -> list[Policy]:
     )
 
 
-def _pad_options(options: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_options(options: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """options -> tokens [K, T] right-padded with `pad`, mask [K, T] (True on real tokens)."""
     if not options:
         raise ValueError("no continuations to score")
@@ -205,7 +205,7 @@ class PolicyScorer:
     def logprobs(self, i: int, options: list[list[int]], *, full: bool = True):
         """After prompt i: lp [P, K, T, V] (full) or [P, K, T] (the option tokens' log-probs, 0 on padding),
         tokens [K, T] (options right-padded), mask [K, T] (True on real tokens)."""
-        tokens, mask = _pad_options(options, pad_token_id(self.engine.tokenizer))
+        tokens, mask = pad_options(options, pad_token_id(self.engine.tokenizer))
         per_group = [g.logprobs(i, options, tokens.shape[1]) for g in self.groups]  # [R_g, K, T, V] each
         lp = torch.stack([per_group[self.where[j][0]][self.where[j][1]] for j in self.row_of])  # [P, K, T, V]
         if full:

@@ -10,6 +10,8 @@ MODEL_MAPPING); it loads no third-party plugins. Ways to get "mpg":
   works: lm-eval imports a task named by path before it builds the model, and mpg's task utils register
   the model (see tasks/mbti_16p/utils.py).
 Every argument is passed to lm-eval unchanged; when no --include_path is given, mpg's task folder is added.
+Data parallel: `accelerate launch --multi_gpu --num_processes N -m mpg.eval.lm_eval_cli ...` (every
+process runs this CLI; the model takes its rank from accelerate, see mpg.eval.lm_eval_plugin).
 """
 
 from __future__ import annotations

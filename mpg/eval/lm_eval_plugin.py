@@ -28,22 +28,50 @@ Requests:
     options after one context, so multiple-choice accuracy is exact) for scr_k*. is_greedy: every token
     is the argmax of p_1 (the token-level target), in both modes.
   loglikelihood_rolling(text): the text as the response to an empty user prompt, token mode.
+  Cost (batched_logliks): one call's distinct contexts share one mpg.eval.likelihood.PolicyScorer, so
+    each policy's context head common to them (system prompt, persona template, chat markup, a task's
+    instruction) is forwarded once per call. Then one forward per model group takes several contexts'
+    own tails together (about FEED columns), each followed by its options as branches (a 4D mask: an
+    option sees the head, its context's tail and itself), so a two-option item costs a share of one
+    forward instead of three. Scores equal target_logliks' per context (float rounding); options longer
+    than BLOCK tokens are scored block by block as there.
   generate_until(context, gen_kwargs): engine.generate(..., stop=until, max_new_tokens=max_gen_toks);
     do_sample=False / temperature 0 is greedy decoding of p_1. SCR has no greedy mode: it then samples at
     temperature 1 (seeded).
 Do not pass --apply_chat_template: every policy already applies its own chat context.
+
+Data parallel: under `accelerate launch --multi_gpu --num_processes N -m lm_eval --model mpg ...` (or
+`-m mpg.eval.lm_eval_cli`, or torchrun; WORLD_SIZE > 1) the model takes its rank and world size from
+accelerate (torch.distributed: NCCL with each process on its own GPU; gloo on the CPU with --device cpu
+or where there is no GPU) and lm-eval gives each rank its share of the documents and gathers the results
+through all_gather / gather_object / barrier, as with lm-eval's `hf` model. On a CPU-only machine use
+`--multi_gpu` too: accelerate 1.15's `--cpu --num_processes N` starts ONE process unless given an mpirun
+hostfile. One process: rank 0 of 1, nothing initialised. generate_until seeds each request by its index
+in this rank's share, so sampled generations differ from a one-process run (log-likelihoods do not).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
+from datetime import timedelta
 
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from .likelihood import continuation_ids, target_logliks
+from ..steering import steered
+from ..tokens import pad_token_id
+from .likelihood import (
+    MODES,
+    PolicyScorer,
+    continuation_ids,
+    option_scores,
+    pad_options,
+    target_logliks,
+    target_policies,
+)
 from .methods import (
     generate_kwargs,
     get_method,
@@ -53,6 +81,8 @@ from .methods import (
 )
 
 DEFAULT_METHOD = "fused_mixture"
+BLOCK = 256  # option tokens' log-probs kept per forward (target_logliks' block): bounds [P, K, T, V] memory
+FEED = 256  # columns (prompt tails + option tokens) per batched forward: several prompts share one forward
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +93,11 @@ def _device(device: str | None) -> str:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         return "cpu"
     return str(device)
+
+
+def _process_device(device: torch.device) -> str:
+    """This process's device under accelerate: cuda:LOCAL_RANK as is; the CPU as plain "cpu"."""
+    return "cpu" if device.type == "cpu" else str(device)
 
 
 @register_model("mpg")
@@ -99,13 +134,18 @@ class MPGLM(LM):
         roleplaying = profile is not None or personality is not None
         if roleplaying and persona is not None:
             raise ValueError("give either persona=TYPE or profile=...,personality=... (role-play), not both")
+        self._dist = _distributed_state(device)  # None in a one-process run
+        if self._dist is not None:
+            self._rank, self._world_size = self._dist.process_index, self._dist.num_processes
         if engine is None:
             from ..engine import Engine
 
             dt = getattr(torch, str(dtype), None)
             if not isinstance(dt, torch.dtype):
                 raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-            engine = Engine.from_pretrained(base, device=_device(device), dtype=dt)
+            # under accelerate each process owns one device (cuda:LOCAL_RANK, or the CPU with --cpu)
+            where = _device(device) if self._dist is None else _process_device(self._dist.device)
+            engine = Engine.from_pretrained(base, device=where, dtype=dt)
         self.engine = engine
         if roleplaying:
             self.target = roleplay_target(
@@ -132,25 +172,34 @@ class MPGLM(LM):
 
     # ---- scoring ------------------------------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        by_context: dict[str, list[int]] = defaultdict(list)  # requests sharing a context: one batch
+        by_context: dict[str, list[int]] = defaultdict(list)  # requests sharing a context: one prompt
         for i, req in enumerate(requests):
             by_context[req.args[0]].append(i)
+        contexts = list(by_context)
+        options = [
+            [continuation_ids(self.engine, requests[i].args[1]) for i in by_context[c]] for c in contexts
+        ]
+        bar = _bar(None, len(requests), "mpg loglikelihood", disable_tqdm)
+        scored = batched_logliks(self.engine, self.target, contexts, options, self.mode, bar=bar)
+        _close(bar)
         out: list[tuple[float, bool] | None] = [None] * len(requests)
-        for context, members in _bar(by_context.items(), len(by_context), "mpg loglikelihood", disable_tqdm):
-            options = [continuation_ids(self.engine, requests[i].args[1]) for i in members]
-            scores, greedy = target_logliks(self.engine, self.target, context, options, self.mode)
-            for j, i in enumerate(members):
+        for context, (scores, greedy) in zip(contexts, scored):
+            for j, i in enumerate(by_context[context]):
                 out[i] = (float(scores[j]), bool(greedy[j]))
                 self.cache_hook.add_partial("loglikelihood", requests[i].args, out[i])
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        out = []
-        for req in _bar(requests, len(requests), "mpg loglikelihood_rolling", disable_tqdm):
-            ids = continuation_ids(self.engine, req.args[0])
-            scores, _ = target_logliks(self.engine, self.target, "", [ids], "token")
-            out.append(float(scores[0]))
-            self.cache_hook.add_partial("loglikelihood_rolling", req.args, out[-1])
+        if not requests:
+            return []
+        texts = [continuation_ids(self.engine, req.args[0]) for req in requests]
+        bar = _bar(None, len(requests), "mpg loglikelihood_rolling", disable_tqdm)
+        # every text is the response to the same empty prompt: one context, its head forwarded once
+        ((scores, _),) = batched_logliks(self.engine, self.target, [""], [texts], "token", bar=bar)
+        _close(bar)
+        out = [float(s) for s in scores]
+        for req, value in zip(requests, out):
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, value)
         return out
 
     # ---- generation ---------------------------------------------------------------------------
@@ -200,10 +249,268 @@ class MPGLM(LM):
             ],
         }
 
+    # ---- data parallel (lm-eval's evaluator calls these when world_size > 1) --------------------
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's tensor, concatenated along dim 0 (a 0-d tensor counts as [1])."""
+        if self._dist is None:
+            return tensor
+        from accelerate.utils import gather
+
+        return gather(tensor)
+
+    def gather_object(self, obj, dst: int = 0):
+        """[every rank's obj] on rank dst, None on the others."""
+        if self._dist is None:
+            return [obj]
+        parts = [None] * self.world_size if self.rank == dst else None
+        torch.distributed.gather_object(obj=obj, object_gather_list=parts, dst=dst)
+        return parts
+
+    def barrier(self) -> None:
+        if self._dist is not None:
+            self._dist.wait_for_everyone()
+
+
+# ---- batched scoring ---------------------------------------------------------------------------
+def batched_logliks(
+    engine,
+    target,
+    prompts: list[str],
+    options: list[list[list[int]]],
+    mode: str = "token",
+    *,
+    block: int = BLOCK,
+    feed: int = FEED,
+    bar=None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """For each prompt, the scores [K_i] (float64) of its options under the target and greedy flags [K_i]:
+    what `target_logliks(engine, target, prompts[i], options[i], mode)` gives, computed together.
+
+    One PolicyScorer holds every policy's context head common to all prompts (forwarded once). Then each
+    forward takes several prompts at once (about `feed` columns): per prompt its tail, and its options as
+    branches after that tail (one forward for all, instead of one per prompt and one per option), with
+    at most `block` option tokens' log-probs kept. Options longer than `block` go block by block
+    (target_logliks). bar: a tqdm-like progress bar, advanced by each option scored."""
+    if mode not in MODES:
+        raise ValueError(f"unknown likelihood mode {mode!r}; choose one of {', '.join(MODES)}")
+    if len(prompts) != len(options):
+        raise ValueError(f"{len(prompts)} prompts but {len(options)} option lists")
+    if not prompts:
+        return []
+    policies = target_policies(target)
+    index = {p: i for i, p in enumerate(policies)}
+    scorer = PolicyScorer(engine, policies, list(prompts))  # context heads cached once
+    pad = pad_token_id(engine.tokenizer)
+    scores = [torch.empty(len(o), dtype=torch.float64) for o in options]
+    greedy = [torch.empty(len(o), dtype=torch.bool) for o in options]
+    units = [(i, piece) for i, opts in enumerate(options) for piece in _pieces([len(o) for o in opts], block)]
+    tails = _tail_widths(scorer, len(prompts))  # [prompts]
+    for batch in _batches(units, options, tails, feed, block):
+        opts = [[options[i][k] for k in piece] for i, piece in batch]
+        lps = _tree_logprobs(scorer, [i for i, _ in batch], opts)  # [P, k, T, V] per unit
+        for (i, piece), o, lp in zip(batch, opts, lps):
+            tokens, mask = pad_options(o, pad)  # [k, T] x2
+            s, g = option_scores(target, index, lp, tokens, mask, mode)  # [k] x2
+            scores[i][piece], greedy[i][piece] = s.double(), g
+        if bar is not None:
+            bar.update(sum(len(piece) for _, piece in batch))
+    for i, opts in enumerate(options):
+        for k, o in enumerate(opts):
+            if len(o) > block:  # long: target_logliks' block-by-block path (earlier blocks become context)
+                s, g = target_logliks(engine, target, prompts[i], [o], mode, block=block)
+                scores[i][k], greedy[i][k] = s[0], g[0]
+                if bar is not None:
+                    bar.update(1)
+    return list(zip(scores, greedy))
+
+
+def _tail_widths(scorer: PolicyScorer, n: int) -> list[int]:
+    """Per prompt, its longest tail (context after the cached head) over every policy row."""
+    return [
+        max(len(c[i]) - len(h) for g in scorer.groups for c, h in zip(g.contexts, g.heads)) for i in range(n)
+    ]
+
+
+def _batches(units, options, tails, feed: int, block: int) -> list[list[tuple[int, list[int]]]]:
+    """Consecutive units (prompt i, option indices) grouped so that each forward feeds about `feed`
+    columns (tails + option tokens; a unit wider than that goes alone) and keeps <= `block` log-probs."""
+    out, cur, width, kept = [], [], 0, 0
+    for i, piece in units:
+        extra = sum(len(options[i][k]) - 1 for k in piece)
+        w, n = tails[i] + extra, 1 + extra  # feed columns; kept: the tail's last + every option column
+        if cur and (width + w > feed or kept + n > block):
+            out.append(cur)
+            cur, width, kept = [], 0, 0
+        cur.append((i, piece))
+        width, kept = width + w, kept + n
+    return [*out, cur] if cur else out
+
+
+def _tree_logprobs(scorer: PolicyScorer, prompts: list[int], options: list[list[list[int]]]) -> list:
+    """For each (prompt index, its options): lp [P, K, T, V], as PolicyScorer.logprobs(i, options) gives,
+    all from one forward per model group."""
+    per_group = [_group_tree(g, prompts, options) for g in scorer.groups]  # [units] of [R_g, K, T, V]
+    rows = [scorer.where[j] for j in scorer.row_of]  # policy -> (group, row)
+    return [torch.stack([per_group[gi][u][r] for gi, r in rows]) for u in range(len(prompts))]
+
+
+# _group_tree reads a likelihood._Group's head cache (heads, head_mask, head_len, cache, contexts) and its
+# forward settings (model, device, pad, adapters, deltas): the same cache PolicyScorer.logprobs uses,
+# fed differently (tests/test_lm_eval_distributed.py checks it against target_loglik).
+@torch.inference_mode()
+def _group_tree(g, prompts: list[int], options: list[list[list[int]]]) -> list[torch.Tensor]:
+    """One forward of a likelihood._Group's rows on its cached head: per unit u, prompt prompts[u]'s tail
+    (left-padded per row) then each option k's tokens but the last as a branch that sees the head, that
+    tail and itself only. Returns [R, K, T, V] log-probs along each unit's options (0 past an option's
+    end); the cache is rolled back to the head."""
+    R, head = len(g.heads), g.cache.get_seq_length()
+    head_len, head_mask = g.head_len.cpu(), g.head_mask.cpu().bool()  # [R], [R, Lh]
+    cols = _Columns(R, g.pad)
+    picks = []  # per unit: (column of the tail's last token, [columns of option k's tokens but the last])
+    for u, (i, opts) in enumerate(zip(prompts, options)):
+        end = cols.tail(u, [c[i][len(h) :] for c, h in zip(g.contexts, g.heads)], head_len)  # [R]
+        picks.append((cols.width - 1, [cols.branch(u, k + 1, o[:-1], end) for k, o in enumerate(opts)]))
+    ids, pos, mask = cols.tensors(head_mask, g.model.dtype)  # [R, W] x2, [R, 1, W, Lh + W]
+    keep = sorted({c for last, branches in picks for c in [last, *(x for b in branches for x in b)]})
+    where = {c: j for j, c in enumerate(keep)}
+    with steered(g.model, g.deltas):
+        out = g.model(
+            input_ids=ids.to(g.device),
+            attention_mask=mask.to(g.device),
+            position_ids=pos.to(g.device),
+            cache=g.cache,
+            use_cache=True,
+            logits_to_keep=torch.tensor(keep),  # on the CPU: indexes the last block's output on any device
+            **g.adapters,
+        )
+    g.cache = out.cache
+    extra = g.cache.get_seq_length() - head
+    if extra > 0:
+        g.cache.crop(-extra)
+    lp = torch.log_softmax(out.logits.float(), -1).cpu()  # [R, len(keep), V]
+    result = []
+    for (last, branches), opts in zip(picks, options):
+        T = max(len(o) for o in opts)
+        lp_u = torch.zeros((R, len(opts), T, lp.shape[-1]))  # [R, K, T, V]
+        for k, b in enumerate(branches):
+            lp_u[:, k, : len(b) + 1] = lp[:, [where[c] for c in [last, *b]]]
+        result.append(lp_u)
+    return result
+
+
+class _Columns:
+    """The feed of one tree forward, built column by column: token ids and positions per row, which
+    unit and branch (0: the unit's tail) each column belongs to, and which rows hold a real token."""
+
+    def __init__(self, rows: int, pad: int):
+        self.rows, self.pad = rows, pad
+        self.ids, self.pos, self.valid, self.unit, self.branch_of = [], [], [], [], []
+        self.width = 0
+
+    def _add(self, ids, pos, valid, unit: int, branch: int) -> list[int]:
+        n = ids.shape[1]
+        self.ids.append(ids)
+        self.pos.append(pos)
+        self.valid.append(valid)
+        self.unit.append(torch.full((n,), unit))
+        self.branch_of.append(torch.full((n,), branch))
+        self.width += n
+        return list(range(self.width - n, self.width))
+
+    def tail(self, unit: int, tails: list[list[int]], head_len: torch.Tensor) -> torch.Tensor:
+        """Add the rows' tails (left-padded; each row has >= 1 token); returns [R] the position after."""
+        L = max(len(t) for t in tails)
+        ids = torch.full((self.rows, L), self.pad, dtype=torch.long)  # [R, L]
+        valid = torch.zeros((self.rows, L), dtype=torch.bool)  # [R, L]
+        for r, t in enumerate(tails):
+            ids[r, L - len(t) :] = torch.tensor(t)
+            valid[r, L - len(t) :] = True
+        pos = head_len[:, None] + (valid.long().cumsum(-1) - 1).clamp_min(0)  # [R, L]
+        self._add(ids, pos, valid, unit, 0)
+        return head_len + valid.sum(-1)
+
+    def branch(self, unit: int, branch: int, tokens: list[int], end: torch.Tensor) -> list[int]:
+        """Add one option's tokens (the same in every row) after the unit's tail; returns their columns."""
+        if not tokens:
+            return []
+        n = len(tokens)
+        ids = torch.tensor(tokens).expand(self.rows, n)  # [R, n]
+        pos = end[:, None] + torch.arange(n)  # [R, n]
+        return self._add(ids, pos, torch.ones((self.rows, n), dtype=torch.bool), unit, branch)
+
+    def tensors(self, head_mask: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ids [R, W], positions [R, W] and the additive attention mask [R, 1, W, Lh + W]: a column sees
+        the row's head, and the earlier real columns of its own unit that are in the tail or in its own
+        branch; every column sees itself (a padding column then has a finite, unused output)."""
+        ids, pos, valid = (torch.cat(x, 1) for x in (self.ids, self.pos, self.valid))  # [R, W] x3
+        unit, branch = torch.cat(self.unit), torch.cat(self.branch_of)  # [W] x2
+        W, R = ids.shape[1], self.rows
+        w = torch.arange(W)
+        tree = (
+            (unit[None, :] == unit[:, None])
+            & ((branch[None, :] == 0) | (branch[None, :] == branch[:, None]))
+            & (w[None, :] <= w[:, None])
+        )  # [W(query), W(key)]
+        sees = (tree[None] & valid[:, None, :]) | torch.eye(W, dtype=torch.bool)[None]  # [R, W, W]
+        allowed = torch.cat([head_mask[:, None, :].expand(R, W, -1), sees], 2)  # [R, W, Lh + W]
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        return ids, pos, mask[:, None]
+
+
+def _pieces(lengths: list[int], block: int) -> list[list[int]]:
+    """Indices of the options of at most `block` tokens, in order, grouped so that each group's
+    count x longest length (its padded [K, T]) stays within `block`."""
+    pieces, cur, longest = [], [], 0
+    for k, n in enumerate(lengths):
+        if n > block:
+            continue
+        if cur and (len(cur) + 1) * max(longest, n) > block:
+            pieces.append(cur)
+            cur, longest = [], 0
+        cur.append(k)
+        longest = max(longest, n)
+    return [*pieces, cur] if cur else pieces
+
+
+def _distributed_state(device: str | None):
+    """accelerate's process state when launched with several processes (WORLD_SIZE > 1), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # gloo on the CPU when asked (--device cpu; ACCELERATE_USE_CPU, which PartialState, unlike Accelerator,
+    # does not read itself) or when there is no accelerator (else PartialState would pick no backend at
+    # all under `accelerate launch --multi_gpu` on a CPU machine). Ranks wait for each other at lm-eval's
+    # barriers while the slowest scores its share: no timeout, as lm-eval's hf model (52 weeks).
+    cpu = (
+        parse_flag_from_env("ACCELERATE_USE_CPU")
+        or str(device or "").startswith("cpu")
+        or not _has_accelerator()
+    )
+    state = PartialState(cpu=cpu, timeout=timedelta(weeks=52))
+    if state.num_processes <= 1:
+        return None
+    log.info(
+        "mpg: rank %d of %d (%s, %s)", state.process_index, state.num_processes, state.backend, state.device
+    )
+    return state
+
+
+def _has_accelerator() -> bool:
+    acc = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return bool(acc.is_available()) if acc is not None else torch.cuda.is_available()
+
 
 def _bar(items, total: int, desc: str, disable: bool):
+    """A tqdm bar over items (or, with items None, one to advance by hand; None without tqdm)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return items
     return tqdm(items, total=total, desc=desc, disable=disable)
+
+
+def _close(bar) -> None:
+    if bar is not None:
+        bar.close()

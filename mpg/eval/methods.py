@@ -34,6 +34,23 @@ from ..personas import AXES, NEUTRAL, TRAITS, expert_mbti, parse_mbti, roleplay
 from ..policies import Attribute, Policy, Target
 from ..steering import Steer
 
+__all__ = [
+    "KINDS",
+    "MBTI_METHODS",
+    "METHODS",
+    "ROLEPLAY_METHODS",
+    "Method",
+    "alone",
+    "generate_kwargs",
+    "get_method",
+    "mbti_attributes",
+    "mbti_target",
+    "merged_vector_name",
+    "prompt_policy",
+    "register_merged_vector",
+    "roleplay_target",
+]
+
 KINDS = ("policy", "composed", "steered")
 
 

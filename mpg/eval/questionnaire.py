@@ -34,6 +34,7 @@ import json
 import time
 from pathlib import Path
 
+from ..distributed import current_shard
 from ..personas import AXES, parse_mbti
 from ..stats import accuracy_ci
 from .likelihood import PolicyScorer, continuation_ids, option_scores
@@ -191,20 +192,28 @@ def run_questionnaire(
     index = {p: i for i, p in enumerate(policies)}
     option_ids = [continuation_ids(engine, o) for o in options]
 
-    raw: dict[tuple, dict[str, list[float]]] = {key: {} for key in distinct}
-    scorer = PolicyScorer(
-        engine, policies, [item_prompt(item) for item in items]
-    )  # context heads cached once
-    bar = _progress(len(items), progress)
-    for i, item in enumerate(items):
+    # every process builds the scorer over all items (the same shared context heads as one process),
+    # then scores its share of the items (mpg.distributed: one process under plain python)
+    scorer = PolicyScorer(engine, policies, [item_prompt(item) for item in items])  # heads cached once
+    shard = current_shard()
+    mine = shard.mine(list(range(len(items))))
+    bar = _progress(len(mine), progress)
+    done = []
+    for _, i in mine:
         lp, tokens, mask = scorer.logprobs(i, option_ids)  # [P, 2, T, V]
-        for key in distinct:
-            score, _ = option_scores(key[0], index, lp, tokens, mask, key[1])  # [2]
-            raw[key][str(item["id"])] = [float(s) for s in score]
+        per_target = [
+            [float(s) for s in option_scores(key[0], index, lp, tokens, mask, key[1])[0]] for key in distinct
+        ]  # [targets][2]
+        done.append((i, per_target))
         if bar:
             bar.update()
     if bar:
         bar.close()
+    answered = shard.gather(done)  # [items][targets][2], in item order, on every process
+    raw = {
+        key: {str(item["id"]): answered[i][k] for i, item in enumerate(items)}
+        for k, key in enumerate(distinct)
+    }
 
     scores = {m.name: {t: raw[targets[(m.name, t)]] for t in types} for m in methods}
     return {
