@@ -202,8 +202,8 @@ class Engine:
         check_prompts(prompts, target)
         if streamer is not None and len(prompts) > 1:
             raise ValueError("a streamer needs a single prompt (as in transformers)")
-        self.policy_table(target, prompts[:1])  # every policy valid, before any work (errors name it)
-        check_policy(self, target.draft_policy)
+        for p in [*target.policies(), target.draft_policy]:  # every policy valid before any work
+            check_policy(self, p)
         eos = eos_token_ids(self.models["base"], self.tokenizer, cfg.eos_token_id)
         out = GenerateOutput([], [], [])
         for start in range(0, len(prompts), cfg.batch_size):
@@ -284,7 +284,13 @@ class Engine:
         scorer, drafter = self.build_scorer(table), None
         if cfg.sampler != "fused":
             q = target.draft_policy
-            drafter = self.policy_group(q.model, [q], PolicyTable.for_policies(self, [q], prompts).contexts)
+            rendered = table.index()  # the default proposal is the anchor: its contexts are rendered already
+            contexts = (
+                [table.contexts[rendered[q]]]
+                if q in rendered
+                else PolicyTable.for_policies(self, [q], prompts).contexts
+            )
+            drafter = self.policy_group(q.model, [q], contexts)
         seqs = [Sequence(cfg.max_new_tokens, rng) for rng in rngs]
         batch = Batch(
             scorer,
@@ -357,8 +363,9 @@ def check_prompts(prompts: list[str], target: Target) -> None:
     """Prompts must be strings; an empty one only where every context says something without it."""
     if not prompts:
         raise ValueError("no prompts given")
-    policies = {target.anchor, target.draft_policy, *(x for a in target.attributes for x in (a.num, a.den))}
-    bare = any(not p.template.replace("{prompt}", "").strip() for p in policies)
+    bare = any(
+        not p.template.replace("{prompt}", "").strip() for p in [*target.policies(), target.draft_policy]
+    )
     for i, p in enumerate(prompts):
         if not isinstance(p, str) or (bare and not p.strip()):
             raise ValueError(f"prompt {i} is empty")

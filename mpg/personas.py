@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .expert_file import EXPERT_FILE, expert_contexts  # noqa: F401  (mpg.engine imports EXPERT_FILE here)
+from .expert_file import expert_contexts
 from .policies import Attribute, Policy
 
 __all__ = [

@@ -127,6 +127,12 @@ class Target:
             raise TypeError("Target.single takes an mpg.Policy (and optionally a proposal Policy)")
         return t
 
+    def policies(self) -> list[Policy]:
+        """The distinct policies the target scores: anchor, numerators, denominators (in that order)."""
+        return list(
+            dict.fromkeys([self.anchor, *(a.num for a in self.attributes), *(a.den for a in self.attributes)])
+        )
+
     @property
     def draft_policy(self) -> Policy:
         return self.proposal if self.proposal is not None else self.anchor

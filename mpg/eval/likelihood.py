@@ -58,11 +58,7 @@ def continuation_ids(engine, text: str) -> list[int]:
 
 def target_policies(target: Target) -> list[Policy]:
     """The target's distinct policies: anchor, numerators, denominators (in that order)."""
-    return list(
-        dict.fromkeys(
-            [target.anchor, *(a.num for a in target.attributes), *(a.den for a in target.attributes)]
-        )
-    )
+    return target.policies()
 
 
 def pad_options(options: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
