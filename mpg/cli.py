@@ -68,6 +68,48 @@ def _generate(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(
+            f'mpg serve needs the serve extra ({", ".join(missing)} missing): pip install "mpg[serve]"'
+        )
+    from .engine import Engine
+    from .extract import PersonaVectors
+    from .personas import load_experts, parse_mbti
+    from .server import serve
+
+    if args.max_batch < 1 or args.max_queue < 0 or args.max_tokens < 1:
+        raise ValueError("--max-batch and --max-tokens must be >= 1 and --max-queue >= 0")
+    if args.persona:
+        parse_mbti(args.persona)  # a bad default persona fails now, not on the first request
+    engine = Engine.from_pretrained(args.base, dtype=args.dtype)
+    loaded = load_experts(engine, args.experts)
+    for path in args.vectors or []:
+        for name, vector in PersonaVectors.load(path).vectors.items():
+            engine.add_steering_vector(name, vector)
+    print(
+        f"mpg: serving on http://{args.host}:{args.port}/v1 (experts: {', '.join(loaded) or 'prompted'}; "
+        f"steering vectors: {', '.join(engine.vectors) or 'none'}); Ctrl-C stops",
+        file=sys.stderr,
+    )
+    serve(
+        engine,
+        host=args.host,
+        port=args.port,
+        shutdown_timeout=args.shutdown_timeout,
+        log_level=args.log_level,
+        experts=args.experts,
+        persona=args.persona or None,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        max_tokens=args.max_tokens,
+    )
+    return 0
+
+
 def _extract(args) -> int:
     from .engine import Engine
     from .extract import (
@@ -222,6 +264,28 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--stats", action="store_true", help="print sampler statistics (JSON) to stderr")
     g.add_argument("--no-stream", action="store_true", help="print the text at the end instead of streaming")
     g.set_defaults(func=_generate)
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with per-request personas")
+    s.add_argument(
+        "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
+    )
+    s.add_argument(
+        "--experts", default="auto", help="'auto', 'shipped', 'prompted' or a folder (loaded at start)"
+    )
+    s.add_argument(
+        "--persona", default="ENTJ", help="the persona of model 'mpg' (other models: mpg-<type>, mpg-base)"
+    )
+    s.add_argument("--vectors", action="append", help="persona vectors (extract-vectors output) for 'steer'")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-batch", type=int, default=16, help="sequences generated together at most")
+    s.add_argument("--max-queue", type=int, default=64, help="requests waiting at most (more: HTTP 429)")
+    s.add_argument("--max-tokens", type=int, default=1024, help="the largest max_tokens a request may ask")
+    s.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto")
+    s.add_argument(
+        "--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM"
+    )
+    s.add_argument("--log-level", default="warning", help="uvicorn's log level (info logs every request)")
+    s.set_defaults(func=_serve)
     x = sub.add_parser(
         "extract-vectors", help="extract persona vectors (mean block outputs, persona - neutral)"
     )

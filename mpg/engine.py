@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 
 from .expert_file import check_expert_info
-from .generation import BatchStats, GenerateConfig, GenerateOutput, build_target, find_stop
+from .generation import GenerateConfig, GenerateOutput, build_target
 from .policies import Attribute, Policy, Target
 from .policy_table import PolicyTable, check_policy, is_peft
-from .samplers import SAMPLERS, SamplerConfig
-from .samplers.common import Batch, Sequence
+from .running import BatchSettings, RunningBatch
+from .samplers import SamplerConfig
+from .samplers.common import Sequence
 from .scoring import MultiPolicyScorer, PolicyGroup
 from .steering import row_deltas
 from .tokens import eos_token_ids, pad_token_id
@@ -280,83 +281,26 @@ class Engine:
     @torch.inference_mode()
     def _generate_batch(self, prompts, target, cfg: GenerateConfig, eos, rngs, streamer):
         t0 = time.perf_counter()
-        table = self.policy_table(target, prompts)
-        scorer, drafter = self.build_scorer(table), None
-        if cfg.sampler != "fused":
-            q = target.draft_policy
-            rendered = table.index()  # the default proposal is the anchor: its contexts are rendered already
-            contexts = (
-                [table.contexts[rendered[q]]]
-                if q in rendered
-                else PolicyTable.for_policies(self, [q], prompts).contexts
-            )
-            drafter = self.policy_group(q.model, [q], contexts)
-        seqs = [Sequence(cfg.max_new_tokens, rng) for rng in rngs]
-        batch = Batch(
-            scorer,
-            drafter,
-            table.rows,
-            cfg.sampler_config,
-            float(cfg.temperature),
-            float(cfg.top_p),
-            eos,
-            list(seqs),
+        settings = BatchSettings(
+            cfg.sampler, float(cfg.temperature), float(cfg.top_p), cfg.sampler_config, eos
         )
-        step = SAMPLERS[cfg.sampler]
-        slot = {id(s): i for i, s in enumerate(seqs)}  # sequence -> its prompt's place in this batch
-        results = [None] * len(seqs)
-
-        def done(s):
-            return s.remaining <= 0 or (s.y and s.y[-1] in eos)
-
-        def finish(s, stopped_at):
-            out = s.y[: stopped_at[0]] if stopped_at else s.y
-            body = out[:-1] if out and out[-1] in eos else out
-            text = self.tokenizer.decode(body, skip_special_tokens=True)
-            s.stats.new_tokens, s.stats.wall_time_s = len(out), time.perf_counter() - t0
-            results[slot[id(s)]] = (out, text[: stopped_at[1]] if stopped_at else text, s.stats)
-
-        before = [0] * len(seqs)
+        run = RunningBatch(self, target, settings)
+        seqs = [Sequence(cfg.max_new_tokens, rng) for rng in rngs]
+        members = run.join(prompts, seqs, [cfg.stop] * len(prompts))
         while True:
-            keep = []
-            for i, (s, n0) in enumerate(zip(batch.seqs, before)):
-                stopped_at = (
-                    find_stop(self.tokenizer, s.y, n0, cfg.stop) if cfg.stop and len(s.y) > n0 else None
-                )
-                end = stopped_at[0] if stopped_at else len(s.y)
-                if streamer is not None and end > n0:
-                    streamer.put(torch.tensor(s.y[n0:end]))
-                if stopped_at or done(s):
-                    finish(s, stopped_at)
-                else:
-                    keep.append(i)
-            if len(keep) < len(batch.seqs):
-                batch.retain(keep)
-            if not batch.seqs:
+            for _, new in run.settle():
+                if streamer is not None and new:
+                    streamer.put(torch.tensor(new))
+            if not len(run):
                 break
-            before = [len(s.y) for s in batch.seqs]
-            step(batch)
+            run.step()
         if streamer is not None:
             streamer.end()
-        stats = batch_stats(table, scorer, drafter, target)
+        stats = run.batch_stats()
         stats.wall_time_s = time.perf_counter() - t0
         for s in seqs:  # every sequence reports its batch's shared passes (SequenceStats says so)
             s.stats.forward_passes, s.stats.model_calls = dict(stats.forward_passes), stats.model_calls
-        return results, stats, table.labels()
-
-
-def batch_stats(table: PolicyTable, scorer: MultiPolicyScorer, drafter, target: Target) -> BatchStats:
-    """Forward passes of one batch, per policy label (a pass of a group counts for each of its policies)."""
-    out, labels = BatchStats(prompts=[]), table.labels()
-    for gi, g in enumerate(scorer.groups):
-        for i, (gj, _) in enumerate(scorer.index):
-            if gj == gi:
-                out.forward_passes[labels[i]] = out.forward_passes.get(labels[i], 0) + g.forward_passes
-        out.model_calls += g.forward_passes
-    if drafter is not None:
-        out.forward_passes["proposal:" + target.draft_policy.label()] = drafter.forward_passes
-        out.model_calls += drafter.forward_passes
-    return out
+        return [(m.tokens, m.text, m.seq.stats) for m in members], stats, run.labels
 
 
 def check_prompts(prompts: list[str], target: Target) -> None:

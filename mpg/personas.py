@@ -27,9 +27,11 @@ __all__ = [
     "TRAITS",
     "Persona",
     "expert_mbti",
+    "load_experts",
     "parse_mbti",
     "persona",
     "prompted_mbti",
+    "resolve_experts",
     "roleplay",
 ]
 
@@ -156,6 +158,32 @@ def roleplay(
     return attrs, Policy(template=template)
 
 
+def resolve_experts(experts: str | Path | None) -> str | Path:
+    """ "auto" -> "shipped" when the shipped experts are installed, else "prompted"; others as given."""
+    if experts == "auto":
+        return (
+            "shipped"
+            if (SHIPPED_EXPERTS / AXIS_ADAPTERS["EI"] / "adapter_config.json").exists()
+            else "prompted"
+        )
+    return experts
+
+
+def load_experts(engine, experts: str | Path | None = "auto") -> list[str]:
+    """Load every expert adapter the experts folder has (MBTI axes, role-play) now, instead of on first
+    use: a server must not change its model while it serves. Returns the adapter names loaded."""
+    experts = resolve_experts(experts)
+    if experts == "prompted":
+        return []
+    d = _experts_dir(experts)
+    names = [
+        n for n in (*AXIS_ADAPTERS.values(), *ROLEPLAY_ADAPTERS) if (d / n / "adapter_config.json").exists()
+    ]
+    for name in names:
+        _load(engine, name, d / name)
+    return names
+
+
 def persona(
     engine,
     mbti: str | None = "ENTJ",
@@ -170,12 +198,7 @@ def persona(
     experts: "auto" (shipped experts when installed, else prompted), "shipped", "prompted" or a folder
     holding mbti_e_i/ ... roleplay_profile/ adapters.
     """
-    if experts == "auto":
-        experts = (
-            "shipped"
-            if (SHIPPED_EXPERTS / AXIS_ADAPTERS["EI"] / "adapter_config.json").exists()
-            else "prompted"
-        )
+    experts = resolve_experts(experts)
     attrs: list[Attribute] = []
     anchor, needs_prompt = Policy(), True
     if profile is not None or personality is not None:

@@ -222,6 +222,61 @@ class PolicyGroup:
         self.valid = new_valid
         self.col_branch = torch.zeros(Cn, dtype=torch.long)
 
+    def absorb(self, other: "PolicyGroup", seq_offset: int) -> None:
+        """Append `other`'s rows (new sequences joining a running batch; their sequence numbers shift by
+        `seq_offset`). Both groups must be between rounds (no open branches) and run the same model.
+
+        The shorter cache is left-padded with holes: columns no row owns are never attended to, keys
+        carry their rotary positions and every feed passes explicit positions, so where a row's columns
+        sit does not matter (the same reason `_compact` may move them)."""
+        if self.branch_len or other.branch_len or bool(self.col_branch.any()) or bool(other.col_branch.any()):
+            raise RuntimeError("groups can only be joined between rounds (a branch is open)")
+        if other.model is not self.model:
+            raise ValueError("groups on different models cannot be joined")
+        C = max(self.valid.shape[1], other.valid.shape[1])
+
+        def holes(valid: torch.Tensor) -> torch.Tensor:  # [N, c] -> [N, C], new columns invalid
+            return torch.cat([valid.new_zeros(valid.shape[0], C - valid.shape[1]), valid], 1)
+
+        ours, theirs = list(self.cache.layers), list(other.cache.layers)
+        for i in range(max(len(ours), len(theirs))):
+            a = ours[i] if i < len(ours) else None
+            b = theirs[i] if i < len(theirs) else None
+            filled = [
+                x for x in (a, b) if x is not None and getattr(x, "keys", None) is not None and x.keys.numel()
+            ]
+            if not filled:
+                continue
+            like = filled[0].keys  # [N, H, c, D]
+            parts_k, parts_v = [], []
+            for layer, n in ((a, self.rows), (b, other.rows)):
+                if layer is not None and getattr(layer, "keys", None) is not None and layer.keys.numel():
+                    k, v = layer.keys, layer.values  # [n, H, c, D]
+                else:
+                    k = v = like.new_zeros(n, like.shape[1], 0, like.shape[3])
+                pad = like.new_zeros(n, like.shape[1], C - k.shape[2], like.shape[3])  # [n, H, C-c, D]
+                parts_k.append(torch.cat([pad, k.to(like.device)], 2))
+                parts_v.append(torch.cat([pad, v.to(like.device)], 2))
+            keeper = filled[0]
+            keeper.keys, keeper.values = torch.cat(parts_k, 0), torch.cat(parts_v, 0)  # [N_a + N_b, H, C, D]
+            if a is not keeper:  # this group had no columns on this layer: adopt the filled layer object
+                if a is None:
+                    self.cache.layers.append(keeper)
+                else:
+                    self.cache.layers[i] = keeper
+        self.valid = torch.cat([holes(self.valid), holes(other.valid)], 0)  # [N_a + N_b, C]
+        self.col_branch = torch.zeros(C, dtype=torch.long)
+        self.adapters += other.adapters
+        self.row_seq = torch.cat([self.row_seq, other.row_seq + seq_offset])
+        for name in ("last_context_token", "start_pos", "consumed"):
+            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
+        if set(self.steer_deltas) != set(other.steer_deltas):
+            raise ValueError("groups with different steering layers cannot be joined")
+        self.steer_deltas = {
+            L: torch.cat([d, other.steer_deltas[L].to(d.device)]) for L, d in self.steer_deltas.items()
+        }
+        self.forward_passes += other.forward_passes
+
     def select(self, rows: torch.Tensor, row_seq: torch.Tensor) -> None:
         """Keep only `rows` (e.g. the rows of unfinished sequences), renumbering their sequences."""
         for layer in self.cache.layers:  # per layer: a sharded base keeps layers on several devices
@@ -264,6 +319,14 @@ class MultiPolicyScorer:
         return torch.stack(
             [outs[gi][:, r].to(outs[0].device) for gi, r in self.index], 1
         )  # [B, P, n, K+1, V]
+
+    def absorb(self, other: "MultiPolicyScorer") -> None:
+        """Append `other`'s sequences (built for the same policy table layout) after this scorer's."""
+        if len(other.groups) != len(self.groups) or other.index != self.index:
+            raise ValueError("scorers of different policy tables cannot be joined")
+        for g, h in zip(self.groups, other.groups):
+            g.absorb(h, self.n_seqs)
+        self.n_seqs += other.n_seqs
 
     def commit(self, lengths: list[int], winners: list[int] | None = None) -> None:
         for g in self.groups:

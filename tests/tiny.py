@@ -19,7 +19,9 @@ def tiny_tokenizer(vocab=VOCAB) -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_model(seed: int = 0, vocab_size: int = len(VOCAB), sharpness: float = 1.0) -> LlamaForCausalLM:
+def tiny_model(
+    seed: int = 0, vocab_size: int = len(VOCAB), sharpness: float = 1.0, max_positions: int = 128
+) -> LlamaForCausalLM:
     """Random 2-layer Llama whose next-token distributions are far from uniform (sharpness scales the head)."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(
@@ -29,7 +31,7 @@ def tiny_model(seed: int = 0, vocab_size: int = len(VOCAB), sharpness: float = 1
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=128,
+        max_position_embeddings=max_positions,
         initializer_range=0.2,
         pad_token_id=0,
         eos_token_id=EOS,

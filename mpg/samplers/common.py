@@ -166,18 +166,22 @@ def gather_tokens(lp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return lp.gather(-1, idx).squeeze(-1)
 
 
-def draft(batch: Batch, ks: list[int], n: int) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+def draft(
+    batch: Batch, ks: list[int], n: int, need: list[bool] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
     """Draw n alternative chunks per sequence from the tempered proposal, one forward per token for all.
 
     ks: each sequence's chunk size (K = max). returns tokens [B, n, K], q log-probs [B, n, K, V] of the
     distributions sampled from, and lengths [B][n]: k_b, or up to and including the first EOS.
     Each sequence draws its uniforms from its own stream, so a sequence's draft does not depend on
-    which other sequences share the batch.
+    which other sequences share the batch; need[b] False: sequence b's draft will be thrown away
+    (scr pilots for other sequences), so it takes no uniforms and its stream stays where it was.
     """
     group, B, K = batch.drafter, len(batch.seqs), max(ks)
     u = torch.full((B, n, K), 0.5)  # [B, n, K]
     for b, (s, k) in enumerate(zip(batch.seqs, ks)):
-        u[b, :, :k] = s.uniforms(n, k)
+        if need is None or need[b]:
+            u[b, :, :k] = s.uniforms(n, k)
     logits = group.feed(batch.ys)[:, 0]  # [B, V] (the drafter has one row per sequence)
     q = temper(logits, batch.temperature, batch.top_p).unsqueeze(1).expand(B, n, -1)  # [B, n, V]
     eos = torch.tensor(sorted(batch.eos), dtype=torch.long)

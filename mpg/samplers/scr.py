@@ -40,13 +40,13 @@ class ScrState:
         return cls(WindowBound(config.window, config.margin))
 
 
-def propose(batch: Batch, ks: list[int], n: int):
-    """Draft n chunks per sequence and weigh them.
+def propose(batch: Batch, ks: list[int], n: int, need: list[bool] | None = None):
+    """Draft n chunks per sequence (need: as in `draft`) and weigh them.
 
     returns tokens [B, n, K], lengths [B][n], cumulative log-weights a [B, n, K] (valid up to each
     length) and the policies' logits [B, P, n, K+1, V].
     """
-    toks, q, lengths = draft(batch, ks, n)  # [B, n, K], [B, n, K, V]
+    toks, q, lengths = draft(batch, ks, n, need)  # [B, n, K], [B, n, K, V]
     logits = batch.scorer.score(batch.ys, toks)  # [B, P, n, K+1, V]
     K, t = toks.shape[2], batch.target
     q_tok = gather_tokens(q, toks)  # [B, n, K]
@@ -69,8 +69,9 @@ def propose(batch: Batch, ks: list[int], n: int):
 
 def pilot(batch: Batch, ks: list[int], need: list[bool]) -> list[int]:
     """Seed empty threshold windows: `pilot` drafts per sequence, scored in one pass, then thrown away.
-    Returns the pilot tokens drafted per sequence (0 where the window was ready)."""
-    _, lengths, a, _ = propose(batch, ks, batch.config.pilot)
+    Returns the pilot tokens drafted per sequence (0 where the window was ready). Sequences whose
+    window is ready take no uniforms, so a sequence's output does not depend on its batch-mates."""
+    _, lengths, a, _ = propose(batch, ks, batch.config.pilot, need)
     drafted = []
     for b, s in enumerate(batch.seqs):
         drafted.append(sum(lengths[b]) if need[b] else 0)

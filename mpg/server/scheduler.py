@@ -1,0 +1,210 @@
+"""Continuous batching: one worker thread owns the engine and steps every running batch in turn.
+
+Requests wait in a bounded queue (full: the caller answers 429 at once). Between steps the worker
+admits waiting requests while the running sequences stay within `max_batch`: a request joins the
+running batch of its target and batch-level settings (temperature, top-p, sampler knobs), or opens
+one; each of its choices is one sequence with its own random stream (seed * 1_000_003 + choice, as
+`generate()` numbers prompts), so the text is the one offline `generate()` gives. Each loop steps
+every running batch once, so requests of different personas progress side by side; sequences leave
+when done or cancelled, and their rows are freed at once.
+
+Only this thread touches the models and caches (adapters are loaded before it starts); request
+handlers on the event loop talk to it through `Job`: `submit`, `cancel`, and events pushed back with
+`loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+
+from ..running import Member, RunningBatch
+from ..samplers.common import Sequence
+from .protocol import JobSpec
+
+__all__ = ["Job", "Scheduler"]
+
+
+@dataclass
+class Job:
+    """One request in flight: its spec, its sequences once admitted, and the queue its events go to.
+
+    Events: ("tokens", choice, new ids), ("done", choice, Member), ("error", status, message).
+    """
+
+    spec: JobSpec
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    members: list[Member] = field(default_factory=list)
+    submitted: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+
+    def push(self, *event) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+    def cancel(self) -> None:
+        """Called from the event loop when the client is gone: the worker frees the rows at its next step."""
+        self.cancelled = True
+        for m in self.members:
+            m.cancelled = True
+
+
+class Scheduler:
+    def __init__(self, engine, max_batch: int, max_queue: int, metrics=None):
+        self.engine, self.max_batch, self.max_queue, self.metrics = engine, max_batch, max_queue, metrics
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.batches: dict[tuple, list[RunningBatch]] = {}
+        self.cv = threading.Condition()
+        self.admitting = True  # False once shutdown begins: new requests get 503
+        self.stopping = False
+        self.running = 0  # sequences in running batches, as of the worker's last loop (read anywhere)
+        self.thread = threading.Thread(target=self._run, name="mpg-scheduler", daemon=True)
+
+    # ---- the event loop's side -----------------------------------------------------------------------
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, job: Job) -> str | None:
+        """Queue a job. Returns None, or why it was refused: "full" (429) or "closed" (503)."""
+        with self.cv:
+            if not self.admitting:
+                return "closed"
+            if len(self.waiting) >= self.max_queue:
+                return "full"
+            self.waiting.append(job)
+            self.cv.notify()
+        self._gauges()
+        return None
+
+    def stop_admitting(self) -> None:
+        with self.cv:
+            self.admitting = False
+
+    def close(self, timeout: float) -> None:
+        """Stop the worker: in-flight work gets `timeout` seconds to finish, then is cancelled (503)."""
+        self.stop_admitting()
+        deadline = time.monotonic() + timeout
+        while sum(self.load()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self.cv:
+            self.stopping = True
+            self.cv.notify()
+        self.thread.join(timeout=max(5.0, timeout))
+
+    def load(self) -> tuple[int, int]:
+        """(running sequences, waiting requests), safe to read from any thread."""
+        return self.running, len(self.waiting)
+
+    def _count(self) -> int:  # the worker's own, exact count
+        self.running = sum(len(rb) for runs in self.batches.values() for rb in runs)
+        return self.running
+
+    # ---- the worker ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _run(self) -> None:
+        while True:
+            with self.cv:
+                while not self.stopping and not self.waiting and not self._count():
+                    self.cv.wait(timeout=0.5)
+                if self.stopping:
+                    break
+                admit = self._take_admissible()
+            for job in admit:
+                self._admit(job)
+            for key, runs in list(self.batches.items()):
+                for rb in list(runs):
+                    self._advance(rb)
+                    if not len(rb):
+                        runs.remove(rb)
+                if not runs:
+                    del self.batches[key]
+            self._count()
+            self._gauges()
+        self._cancel_everything()
+
+    def _take_admissible(self) -> list[Job]:
+        """Waiting jobs, first come first served, while their sequences fit in max_batch (under the lock)."""
+        out, running = [], self._count()
+        while self.waiting:
+            job = self.waiting[0]
+            if job.cancelled:
+                self.waiting.popleft()
+                continue
+            if running + len(job.spec.prompts) > self.max_batch:
+                break
+            running += len(job.spec.prompts)
+            out.append(self.waiting.popleft())
+        return out
+
+    def _admit(self, job: Job) -> None:
+        spec = job.spec
+        seqs = [
+            Sequence(spec.max_tokens, torch.Generator().manual_seed(int(spec.seed) * 1_000_003 + i))
+            for i in range(len(spec.prompts))
+        ]
+        key = (spec.target, spec.settings.key())
+        runs = self.batches.setdefault(key, [])
+        tags = [(job, i) for i in range(len(seqs))]
+        try:
+            for rb in runs:
+                try:
+                    job.members = rb.join(spec.prompts, seqs, [spec.stop] * len(seqs), tags)
+                    break
+                except ValueError:  # the prompts render the policies differently: another batch
+                    continue
+            else:
+                rb = RunningBatch(self.engine, spec.target, spec.settings)
+                job.members = rb.join(spec.prompts, seqs, [spec.stop] * len(seqs), tags)
+                runs.append(rb)
+        except Exception as e:  # noqa: BLE001 -- one request's failure must not stop the server
+            job.push("error", 500, f"could not start generation: {type(e).__name__}: {e}")
+            traceback.print_exc()
+            if not runs:
+                del self.batches[key]
+            return
+        if job.cancelled:
+            job.cancel()
+
+    def _advance(self, rb: RunningBatch) -> None:
+        """Hand out what the batch's sequences gained, then step it once. A failing step fails only
+        this batch's requests (500); the other batches and the server go on."""
+        try:
+            for m, new in rb.settle():
+                job, choice = m.tag
+                if m.finish_reason == "cancelled":
+                    continue
+                if new:
+                    job.push("tokens", choice, new)
+                if m.finish_reason:
+                    job.push("done", choice, m)
+            if len(rb):
+                rb.step()
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            for m in rb.members:
+                m.tag[0].push("error", 500, f"generation failed: {type(e).__name__}: {e}")
+            rb.members.clear()
+
+    def _cancel_everything(self) -> None:
+        with self.cv:
+            jobs = list(self.waiting)
+            self.waiting.clear()
+        for runs in self.batches.values():
+            for rb in runs:
+                jobs += [m.tag[0] for m in rb.members]
+        self.batches.clear()
+        self.running = 0
+        for job in dict.fromkeys(jobs):
+            job.push("error", 503, "the server is shutting down; the request was cancelled")
+
+    def _gauges(self) -> None:
+        if self.metrics is not None:
+            running, waiting = self.load()
+            self.metrics.running.set(running)
+            self.metrics.queue_depth.set(waiting)

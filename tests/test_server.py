@@ -1,0 +1,330 @@
+"""`mpg serve` as a real process on 127.0.0.1 (tiny model, tiny MBTI experts), called with `openai`."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from tiny import add_lora, tiny_model, tiny_tokenizer
+
+from mpg.engine import Engine
+from mpg.expert_file import write_expert_info
+from mpg.personas import AXIS_ADAPTERS, persona
+from mpg.policies import Policy
+
+openai = pytest.importorskip("openai")  # the `serve` extra; .ci/run installs it
+httpx = pytest.importorskip("httpx2")  # what the openai client is built on
+pytest.importorskip("fastapi")
+
+CONTEXTS = {  # each side's training context, in the tiny vocabulary (a, b)
+    "EI": {"E": "a a {prompt}", "I": "b b {prompt}"},
+    "SN": {"S": "a b {prompt}", "N": "b a {prompt}"},
+    "TF": {"T": "a {prompt} a", "F": "b {prompt} b"},
+    "JP": {"J": "{prompt} a a", "P": "{prompt} b b"},
+}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny base (4096 positions, so requests can run long) and four tiny axis experts on it."""
+    root = tmp_path_factory.mktemp("serve")
+    tok = tiny_tokenizer()
+    tiny_model(max_positions=4096).save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    for i, (axis, name) in enumerate(AXIS_ADAPTERS.items()):
+        peft = add_lora(tiny_model(max_positions=4096), [name], seed=10 + i)
+        peft.save_pretrained(root / "experts")
+        write_expert_info(root / "experts" / name, peft, tok, CONTEXTS[axis], "tiny")
+    engine = Engine.from_pretrained(root / "base")
+    return root, engine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root, *extra):
+    port = free_port()
+    log = open(root / f"server-{port}.log", "w")
+    cmd = [
+        sys.executable,
+        "-m",
+        "mpg",
+        "serve",
+        "--base",
+        str(root / "base"),
+        "--experts",
+        str(root / "experts"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the test process computes the offline texts beside it
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port), "--max-tokens", "4000", *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(root / f'server-{port}.log').read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(setup):
+    root, _ = setup
+    proc, url = start_server(root, "--max-batch", "16")
+    yield url
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key="none", max_retries=0, timeout=120)
+
+
+def offline(setup, prompt, seed, n, mbti="ENTJ", **kw):
+    """What generate() gives for this request offline."""
+    root, engine = setup
+    p = persona(engine, mbti, experts=root / "experts")
+    return engine.generate(
+        prompt, list(p.attributes), anchor=p.anchor, seed=seed, max_new_tokens=n, **kw
+    ).texts[0]
+
+
+def test_models_and_health(client, server):
+    ids = {m.id for m in client.models.list()}
+    assert {"mpg", "mpg-base", "mpg-entj", "mpg-isfp"} <= ids
+    assert httpx.get(server + "/health").json()["status"] == "ok"
+
+
+def test_chat_and_completion_give_the_offline_text(client, setup):
+    r = client.chat.completions.create(
+        model="mpg", messages=[{"role": "user", "content": "a b"}], max_tokens=12, seed=7
+    )
+    assert r.choices[0].message.content == offline(setup, "a b", 7, 12)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens >= 1 and r.usage.prompt_tokens == 2  # "a b" under the anchor
+    stats = r.model_extra["mpg"]
+    assert stats["seed"] == 7 and stats["sampler"] == "scr" and 0 <= stats["acceptance_rate"] <= 1
+    assert {"clips", "fallbacks", "drafted_tokens"} <= set(stats)
+    c = client.completions.create(model="mpg-isfp", prompt="b a", max_tokens=9, seed=3)
+    assert c.choices[0].text == offline(setup, "b a", 3, 9, mbti="ISFP")
+
+
+def test_persona_knobs_through_extra_body(client, setup):
+    knobs = dict(persona="E=1,N=0.5", lam=0.5, aggregator="mixture", sampler="speculative", chunk_size=3)
+    r = client.completions.create(
+        model="mpg-base", prompt="a a b", max_tokens=10, seed=11, extra_body={**knobs, "ignore_eos": True}
+    )
+    want = offline(
+        setup,
+        "a a b",
+        11,
+        10,
+        mbti="E=1,N=0.5",
+        lam=0.5,
+        aggregator="mixture",
+        sampler="speculative",
+        chunk_size=3,
+        eos_token_id=[],
+    )
+    assert r.choices[0].text == want and r.usage.completion_tokens == 10
+    assert r.model_extra["mpg"]["persona"].startswith("E=1")
+    base = client.completions.create(
+        model="mpg-base", prompt="a b", max_tokens=6, seed=1, extra_body={"sampler": "fused"}
+    )
+    _, engine = setup
+    want = engine.generate("a b", policy=Policy(), sampler="fused", seed=1, max_new_tokens=6).texts[0]
+    assert base.choices[0].text == want and base.model_extra["mpg"]["persona"] == "base"
+
+
+@pytest.mark.parametrize("kind", ["chat", "completion"])
+def test_streaming_sends_the_same_text_in_chunks(client, kind):
+    kw = dict(max_tokens=24, seed=5, extra_body={"ignore_eos": True, "persona": "INTP"})
+    if kind == "chat":
+        whole = client.chat.completions.create(
+            model="mpg", messages=[{"role": "user", "content": "b b"}], **kw
+        )
+        chunks = list(
+            client.chat.completions.create(
+                model="mpg", messages=[{"role": "user", "content": "b b"}], stream=True, **kw
+            )
+        )
+        pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+        text = whole.choices[0].message.content
+        assert chunks[0].object == "chat.completion.chunk"
+    else:
+        whole = client.completions.create(model="mpg", prompt="b b", **kw)
+        chunks = list(client.completions.create(model="mpg", prompt="b b", stream=True, **kw))
+        pieces = [c.choices[0].text for c in chunks if c.choices]
+        text = whole.choices[0].text
+    assert "".join(pieces) == text and len([p for p in pieces if p]) > 1
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("{not json", "not valid JSON"),
+        ({"model": "mpg", "messages": []}, "conversation is empty"),
+        (
+            {"model": "mpg", "messages": [{"role": "user", "content": "a"}], "persona": "EXQ"},
+            "unknown persona letter",
+        ),
+        ({"model": "mpg", "messages": [{"role": "user", "content": "a"}], "persona": "EI"}, "both sides"),
+        (
+            {"model": "mpg", "messages": [{"role": "user", "content": "a"}], "persona": "E=lots"},
+            "not LETTER=NUMBER",
+        ),
+        (
+            {"model": "mpg", "messages": [{"role": "user", "content": "a"}], "max_tokens": 10**6},
+            "exceeds this server's limit",
+        ),
+        ({"model": "mpg-xyz", "messages": [{"role": "user", "content": "a"}]}, "unknown model"),
+        ({"model": "mpg", "messages": [{"role": "user", "content": "a"}], "personna": "E"}, "unknown field"),
+        ({"model": "mpg", "messages": [{"role": "user", "content": "a"}], "temperature": -1}, "temperature"),
+        (
+            {"model": "mpg", "messages": [{"role": "user", "content": "a"}], "lam": "x"},
+            "lam must be a number",
+        ),
+        ({"model": "mpg", "messages": [{"role": "user", "content": "  "}]}, "prompt"),
+        (
+            {"model": "mpg", "messages": [{"role": "assistant", "content": "a"}]},
+            "last message must be the user",
+        ),
+        (
+            {
+                "model": "mpg",
+                "messages": [{"role": "user", "content": "a"}],
+                "steer": {"vector": "v", "layer": 0},
+            },
+            "unknown steering vector",
+        ),
+        ({"model": "mpg", "messages": [{"role": "user", "content": "a"}], "n": 2}, "not supported"),
+    ],
+)
+def test_bad_requests_get_400_naming_the_problem(server, body, message):
+    content = body if isinstance(body, str) else json.dumps(body)
+    r = httpx.post(
+        server + "/v1/chat/completions", content=content, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert message in err["message"] and err["type"] == "invalid_request_error"
+
+
+def test_openai_client_sees_400_and_the_server_keeps_serving(client):
+    with pytest.raises(openai.BadRequestError, match="both sides"):
+        client.chat.completions.create(
+            model="mpg", messages=[{"role": "user", "content": "a"}], extra_body={"persona": "ESNJ"}
+        )
+    ok = client.chat.completions.create(
+        model="mpg", messages=[{"role": "user", "content": "a"}], max_tokens=3
+    )
+    assert ok.choices[0].message.content is not None
+
+
+def test_sixteen_concurrent_clients_get_their_offline_texts(client, setup):
+    """16 clients at once, 8 personas, their own seeds and lengths: continuous batching changes nothing."""
+    types = ["ENTJ", "INTP", "ESFJ", "ISTP", "ENFP", "INFJ", "ESTJ", "ISFP"]
+    jobs = [(types[i % 8], "a b" if i % 2 else "b a a", 100 + i, 6 + i) for i in range(16)]
+
+    def ask(job):
+        mbti, prompt, seed, n = job
+        r = client.chat.completions.create(
+            model=f"mpg-{mbti.lower()}",
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=n,
+            seed=seed,
+            extra_body={"ignore_eos": True},
+        )
+        return r.choices[0].message.content
+
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(ask, jobs))
+    for (mbti, prompt, seed, n), text in zip(jobs, got):
+        assert text == offline(setup, prompt, seed, n, mbti=mbti, eos_token_id=[]), (mbti, seed)
+
+
+def running(url) -> int:
+    return httpx.get(url + "/health").json()["running"]
+
+
+def test_a_disconnect_mid_stream_frees_its_rows(server):
+    body = {
+        "model": "mpg",
+        "prompt": "a b",
+        "max_tokens": 3500,
+        "stream": True,
+        "ignore_eos": True,
+        "sampler": "fused",
+    }
+    with httpx.stream("POST", server + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data:"))
+        assert running(server) == 1
+    deadline = time.monotonic() + 20
+    while running(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running(server) == 0
+    metrics = httpx.get(server + "/metrics").text
+    assert "mpg_requests_total" in metrics and "mpg_time_to_first_token_seconds" in metrics
+
+
+def test_full_queue_gets_429_and_sigterm_finishes_in_flight_work(setup):
+    root, _ = setup
+    proc, url = start_server(root, "--max-batch", "1", "--max-queue", "1", "--shutdown-timeout", "60")
+    long = {"model": "mpg", "prompt": "a b", "max_tokens": 2500, "ignore_eos": True, "sampler": "fused"}
+    results = {}
+
+    def first():
+        with httpx.stream("POST", url + "/v1/completions", json={**long, "stream": True}, timeout=120) as r:
+            results["first"] = [line for line in r.iter_lines() if line.startswith("data:")]
+
+    def queued():
+        results["queued"] = httpx.post(url + "/v1/completions", json={**long, "max_tokens": 5}, timeout=120)
+
+    try:
+        a = threading.Thread(target=first)
+        a.start()
+        deadline = time.monotonic() + 30
+        while running(url) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        b = threading.Thread(target=queued)
+        b.start()
+        while httpx.get(url + "/health").json()["waiting"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        t = time.monotonic()
+        full = httpx.post(url + "/v1/completions", json={**long, "max_tokens": 5}, timeout=30)
+        assert full.status_code == 429 and time.monotonic() - t < 5
+        assert "queue is full" in full.json()["error"]["message"]
+        assert running(url) == 1  # the first request was still in flight when SIGTERM came
+        proc.send_signal(signal.SIGTERM)
+        a.join(90)
+        b.join(90)
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    last = json.loads(results["first"][-2][5:])  # the final chunk, then [DONE]
+    assert results["first"][-1] == "data: [DONE]" and last["choices"][0]["finish_reason"] == "length"
+    assert results["queued"].status_code == 200  # accepted before the signal: answered, not lost
+    assert results["queued"].json()["usage"]["completion_tokens"] == 5
+    assert os.path.exists(root)
