@@ -17,6 +17,10 @@ Branches. n alternative chunks after the same prefix (SCR candidates, pilot draf
 side in ONE pass as branches 1..n: a branch token attends to the shared columns and to its own
 branch only (an explicit 4D mask), with its own positions. `commit` keeps one branch per sequence as
 ordinary columns and turns the others into holes, so candidates need no cache copies.
+
+Joining (continuous batching). Sequences that arrive while a batch runs are prefilled in a group of
+their own, then `absorb`ed between rounds: their rows are appended, and the shorter cache is
+left-padded with holes, which changes nothing for any row (the same reason compaction may move columns).
 """
 
 from __future__ import annotations
