@@ -11,24 +11,43 @@ import torch
 from .expert_file import check_expert_info
 from .generation import GenerateConfig, GenerateOutput, build_target
 from .policies import Attribute, Policy, Target
-from .policy_table import PolicyTable, check_policy, is_peft
+from .policy_table import PolicyTable, check_policy, is_peft, render_context
 from .running import BatchSettings, RunningBatch
 from .samplers import SamplerConfig
 from .samplers.common import Sequence
-from .scoring import MultiPolicyScorer, PolicyGroup
+from .scoring import HeadCache, MultiPolicyScorer, PolicyGroup
 from .steering import row_deltas
 from .tokens import eos_token_ids, pad_token_id
 
 __all__ = ["Engine", "GenerateOutput", "check_same_vocab"]
 
 
+HEAD_PROBE = "\x00"  # a prompt no user writes: a context's head is what it shares with the probe's
+
+
+def common_prefix(a, b) -> int:
+    """The number of leading tokens a and b share."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 class Engine:
     """Holds one base model (with LoRA adapters) plus optional separate models sharing its tokenizer."""
 
     def __init__(
-        self, model, tokenizer, *, use_chat_template: bool | None = None, lora_kernel: str = "stacked"
+        self,
+        model,
+        tokenizer,
+        *,
+        use_chat_template: bool | None = None,
+        lora_kernel: str = "stacked",
+        head_cache_size: int = 32,
     ):
+        """head_cache_size: context heads (a policy's tokens before the prompt) whose keys and values are
+        kept for reuse by later batches (0: none; about 9 MB each for SmolLM2-135M's ~200-token heads)."""
         model.eval()
+        self.head_cache_size = head_cache_size
+        self._head_caches: dict[str, HeadCache] = {}  # model name -> its heads
         if lora_kernel not in ("stacked", "gathered", "peft"):
             raise ValueError(f"lora_kernel must be 'stacked', 'gathered' or 'peft', got {lora_kernel!r}")
         self.lora_kernel = lora_kernel  # how rows with different LoRA adapters share one forward
@@ -125,6 +144,7 @@ class Engine:
             raise ValueError(f"adapter {name!r} ({path}) does not fit model {model!r}: {first}") from None
         self.models[model].eval()
         self.adapters[model].add(name)
+        self._head_caches.pop(model, None)
 
     def add_model(self, name: str, model, tokenizer=None) -> None:
         """Register a separate causal LM; it must share the base tokenizer and output vocabulary."""
@@ -152,6 +172,7 @@ class Engine:
         if vector.dim() != 2 or not torch.isfinite(vector).all():
             raise ValueError(f"steering vector {name!r} must be a finite [H] or [n_layers, H] tensor")
         self.vectors[name] = vector
+        self._head_caches.clear()  # cached heads of steered policies may have used the old vector
 
     # ---- contexts -----------------------------------------------------------------------------
     def context_ids(self, policy: Policy, prompt: str) -> list[int]:
@@ -252,6 +273,12 @@ class Engine:
             next(model.parameters()).device,
         )
         deltas = {L: d.repeat(B, 1) for L, d in deltas.items()}  # [B*R, H]
+        # each policy's context head (everything before the prompt) is prefilled once and cached
+        probes = [render_context(self, p, HEAD_PROBE) for p in policies]
+        hint = [common_prefix(probes[r], contexts[r][b]) for b in range(B) for r in range(R)]
+        heads = multi_lora and self.head_cache_size > 0  # the MOD-style reference keeps the plain prefill
+        if heads and name not in self._head_caches:
+            self._head_caches[name] = HeadCache(self.head_cache_size)
         return PolicyGroup(
             model,
             [p.adapter for _ in range(B) for p in policies],
@@ -261,6 +288,10 @@ class Engine:
             steer_deltas=deltas,
             row_seq=[b for b in range(B) for _ in range(R)],
             lora=self._multi_lora(name) if multi_lora else None,
+            family=[r for _ in range(B) for r in range(R)] if heads else None,
+            head_hint=hint,
+            weights_key=[(p.adapter, p.steering) for _ in range(B) for p in policies],
+            head_cache=self._head_caches.get(name) if heads else None,
         )
 
     def _multi_lora(self, name: str):

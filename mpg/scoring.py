@@ -25,6 +25,7 @@ left-padded with holes, which changes nothing for any row (the same reason compa
 
 from __future__ import annotations
 
+import collections
 import contextlib
 
 import torch
@@ -32,10 +33,59 @@ from transformers import DynamicCache
 
 from .steering import steered
 
-__all__ = ["MultiPolicyScorer", "PolicyGroup"]
+__all__ = ["HeadCache", "MultiPolicyScorer", "PolicyGroup", "shared_heads"]
 
 COMPACT_MIN_HOLES = 64  # compact when at least this many columns are holes for the fullest row ...
 COMPACT_FRACTION = 0.25  # ... and they are at least this share of the cache
+
+
+SHARED_HEAD_MIN = 4  # a context head is prefilled on its own (and cached) when it is at least this long
+
+
+def shared_heads(contexts: list[list[int]], family: list, hint: list[int] | None = None) -> list[int]:
+    """Per row: the length of the context head it shares with every row of its family (0: none).
+
+    hint[i] caps row i's head (the engine passes where the prompt starts, so that a family of one row
+    has a head too); a head always stops before the context's last token, which is fed with the
+    response (the invariant)."""
+    heads = [0] * len(contexts)
+    for f in dict.fromkeys(family):
+        rows = [i for i, g in enumerate(family) if g == f]
+        first = contexts[rows[0]]
+        L = min(min(len(contexts[i]) - 1, hint[i] if hint is not None else len(contexts[i])) for i in rows)
+        if hint is None and len(rows) < 2:
+            continue
+        for i in rows[1:]:
+            L = next((j for j in range(L) if contexts[i][j] != first[j]), L)
+        if L >= SHARED_HEAD_MIN:
+            for i in rows:
+                heads[i] = L
+    return heads
+
+
+class HeadCache:
+    """The keys and values of context heads already computed, by (weights, head tokens); least recently
+    used first out, at most `size` heads. A head's keys and values depend on nothing but the weights
+    (model, adapter, steering) and its tokens at positions 0.., so any group may reuse them."""
+
+    def __init__(self, size: int = 64):
+        self.size, self.entries = size, collections.OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key):
+        kv = self.entries.get(key)
+        if kv is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.entries.move_to_end(key)
+        return kv
+
+    def put(self, key, kv) -> None:
+        self.entries[key] = kv
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
 
 
 class PolicyGroup:
@@ -51,7 +101,15 @@ class PolicyGroup:
         steer_deltas: dict | None = None,
         row_seq: list[int] | None = None,
         lora=None,
+        family: list | None = None,
+        head_hint: list[int] | None = None,
+        weights_key: list | None = None,
+        head_cache: HeadCache | None = None,
     ):
+        """family[i]: rows of one family (one policy, other prompts) share their contexts' common head
+        (system prompt, template, chat markup up to the question): it is prefilled once per family
+        (`shared_heads`, capped by head_hint). With `head_cache`, heads are also looked up there by
+        (weights_key[i], head tokens) and stored, so later groups skip them."""
         if any(len(c) == 0 for c in contexts):
             raise ValueError("a policy context tokenised to nothing")
         self.model, self.is_peft, self.lora, self.pad_id = model, is_peft, lora, pad_id
@@ -68,16 +126,67 @@ class PolicyGroup:
         self.branch_len = 0  # tokens fed so far into the open branches (same for every branch)
         self.cache = DynamicCache()
         self.forward_passes = 0
-        P = max(len(c) for c in contexts) - 1
-        if P:
-            prefix = torch.full((N, P), pad_id, dtype=torch.long)  # [N, P]
-            mask = torch.zeros(N, P, dtype=torch.bool)  # [N, P]
-            for i, c in enumerate(contexts):
-                if len(c) > 1:
-                    prefix[i, P - len(c) + 1 :] = torch.tensor(c[:-1])
-                    mask[i, P - len(c) + 1 :] = True
-            pos = (mask.long().cumsum(-1) - 1).clamp_min(0)  # [N, P]
-            self._forward(prefix, mask, pos, torch.zeros(P, dtype=torch.long), keep_logits=1)
+        heads = shared_heads(contexts, family, head_hint) if family is not None else [0] * N
+        if any(heads):
+            keys = weights_key if weights_key is not None else [(a, None) for a in self.adapters]
+            self._prefill_heads(contexts, family, heads, keys, head_cache)
+        self._feed_rows([c[h:-1] for c, h in zip(contexts, heads)], heads)
+
+    def _feed_rows(self, tokens: list[list[int]], start: list[int]) -> None:
+        """Append each row's tokens (ragged, left-padded) at positions start[i], start[i] + 1, ..."""
+        W = max(len(t) for t in tokens)
+        if not W:
+            return
+        N = len(tokens)
+        ids = torch.full((N, W), self.pad_id, dtype=torch.long)  # [N, W]
+        mask = torch.zeros(N, W, dtype=torch.bool)  # [N, W]
+        for i, t in enumerate(tokens):
+            if t:
+                ids[i, W - len(t) :] = torch.tensor(t)
+                mask[i, W - len(t) :] = True
+        pos = torch.tensor(start).unsqueeze(1) + (mask.long().cumsum(-1) - 1).clamp_min(0)  # [N, W]
+        self._forward(ids, mask, pos, torch.zeros(W, dtype=torch.long), keep_logits=1)
+
+    def _prefill_heads(self, contexts, family, heads, weights_key, head_cache) -> None:
+        """Each family's head once: from `head_cache`, or fed in one pass for the families it lacks (one
+        row each); then the cache starts as every row's family head, right-aligned (holes before it;
+        rows without a head are all holes and feed their whole context next)."""
+        fams = list(dict.fromkeys(f for f, h in zip(family, heads) if h))
+        rep = {f: family.index(f) for f in fams}  # the family's first row stands for it
+        key = {f: (weights_key[rep[f]], tuple(contexts[rep[f]][: heads[rep[f]]])) for f in fams}
+        kv = {f: head_cache.get(key[f]) for f in fams} if head_cache is not None else dict.fromkeys(fams)
+        missing = [f for f in fams if kv[f] is None]
+        if missing:
+            rows = [rep[f] for f in missing]
+            adapters, deltas = self.adapters, self.steer_deltas
+            self.adapters = [adapters[r] for r in rows]
+            self.steer_deltas = {
+                L: d[torch.tensor(rows, device=d.device)] for L, d in deltas.items()
+            }  # [F, H]
+            self.valid = torch.zeros(len(rows), 0, dtype=torch.bool)  # [F, 0]
+            self._feed_rows([contexts[r][: heads[r]] for r in rows], [0] * len(rows))
+            W = self.valid.shape[1]
+            for j, f in enumerate(missing):  # family f's head: the last heads[rep[f]] columns of its row
+                L = heads[rep[f]]
+                kv[f] = [
+                    (lay.keys[j, :, W - L :].clone(), lay.values[j, :, W - L :].clone())
+                    for lay in self.cache.layers
+                ]
+                if head_cache is not None:
+                    head_cache.put(key[f], kv[f])
+            self.adapters, self.steer_deltas = adapters, deltas
+        N, C = len(contexts), max(heads)
+        self.cache = DynamicCache()
+        for layer in range(len(kv[fams[0]])):
+            k0 = kv[fams[0]][layer][0]  # [H, L, D]
+            ks = k0.new_zeros(N, k0.shape[0], C, k0.shape[2])  # [N, H, C, D]
+            vs = torch.zeros_like(ks)
+            for i, (f, h) in enumerate(zip(family, heads)):
+                if h:
+                    ks[i, :, C - h :], vs[i, :, C - h :] = kv[f][layer]
+            self.cache.update(ks, vs, layer)
+        self.valid = torch.arange(C).unsqueeze(0) >= (C - torch.tensor(heads)).unsqueeze(1)  # [N, C]
+        self.col_branch = torch.zeros(C, dtype=torch.long)
 
     @property
     def rows(self) -> int:

@@ -43,13 +43,22 @@ def assert_matches(engine, policies, logits, ys, chunks, prompts=PROMPTS):
                 torch.testing.assert_close(got, ref, atol=3e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("compact_at", [10**9, 1], ids=["holes", "compacting"])
+@pytest.mark.parametrize(
+    "compact_at, head_min",
+    [(10**9, 10**9), (1, 10**9), (10**9, 1)],
+    ids=["holes", "compacting", "shared-heads"],
+)
 @torch.inference_mode()
-def test_ragged_batch_scoring_with_commits_equals_scratch(engine, monkeypatch, compact_at):
+def test_ragged_batch_scoring_with_commits_equals_scratch(engine, monkeypatch, compact_at, head_min):
+    """head_min 1: every policy's rows share their common context head (prefilled once per policy;
+    the anchor's contexts share none), the rest as in the plain prefill."""
     monkeypatch.setattr(scoring, "COMPACT_MIN_HOLES", compact_at)
     monkeypatch.setattr(scoring, "COMPACT_FRACTION", 0.0)
+    monkeypatch.setattr(scoring, "SHARED_HEAD_MIN", head_min)
     table = engine.policy_table(TARGET, PROMPTS)
     scorer, policies = engine.build_scorer(table), table.policies
+    # the shared-heads prefill is two passes (heads once per policy, then every row's tail), else one
+    assert scorer.groups[0].forward_passes == (2 if head_min == 1 else 1)
     assert len(scorer.groups) == 2 and len(policies) == 6 and scorer.groups[0].rows == 3 * 5
     ys = [[], [], []]
     chunks = [[[3, 4, 3]], [[4, 4, 4]], [[3, 3, 3]]]
@@ -73,6 +82,28 @@ def test_ragged_batch_scoring_with_commits_equals_scratch(engine, monkeypatch, c
             torch.testing.assert_close(torch.log_softmax(logits[b, :, 0, t], -1), ref, atol=3e-5, rtol=1e-4)
     if compact_at == 1:
         assert all(g.valid.all(1).any() for g in scorer.groups)  # compaction left a row without holes
+
+
+@torch.inference_mode()
+def test_cached_context_heads_score_like_scratch(engine, monkeypatch):
+    """A second scorer for the same policies takes every context head from the engine's head cache
+    (no head is fed again) and still scores exactly as from scratch; so does a generate() after it."""
+    monkeypatch.setattr(scoring, "SHARED_HEAD_MIN", 1)
+    engine._head_caches.clear()
+    table = engine.policy_table(TARGET, PROMPTS)
+    engine.build_scorer(table)
+    cache = engine._head_caches["base"]
+    stored, misses = len(cache.entries), cache.misses
+    assert stored > 0 and cache.hits == 0
+    scorer = engine.build_scorer(table)
+    assert cache.hits == stored and cache.misses == misses and len(cache.entries) == stored
+    ys = [[3], [], [4, 4]]
+    chunks = [[[3, 4], [4, 4]], [[4, 3], [3, 3]], [[3, 3], [2, 3]]]
+    assert_matches(engine, table.policies, scorer.score(ys, torch.tensor(chunks)), ys, chunks)
+    kw = dict(target=TARGET, sampler="speculative", max_new_tokens=6, seed=2, eos_token_id=[])
+    cached = engine.generate(PROMPTS, **kw).token_ids
+    monkeypatch.setattr(engine, "head_cache_size", 0)
+    assert engine.generate(PROMPTS, **kw).token_ids == cached
 
 
 @torch.inference_mode()
