@@ -296,7 +296,9 @@ class PolicyGroup:
         self._tidy()
 
     def _tidy(self) -> None:
-        """Crop trailing columns nobody owns; compact when holes are many."""
+        """Crop trailing columns nobody owns; compact when that would free many columns. Compaction keeps
+        the fullest row's columns, so it frees C - max(counts) of them: rows that are merely shorter (an
+        anchor's short context beside an expert's long one) are no reason to compact, every step."""
         used = self.valid.any(0)  # [C]
         C = used.numel()
         last = int(used.nonzero().max()) + 1 if used.any() else 0
@@ -305,7 +307,7 @@ class PolicyGroup:
             self.valid, self.col_branch = self.valid[:, :last], self.col_branch[:last]
         counts = self.valid.sum(1)  # [N]
         C = self.valid.shape[1]
-        holes = C - int(counts.min()) if C else 0
+        holes = C - int(counts.max()) if C else 0  # columns compaction would free
         if holes >= COMPACT_MIN_HOLES and holes >= COMPACT_FRACTION * C:
             self._compact(counts)
 
