@@ -9,7 +9,8 @@ For each strength lam, on an MBTI persona (shipped experts when installed):
   the pilots the new chunk lengths cost are counted) with each proposal, same prompts and seed.
 Writes results.json + table.md to --out.
 
-    nice -n 10 .venv/bin/python benchmarks/proposals.py --prompts 4 --max-new-tokens 32 --out out/proposals
+    nice -n 10 .venv/bin/python benchmarks/proposals.py --prompts 2 --max-new-tokens 16 --scr-tokens 8 \
+        --out out/proposals
 """
 
 from __future__ import annotations
@@ -164,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-chunk-size", type=int, default=16, help="adaptive chunk: the largest k")
     ap.add_argument("--lams", default="1,0.5")
     ap.add_argument("--proposals", default=",".join(PROPOSALS))
+    ap.add_argument(
+        "--scr-adaptive",
+        default="all",
+        help="proposals whose scr run is repeated with adaptive chunks at the first lam: all, none or a list",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--base", default=None)
     ap.add_argument("--out", default="out/proposals")
@@ -175,38 +181,29 @@ def main(argv: list[str] | None = None) -> int:
     p = persona(engine, args.persona, experts=args.experts)
     prompts = [EVAL_PROMPTS[i % len(EVAL_PROMPTS)] for i in range(args.prompts)]
     names = args.proposals.split(",")
+    scr_adaptive = names if args.scr_adaptive == "all" else args.scr_adaptive.split(",")
     rows = []
     for li, lam in enumerate(float(x) for x in args.lams.split(",")):
         target = Target(p.attributes, "product", lam, p.anchor)
         targets = {n: resolve_proposal(engine, target, n) for n in names}
-        runs = {}
+        responses = None
         for n, t in targets.items():
             print(f"lam {lam:g}, proposal {n} ({time.perf_counter() - t_start:.0f} s) ...", file=sys.stderr)
-            runs[n] = [
-                acceptance(engine, t, prompts, "speculative", args, adaptive_chunk=False),
-                acceptance(engine, t, prompts, "speculative", args, adaptive_chunk=True),
-                acceptance(engine, t, prompts, "scr", args, adaptive_chunk=False),
-            ]
-            if li == 0:  # the pilots adaptive chunks cost scr, measured once
-                runs[n].append(acceptance(engine, t, prompts, "scr", args, adaptive_chunk=True))
-        # speculative is exact: its responses (any proposal's) are samples of p_1; take the anchor's
-        responses = runs[names[0]][0]["token_ids"]
-        dist = teacher_forced(
-            engine, target, {n: t.draft_policy for n, t in targets.items()}, prompts, responses
-        )
-        for n in names:
-            for r in runs[n]:
+            settings = [("speculative", False), ("speculative", True), ("scr", False)]
+            if li == 0 and n in scr_adaptive:  # the pilots adaptive chunks cost scr, measured once
+                settings.append(("scr", True))
+            runs = []
+            for sampler, adaptive in settings:
+                runs.append(acceptance(engine, t, prompts, sampler, args, adaptive_chunk=adaptive))
+                print(f"  {sampler} adaptive={adaptive}: {runs[-1]['wall_s']:.0f} s", file=sys.stderr)
+            # speculative is exact: its responses are samples of p_1; every proposal is teacher-forced
+            # along the first proposal's, so all see the same responses
+            responses = responses or runs[0]["token_ids"]
+            dist = teacher_forced(engine, target, {n: t.draft_policy}, prompts, responses)[n]
+            for r in runs:
                 r.pop("token_ids")
-            rows.append(
-                {
-                    "lam": lam,
-                    "proposal": n,
-                    "policy": targets[n].draft_policy.label(),
-                    **dist[n],
-                    "runs": runs[n],
-                }
-            )
-        write(args, argv, p, prompts, rows, time.perf_counter() - t_start)  # every lam: a cut run keeps it
+            rows.append({"lam": lam, "proposal": n, "policy": t.draft_policy.label(), **dist, "runs": runs})
+            write(args, argv, p, prompts, rows, time.perf_counter() - t_start)  # a cut run keeps the rows
     return 0
 
 

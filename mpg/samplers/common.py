@@ -10,16 +10,7 @@ from ..distributions import sample, temper
 from ..policy_table import TargetRows
 from ..scoring import MultiPolicyScorer, PolicyGroup
 
-__all__ = [
-    "Advance",
-    "Batch",
-    "SamplerConfig",
-    "Sequence",
-    "SequenceStats",
-    "draft",
-    "gather_tokens",
-    "next_chunk_size",
-]
+__all__ = ["Advance", "Batch", "SamplerConfig", "Sequence", "SequenceStats", "draft", "gather_tokens"]
 
 
 @dataclass
