@@ -54,7 +54,9 @@ def _generate(args) -> int:
         sampler=args.sampler,
         aggregator=args.aggregator,
         lam=args.lam,
+        proposal=args.proposal,
         chunk_size=args.chunk_size,
+        adaptive_chunk=args.adaptive_chunk,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -256,7 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--sampler", default="scr", choices=["fused", "speculative", "scr"])
     g.add_argument("--aggregator", default="product", choices=["product", "mixture"])
     g.add_argument("--lam", type=float, default=1.0, help="strength of every attribute (0 = base model)")
+    g.add_argument(
+        "--proposal",
+        default="anchor",
+        choices=["anchor", "merged", "prompt"],
+        help="what drafts (speculative, scr): the anchor; the anchor plus the experts' LoRA deltas summed "
+        "into one adapter (merged); or the anchor under a system prompt naming every trait (prompt)",
+    )
     g.add_argument("--chunk-size", type=int, default=4)
+    g.add_argument(
+        "--adaptive-chunk",
+        action="store_true",
+        help="per-prompt chunk size: +2 after a fully accepted draft, else -1 (from --chunk-size, at most 16)",
+    )
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--top-p", type=float, default=1.0)

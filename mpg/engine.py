@@ -198,7 +198,7 @@ class Engine:
         aggregator: str | None = None,
         lam: float | None = None,
         anchor: Policy | None = None,
-        proposal: Policy | None = None,
+        proposal: Policy | str | None = None,
         streamer=None,
         config: SamplerConfig | None = None,
         **kwargs,
@@ -208,8 +208,9 @@ class Engine:
         Keywords (validated by GenerateConfig): sampler ["scr"], max_new_tokens [128], temperature [1.0],
         top_p [1.0], seed [0], stop [none], eos_token_id [model + tokenizer EOS; [] never stops],
         batch_size [8], and SamplerConfig's knobs (chunk_size, window, margin, pilot, salvage,
-        threshold, max_rejections, candidates) on top of `config`. aggregator ["product"], lam [1.0],
-        anchor [the base under the plain prompt] and proposal [the anchor] build the target.
+        threshold, max_rejections, candidates, adaptive_chunk, max_chunk_size) on top of `config`.
+        aggregator ["product"], lam [1.0], anchor [the base under the plain prompt] and proposal [the
+        anchor; a Policy or "anchor" / "merged" / "prompt", see mpg.proposals] build the target.
 
         Temperature and top-p act on the target: fused and speculative sample exactly
         top_p(softmax(log p~_1 / T)); scr targets p~_k^(1/T) restricted to chunks drawn from the
@@ -219,7 +220,7 @@ class Engine:
         the same output for the same batch size.
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        target = build_target(target, policy, attributes, aggregator, lam, anchor, proposal)
+        target = build_target(target, policy, attributes, aggregator, lam, anchor, proposal, engine=self)
         cfg = GenerateConfig.from_kwargs(config, **kwargs)
         check_prompts(prompts, target)
         if streamer is not None and len(prompts) > 1:

@@ -6,10 +6,11 @@ builds the target, splits the prompts into batches and runs the sampler's step u
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 
-from .policies import Attribute, Policy, Target
+from .policies import PROPOSALS, Attribute, Policy, Target
 from .samplers import SAMPLERS, SamplerConfig, SequenceStats
 
 __all__ = ["GenerateConfig", "GenerateOutput", "BatchStats", "build_target", "find_stop"]
@@ -89,10 +90,30 @@ def build_target(
     aggregator: str | None,
     lam: float | None,
     anchor: Policy | None,
-    proposal: Policy | None,
+    proposal: Policy | str | None,
+    engine=None,
 ) -> Target:
     """The target generate() samples: `target` as given, `policy` alone, or one built from the parts.
-    Parts that would be ignored (given next to target= or policy= with another value) are an error."""
+    Parts that would be ignored (given next to target= or policy= with another value) are an error.
+    A proposal named by a string ("anchor", "merged", "prompt": `mpg.proposals`) is built from the
+    target, after it (with `engine`, which holds the adapters a merged proposal is made of)."""
+    own = getattr(target, "proposal", None)
+    if isinstance(proposal, str) or isinstance(own, str):
+        from .proposals import resolve_proposal
+
+        if proposal is not None and own is not None and proposal != own:
+            raise ValueError(
+                f"target= already has a proposal ({own!r}); do not also pass proposal={proposal!r}"
+            )
+        name = proposal if proposal is not None else own
+        if name not in PROPOSALS:  # before the target, so a typo is named as such
+            raise ValueError(
+                f"unknown proposal {name!r}; choose one of {', '.join(PROPOSALS)} or pass a Policy"
+            )
+        if target is not None:
+            target = dataclasses.replace(target, proposal=None)
+        built = build_target(target, policy, attributes, aggregator, lam, anchor, None)
+        return resolve_proposal(engine, built, name)
     parts = dict(attributes=attributes, aggregator=aggregator, lam=lam, anchor=anchor, proposal=proposal)
     if target is not None or policy is not None:
         if target is not None and policy is not None:

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 from .steering import Steer
 
-__all__ = ["AGGREGATORS", "Attribute", "Policy", "Target", "validate_target"]
+__all__ = ["AGGREGATORS", "PROPOSALS", "Attribute", "Policy", "Target", "validate_target"]
 
 AGGREGATORS = ("product", "mixture")
+PROPOSALS = ("anchor", "merged", "prompt")  # proposals built from the target by name (mpg.proposals)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ class Target:
     aggregator: str = "product"
     lam: float = 1.0
     anchor: Policy = field(default_factory=Policy)
-    proposal: Policy | None = None  # None: draft from the anchor
+    # None: draft from the anchor; a name in PROPOSALS: built from the target by generate()
+    proposal: Policy | str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "attributes", tuple(self.attributes))
@@ -135,6 +137,11 @@ class Target:
 
     @property
     def draft_policy(self) -> Policy:
+        if isinstance(self.proposal, str):
+            raise ValueError(
+                f"proposal {self.proposal!r} is a name: mpg.proposals.resolve_proposal builds it "
+                "(generate() does so itself)"
+            )
         return self.proposal if self.proposal is not None else self.anchor
 
     def normalised_weights(self) -> list[float]:
@@ -155,6 +162,12 @@ def validate_target(t: Target) -> None:
     for i, a in enumerate(t.attributes):
         if not isinstance(a, Attribute):
             raise TypeError(f"attribute {i} is a {type(a).__name__}, not an mpg.Attribute")
+    if isinstance(t.proposal, str) and t.proposal not in PROPOSALS:
+        raise ValueError(
+            f"unknown proposal {t.proposal!r}; choose one of {', '.join(PROPOSALS)} or pass a Policy"
+        )
+    if not (t.proposal is None or isinstance(t.proposal, (str, Policy))):
+        raise TypeError(f"proposal must be an mpg.Policy or one of {', '.join(PROPOSALS)}")
     if t.aggregator not in AGGREGATORS:
         raise ValueError(f"unknown aggregator {t.aggregator!r}; choose one of {', '.join(AGGREGATORS)}")
     weights = [a.weight for a in t.attributes]

@@ -25,14 +25,23 @@ class SamplerConfig:
     threshold: float | None = None  # scr: fixed log-bound log M for every prefix length (exact mode)
     max_rejections: int = 16  # scr: consecutive empty rounds before one fused token is emitted
     candidates: int = 1  # scr: chunks drafted and validated together per round
+    adaptive_chunk: bool = False  # speculative, scr: per-sequence k, +2 after a fully kept draft, else -1
+    max_chunk_size: int = 16  # adaptive_chunk: the largest k a sequence may grow to
 
     def validate(self) -> None:
-        for name in ("chunk_size", "window", "pilot", "max_rejections", "candidates"):
+        for name in ("chunk_size", "window", "pilot", "max_rejections", "candidates", "max_chunk_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         if not isinstance(self.margin, (int, float)) or not (self.margin == self.margin) or self.margin < 0:
             raise ValueError(f"margin must be a number >= 0, got {self.margin!r}")
+        if not isinstance(self.adaptive_chunk, bool):
+            raise ValueError(f"adaptive_chunk must be True or False, got {self.adaptive_chunk!r}")
+        if self.adaptive_chunk and self.max_chunk_size < self.chunk_size:
+            raise ValueError(
+                f"max_chunk_size ({self.max_chunk_size}) must be >= chunk_size ({self.chunk_size}), "
+                "the length adaptive chunks start from"
+            )
         if self.threshold is not None and not (
             isinstance(self.threshold, (int, float)) and abs(self.threshold) < float("inf")
         ):
@@ -109,6 +118,7 @@ class Sequence:
     stats: SequenceStats = field(default_factory=SequenceStats)
     y: list = field(default_factory=list)
     state: object = None  # the sampler's own per-sequence state (scr: ScrState), opaque here
+    chunk_size: int = 0  # adaptive_chunk: this sequence's current draft length (0: not adapted yet)
 
     def uniforms(self, *shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=self.rng)
@@ -140,6 +150,9 @@ class Batch:
         for s, step in zip(self.seqs, steps):
             s.y.extend(step.tokens)
             s.stats.record(step)
+            if self.config.adaptive_chunk and step.drafted:
+                k = s.chunk_size or self.config.chunk_size
+                s.chunk_size = next_chunk_size(k, step.accepted == step.drafted, self.config.max_chunk_size)
         self.commit([step.winner for step in steps])
 
     def commit(self, winners: list[int] | None = None) -> None:
@@ -157,7 +170,16 @@ class Batch:
         self.seqs = [self.seqs[i] for i in keep]
 
     def chunk_sizes(self) -> list[int]:
-        return [max(1, min(self.config.chunk_size, s.remaining)) for s in self.seqs]
+        """Each sequence's draft length this round: its own adapted k (adaptive_chunk) or the config's,
+        never past its token budget."""
+        k0 = self.config.chunk_size
+        return [max(1, min(s.chunk_size or k0, s.remaining)) for s in self.seqs]
+
+
+def next_chunk_size(k: int, all_kept: bool, k_max: int) -> int:
+    """transformers' "heuristic" assistant-token schedule: +2 after a round that kept every drafted token,
+    else -1, never below 1 (and here never above k_max). Exactness is untouched: k depends on the past only."""
+    return min(k + 2, k_max) if all_kept else max(k - 1, 1)
 
 
 def gather_tokens(lp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

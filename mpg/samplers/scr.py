@@ -9,6 +9,13 @@ salvage.
 takes the first one, in draft order, that yields tokens -- the same law as trying them one after
 another, except that all candidates of a round are judged against the bound from before the round.
 Every sequence of a batch runs its own rounds, bound and uniforms; they share the forward passes.
+
+`adaptive_chunk` (common.next_chunk_size) changes each sequence's k between rounds: +2 after a round
+whose drafts were all kept whole, else -1. The threshold windows are kept per prefix length t, so a
+k longer than any seen so far needs windows at the new lengths: `WindowBound.ready(k)` is false and a
+pilot batch (`pilot` drafts of k tokens) seeds them -- one pilot per new largest k, up to
+`max_chunk_size` (shrinking reuses the windows it has). Windows at short t keep filling from every
+round, those at long t only from the rounds that reach them, so long-t bounds are older and sparser.
 """
 
 from __future__ import annotations

@@ -1,0 +1,242 @@
+"""Named proposals: the draft policy q a target is sampled with, built from the target itself.
+
+Any q leaves `fused` and `speculative` exact and `scr`'s target unchanged; a q closer to the target
+only raises acceptance (SPEC section 1). Three names, for `generate(proposal=...)` and the CLI:
+
+- "anchor" (the default): q = the anchor.
+- "merged": the anchor's weights plus ONE LoRA adapter whose delta is the weighted sum of the
+  attributes' LoRA deltas, sum_i w_i * lam * (dW_num_i - dW_den_i), w the target's normalised weights
+  (plus the anchor's own adapter, if it has one, at 1). A sum of low-rank products is exactly one
+  low-rank product of the summed rank (`concat_lora`), so the adapter is exact, needs no training and
+  runs in the engine's multi-LoRA kernel like any other. It is applied under the anchor's context: the
+  product of experts in weight space, a first-order stand-in for the target's product of ratios.
+- "prompt": the anchor's weights under a system prompt naming every trait (the MBTI letters' texts
+  from `mpg.personas.TRAITS`, or a prompted attribute's own trait prompt).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import warnings
+
+import torch
+
+from .policies import PROPOSALS, Attribute, Policy, Target
+
+__all__ = [
+    "PROPOSALS",
+    "concat_lora",
+    "merge_coefficients",
+    "merged_adapter_name",
+    "merged_proposal",
+    "prompt_proposal",
+    "resolve_proposal",
+    "trait_text",
+]
+
+
+def _name(a: Attribute) -> str:
+    return a.name or a.num.label()
+
+
+# ---- merged: pure parts ----------------------------------------------------------------------------
+def merge_coefficients(target: Target) -> dict[str, float]:
+    """adapter name -> coefficient of its LoRA delta in the merged proposal (zero sums dropped).
+
+    The anchor's own adapter counts 1; attribute i adds +w_i * lam to its numerator's adapter and
+    -w_i * lam to its denominator's (a denominator adapter is a negative delta). Attributes with no
+    adapter on either side (prompted ones) add nothing: their effect lives in contexts, not weights.
+    """
+    if not target.attributes:
+        raise ValueError("proposal='merged' merges the target's attribute experts; this target has none")
+    model = target.anchor.model
+    coef: dict[str, float] = {}
+    if target.anchor.adapter is not None:
+        coef[target.anchor.adapter] = 1.0
+    merged_any = False
+    for a, w in zip(target.attributes, target.normalised_weights()):
+        for side, sign in ((a.num, 1.0), (a.den, -1.0)):
+            if side.model != model:
+                raise ValueError(
+                    f"proposal='merged': attribute {_name(a)!r} runs on model {side.model!r}, not the anchor's "
+                    f"{model!r}; only LoRA adapters on the anchor's model can be merged into one adapter"
+                )
+            if side.adapter is not None:
+                coef[side.adapter] = coef.get(side.adapter, 0.0) + sign * w * float(target.lam)
+                merged_any = True
+    if not merged_any:
+        raise ValueError(
+            "proposal='merged': no attribute has a LoRA adapter to merge (prompted attributes live in "
+            "their contexts); use proposal='prompt' instead"
+        )
+    return {k: v for k, v in coef.items() if v != 0.0}
+
+
+def merged_adapter_name(model: str, coef: dict[str, float]) -> str:
+    """A name that is the same exactly when the merge is: a hash of the model, adapters and coefficients."""
+    key = json.dumps([model, sorted((k, repr(float(v))) for k, v in coef.items())])
+    return "mpg_merged_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def concat_lora(
+    A: list[torch.Tensor], B: list[torch.Tensor], coef: list[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LoRA equal to a weighted sum of several: B_cat @ A_cat = sum_i coef_i * B_i @ A_i.
+
+    A[i]: [r_i, I], B[i]: [O, r_i] (PEFT's layout; fold each adapter's scaling into coef_i)
+    -> A_cat [R, I], B_cat [O, R], R = sum r_i. The coefficient goes on B, so its sign is kept.
+    """
+    A_cat = torch.cat(A, 0)  # [R, I]
+    B_cat = torch.cat([b * c for b, c in zip(B, coef)], 1)  # [O, R]
+    return A_cat, B_cat
+
+
+# ---- merged: on the model ---------------------------------------------------------------------------
+def _lora_parts(peft_model, coef: dict[str, float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """module name (inside the PEFT-wrapped model) -> (A_cat [R_m, I], B_cat [O, R_m]) of the merge."""
+    from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import LoraLayer
+
+    parts = {}
+    for name, m in peft_model.base_model.model.named_modules():
+        if not isinstance(m, LoraLayer):
+            continue
+        here = [a for a in coef if a in m.lora_A or a in getattr(m, "lora_embedding_A", {})]
+        if not here:
+            continue
+        for a in here:
+            plain = (
+                isinstance(m, LoraLinear)
+                and a in m.lora_A
+                and not getattr(m, "lora_variant", {}).get(a)
+                and not getattr(m, "lora_bias", {}).get(a)
+                and not m.merged
+            )
+            if not plain:
+                raise ValueError(
+                    f"proposal='merged': adapter {a!r} is not a plain LoRA on a linear layer at {name} "
+                    "(DoRA, LoRA bias, embedding LoRA or merged weights cannot be summed into one adapter)"
+                )
+        parts[name] = concat_lora(
+            [m.lora_A[a].weight.detach().float() for a in here],  # [r_a, I] each
+            [m.lora_B[a].weight.detach().float() for a in here],  # [O, r_a] each
+            [coef[a] * float(m.scaling[a]) for a in here],
+        )
+    return parts
+
+
+@torch.no_grad()
+def add_merged_adapter(peft_model, name: str, coef: dict[str, float]) -> None:
+    """Register `name` on the PEFT model: one LoRA (scaling 1) whose delta is sum_a coef[a] * delta_a.
+
+    Every module any merged adapter touches gets rank R = the largest sum of ranks over those modules;
+    modules with fewer ranks are zero-padded (zero columns add nothing), so one LoraConfig fits all.
+    """
+    from peft import LoraConfig
+
+    parts = _lora_parts(peft_model, coef)
+    if not parts:
+        raise ValueError(f"proposal='merged': adapters {', '.join(coef)} have no LoRA layers to merge")
+    rank = max(A.shape[0] for A, _ in parts.values())
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,  # scaling alpha / r = 1: the coefficients and scalings are folded into B
+        target_modules=sorted(parts),
+        lora_dropout=0.0,
+        bias="none",
+        inference_mode=True,
+    )
+    with warnings.catch_warnings():
+        # PEFT reads model.is_gradient_checkpointing, which transformers deprecates (as in Engine.load_adapter)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        peft_model.add_adapter(name, config)
+    modules = dict(peft_model.base_model.model.named_modules())
+    for mod_name, (A, B) in parts.items():
+        m = modules[mod_name]
+        if float(m.scaling[name]) != 1.0:
+            raise RuntimeError(f"merged adapter {name!r} got scaling {m.scaling[name]} at {mod_name}, not 1")
+        wA, wB = m.lora_A[name].weight, m.lora_B[name].weight  # [rank, I], [O, rank]
+        wA.zero_()
+        wB.zero_()
+        wA[: A.shape[0]] = A.to(wA.dtype)
+        wB[:, : B.shape[1]] = B.to(wB.dtype)
+        wA.requires_grad_(False)
+        wB.requires_grad_(False)
+    peft_model.eval()
+
+
+def merged_proposal(engine, target: Target) -> Policy:
+    """The anchor with the attribute experts' LoRA deltas summed into one adapter (see the module doc).
+
+    The adapter is built once per engine and merge (its name hashes the adapters and coefficients) and
+    registered in `engine.adapters`, so the multi-LoRA kernel runs it; the anchor's context and steering
+    are kept. A merge that adds nothing (lam = 0) is the anchor itself."""
+    coef = merge_coefficients(target)
+    model = target.anchor.model
+    if not coef:
+        return target.anchor
+    loaded = engine.adapters.get(model, set())
+    missing = [a for a in coef if a not in loaded]
+    if missing:
+        raise ValueError(
+            f"proposal='merged': adapter(s) {', '.join(missing)} not loaded on model {model!r}; "
+            f"loaded: {', '.join(sorted(loaded)) or 'none'}"
+        )
+    name = merged_adapter_name(model, coef)
+    if name not in loaded:
+        add_merged_adapter(engine.models[model], name, coef)
+        engine.adapters[model].add(name)
+    return dataclasses.replace(target.anchor, adapter=name)
+
+
+# ---- prompt ------------------------------------------------------------------------------------------
+def trait_text(a: Attribute) -> str:
+    """The trait an attribute stands for, as one system-prompt line.
+
+    A prompted attribute (no adapters) has its own trait prompt: its numerator's system prompt. An
+    attribute named by an MBTI letter (`mpg.personas.expert_mbti`) gets that letter's TRAITS text.
+    """
+    from .personas import TRAITS
+
+    if a.num.adapter is None and a.den.adapter is None and a.num.system and a.num.system != a.den.system:
+        return a.num.system
+    if a.name in TRAITS:
+        return TRAITS[a.name]
+    raise ValueError(
+        f"proposal='prompt': attribute {_name(a)!r} has no trait text (it is neither an MBTI letter nor a "
+        "prompted attribute with a trait system prompt); use proposal='anchor' or 'merged', or pass a "
+        "proposal Policy"
+    )
+
+
+def prompt_proposal(target: Target) -> Policy:
+    """The anchor's weights under one system prompt naming every trait of positive weight (after the
+    anchor's own system prompt, if any). A negative weight asks for the opposite, which has no text."""
+    if not target.attributes:
+        raise ValueError("proposal='prompt' names the target's traits; this target has none")
+    neg = [_name(a) for a in target.attributes if a.weight < 0]
+    if neg:
+        raise ValueError(f"proposal='prompt' cannot word a negative weight (attributes: {', '.join(neg)})")
+    lines = [trait_text(a) for a in target.attributes if a.weight > 0]
+    system = " ".join([target.anchor.system, *lines] if target.anchor.system else lines)
+    return dataclasses.replace(target.anchor, system=system)
+
+
+# ---- by name -----------------------------------------------------------------------------------------
+def resolve_proposal(engine, target: Target, name: str) -> Target:
+    """The target with its proposal set from a name in PROPOSALS."""
+    if name not in PROPOSALS:
+        raise ValueError(f"unknown proposal {name!r}; choose one of {', '.join(PROPOSALS)} or pass a Policy")
+    if name == "anchor":
+        q = None
+    elif name == "merged":
+        if engine is None:
+            raise ValueError("proposal='merged' is built on an engine's adapters: pass the engine")
+        q = merged_proposal(engine, target)
+    else:
+        q = prompt_proposal(target)
+    if not target.attributes:  # Target.single: only "anchor" gets here
+        return Target.single(target.anchor, q)
+    return dataclasses.replace(target, proposal=q)
