@@ -19,6 +19,7 @@ from ..generation import GenerateConfig
 from ..personas import AXES, persona
 from ..policies import AGGREGATORS, Policy, Target
 from ..policy_table import check_policy
+from ..proposals import prompt_proposal
 from ..running import BatchSettings
 from ..steering import Steer
 from ..tokens import eos_token_ids
@@ -192,8 +193,9 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
         )
     lam = _number(body, "lam", 0, default=1.0)
     proposal = body.get("proposal", "anchor")
-    if proposal not in ("anchor", None):
-        raise RequestError(f"proposal must be 'anchor', got {proposal!r}", "proposal")
+    if proposal not in ("anchor", "prompt", None):
+        # "merged" adds a LoRA adapter per distinct persona mix to the served model: not while serving
+        raise RequestError(f"proposal must be 'anchor' or 'prompt' here, got {proposal!r}", "proposal")
     if not mbti and not roleplaying and not traits:  # the base alone (mpg-base), maybe steered
         policy = Policy(steering=steer)
         check_policy(engine, policy)
@@ -211,6 +213,11 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
         raise RequestError(str(e), "persona") from None
     anchor = replace(p.anchor, steering=steer) if steer else p.anchor
     target = Target(p.attributes, aggregator, float(lam), anchor)
+    if proposal == "prompt":
+        try:
+            target = replace(target, proposal=prompt_proposal(target))
+        except ValueError as e:
+            raise RequestError(str(e), "proposal") from None
     return target, p.needs_prompt, p.describe()
 
 

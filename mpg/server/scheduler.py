@@ -115,8 +115,11 @@ class Scheduler:
                 if self.stopping:
                     break
                 admit = self._take_admissible()
+            groups: dict[tuple, list[Job]] = {}  # jobs admitted together share one prefill per target
             for job in admit:
-                self._admit(job)
+                groups.setdefault((job.spec.target, job.spec.settings.key()), []).append(job)
+            for key, jobs in groups.items():
+                self._admit(key, jobs)
             for key, runs in list(self.batches.items()):
                 for rb in list(runs):
                     self._advance(rb)
@@ -142,34 +145,41 @@ class Scheduler:
             out.append(self.waiting.popleft())
         return out
 
-    def _admit(self, job: Job) -> None:
-        spec = job.spec
-        seqs = [
-            Sequence(spec.max_tokens, torch.Generator().manual_seed(int(spec.seed) * 1_000_003 + i))
-            for i in range(len(spec.prompts))
-        ]
-        key = (spec.target, spec.settings.key())
+    def _admit(self, key: tuple, jobs: list[Job]) -> None:
+        """Join jobs of one target and settings to a running batch (or a new one) in one prefill."""
+        spec = jobs[0].spec
+        prompts, seqs, stops, tags = [], [], [], []
+        for job in jobs:
+            for i, prompt in enumerate(job.spec.prompts):
+                rng = torch.Generator().manual_seed(int(job.spec.seed) * 1_000_003 + i)
+                prompts.append(prompt)
+                seqs.append(Sequence(job.spec.max_tokens, rng))
+                stops.append(job.spec.stop)
+                tags.append((job, i))
         runs = self.batches.setdefault(key, [])
-        tags = [(job, i) for i in range(len(seqs))]
         try:
             for rb in runs:
                 try:
-                    job.members = rb.join(spec.prompts, seqs, [spec.stop] * len(seqs), tags)
+                    members = rb.join(prompts, seqs, stops, tags)
                     break
                 except ValueError:  # the prompts render the policies differently: another batch
                     continue
             else:
                 rb = RunningBatch(self.engine, spec.target, spec.settings)
-                job.members = rb.join(spec.prompts, seqs, [spec.stop] * len(seqs), tags)
+                members = rb.join(prompts, seqs, stops, tags)
                 runs.append(rb)
         except Exception as e:  # noqa: BLE001 -- one request's failure must not stop the server
-            job.push("error", 500, f"could not start generation: {type(e).__name__}: {e}")
             traceback.print_exc()
+            for job in jobs:
+                job.push("error", 500, f"could not start generation: {type(e).__name__}: {e}")
             if not runs:
                 del self.batches[key]
             return
-        if job.cancelled:
-            job.cancel()
+        for m in members:
+            job = m.tag[0]
+            job.members.append(m)
+            if job.cancelled:
+                m.cancelled = True
 
     def _advance(self, rb: RunningBatch) -> None:
         """Hand out what the batch's sequences gained, then step it once. A failing step fails only
