@@ -35,7 +35,7 @@ def test_cli_generate_on_default_model(cache, monkeypatch, capsys):
             "--sampler",
             "scr",
             "--max-new-tokens",
-            "12",
+            "6",
             "--no-stream",
             "--stats",
             "--chunk-size",
