@@ -14,7 +14,7 @@ from .policies import Attribute, Policy, Target
 from .policy_table import PolicyTable, check_policy, is_peft, render_context
 from .running import BatchSettings, RunningBatch
 from .samplers import SamplerConfig
-from .samplers.common import Sequence
+from .samplers.common import Sequence, prompt_rng
 from .scoring import HeadCache, MultiPolicyScorer, PolicyGroup
 from .steering import row_deltas
 from .tokens import eos_token_ids, pad_token_id
@@ -231,9 +231,7 @@ class Engine:
         out = GenerateOutput([], [], [])
         for start in range(0, len(prompts), cfg.batch_size):
             part = prompts[start : start + cfg.batch_size]
-            rngs = [
-                torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + start + i) for i in range(len(part))
-            ]
+            rngs = [prompt_rng(cfg.seed, start + i) for i in range(len(part))]
             results, batch_stats, out.policies = self._generate_batch(part, target, cfg, eos, rngs, streamer)
             batch_stats.prompts = list(range(start, start + len(part)))
             out.batches.append(batch_stats)

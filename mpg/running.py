@@ -153,13 +153,9 @@ class RunningBatch:
         return events
 
     def _bank_passes(self) -> None:
-        if self.batch is None:
-            return
-        for label, n in self._passes().items():
-            self.stats.forward_passes[label] = self.stats.forward_passes.get(label, 0) + n
-        self.stats.model_calls += self.batch.scorer.forward_passes + (
-            self.batch.drafter.forward_passes if self.batch.drafter is not None else 0
-        )
+        """Add the live caches' passes to `stats` (before the caches are dropped)."""
+        live = self.batch_stats()
+        self.stats.forward_passes, self.stats.model_calls = live.forward_passes, live.model_calls
 
     def _passes(self) -> dict:
         """Forward passes per policy label (a pass of a group counts for each of its policies)."""
@@ -174,10 +170,13 @@ class RunningBatch:
 
     def batch_stats(self) -> BatchStats:
         """Every forward pass this batch has run so far, per policy label and in all."""
-        self._bank_passes()
-        out = self.stats
-        self.stats = BatchStats(prompts=[])
-        if self.batch is not None:  # banked counts were added to the totals: start the groups afresh
-            for g in [*self.batch.scorer.groups, *([self.batch.drafter] if self.batch.drafter else [])]:
-                g.forward_passes = 0
+        out = BatchStats(
+            prompts=[], forward_passes=dict(self.stats.forward_passes), model_calls=self.stats.model_calls
+        )
+        if self.batch is not None:
+            for label, n in self._passes().items():
+                out.forward_passes[label] = out.forward_passes.get(label, 0) + n
+            out.model_calls += self.batch.scorer.forward_passes + (
+                self.batch.drafter.forward_passes if self.batch.drafter is not None else 0
+            )
         return out

@@ -10,7 +10,16 @@ from ..distributions import sample, temper
 from ..policy_table import TargetRows
 from ..scoring import MultiPolicyScorer, PolicyGroup
 
-__all__ = ["Advance", "Batch", "SamplerConfig", "Sequence", "SequenceStats", "draft", "gather_tokens"]
+__all__ = [
+    "Advance",
+    "Batch",
+    "SamplerConfig",
+    "Sequence",
+    "SequenceStats",
+    "draft",
+    "gather_tokens",
+    "prompt_rng",
+]
 
 
 @dataclass
@@ -107,6 +116,12 @@ class Advance:
     clips: int = 0  # scr: judged drafts whose decision used an exceeded bound
     fallbacks: int = 0  # scr: exact tokens emitted after max_rejections empty drafts
     winner: int = 1  # the branch whose tokens are kept in the caches (0: no branch; fused: 0)
+
+
+def prompt_rng(seed: int, index: int) -> torch.Generator:
+    """The random stream of prompt `index` of a generate() call with this seed (the server uses it for
+    choice `index` of a request, so offline generate() reproduces a served answer)."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + index)
 
 
 @dataclass

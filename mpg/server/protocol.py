@@ -197,8 +197,7 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
         # "merged" adds a LoRA adapter per distinct persona mix to the served model: not while serving
         raise RequestError(f"proposal must be 'anchor' or 'prompt' here, got {proposal!r}", "proposal")
     if not mbti and not roleplaying and not traits:  # the base alone (mpg-base), maybe steered
-        policy = Policy(steering=steer)
-        check_policy(engine, policy)
+        policy = Policy(steering=steer)  # checked with the others in parse_request
         return Target.single(policy), True, "base" + (" (steered)" if steer else "")
     try:
         p = persona(

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..running import Member, RunningBatch
-from ..samplers.common import Sequence
+from ..samplers.common import Sequence, prompt_rng
 from .protocol import JobSpec
 
 __all__ = ["Job", "Scheduler"]
@@ -154,9 +154,8 @@ class Scheduler:
         prompts, seqs, stops, tags = [], [], [], []
         for job in jobs:
             for i, prompt in enumerate(job.spec.prompts):
-                rng = torch.Generator().manual_seed(int(job.spec.seed) * 1_000_003 + i)
                 prompts.append(prompt)
-                seqs.append(Sequence(job.spec.max_tokens, rng))
+                seqs.append(Sequence(job.spec.max_tokens, prompt_rng(job.spec.seed, i)))
                 stops.append(job.spec.stop)
                 tags.append((job, i))
         runs = self.batches.setdefault(key, [])
