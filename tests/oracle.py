@@ -131,3 +131,29 @@ def tv_tolerance(p: dict, n_samples: int, delta: float = 1e-3) -> float:
     """
     mean_bound = 0.5 * sum(math.sqrt(x * (1 - x) / n_samples) for x in p.values())
     return mean_bound + math.sqrt(math.log(1 / delta) / (2 * n_samples))
+
+
+def check_sampler(
+    engine, target, sampler, n_tokens, k, prompt, eos, samples, expect_k=None, temperature=1.0, **kw
+):
+    """Draw `samples` responses with `sampler` and assert their TV to the exact target (p_1, or p_k with
+    expect_k) is within the sampling tolerance; also that the test could tell the target from the
+    proposal. Returns (output, TV)."""
+    p = exact_distribution(engine, target, prompt, n_tokens, expect_k or k, eos, temperature)
+    q = proposal_distribution(engine, target.draft_policy, prompt, n_tokens, eos)
+    tol = tv_tolerance(p, samples)
+    assert tv(p, q) > 2 * tol, "test would not tell the target from the proposal"
+    out = engine.generate(
+        [prompt] * samples,
+        target=target,
+        sampler=sampler,
+        max_new_tokens=n_tokens,
+        seed=1234,
+        eos_token_id=eos,
+        chunk_size=k,
+        temperature=temperature,
+        **kw,
+    )
+    dist = tv(empirical(out.token_ids), p)
+    assert dist < tol, f"{sampler}: TV to the exact target {dist:.3f} >= tolerance {tol:.3f}"
+    return out, dist

@@ -5,7 +5,7 @@ proposal's own -- so that a sampler ignoring the target would fail it.
 """
 
 import pytest
-from oracle import empirical, exact_distribution, proposal_distribution, tv, tv_tolerance
+from oracle import check_sampler, empirical, exact_distribution, tv
 from tiny import EOS
 
 from mpg.policies import Attribute, Policy, Target
@@ -30,24 +30,7 @@ SEPARATE = Target(
 
 
 def check(engine, target, sampler, n_tokens, k, expect_k=None, temperature=1.0, **kw):
-    p = exact_distribution(engine, target, PROMPT, n_tokens, expect_k or k, EOS, temperature)
-    q = proposal_distribution(engine, target.draft_policy, PROMPT, n_tokens, EOS)
-    tol = tv_tolerance(p, S)
-    assert tv(p, q) > 2 * tol, "test would not tell the target from the proposal"
-    out = engine.generate(
-        [PROMPT] * S,
-        target=target,
-        sampler=sampler,
-        max_new_tokens=n_tokens,
-        seed=1234,
-        eos_token_id=EOS,
-        chunk_size=k,
-        temperature=temperature,
-        **kw,
-    )
-    dist = tv(empirical(out.token_ids), p)
-    assert dist < tol, f"{sampler}: TV to the exact target {dist:.3f} >= tolerance {tol:.3f}"
-    return out, dist
+    return check_sampler(engine, target, sampler, n_tokens, k, PROMPT, EOS, S, expect_k, temperature, **kw)
 
 
 @pytest.mark.parametrize("target", [PRODUCT, SEPARATE, STEERED], ids=["product", "separate-model", "steered"])

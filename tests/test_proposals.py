@@ -8,7 +8,7 @@
 
 import pytest
 import torch
-from oracle import empirical, exact_distribution, proposal_distribution, tv, tv_tolerance
+from oracle import check_sampler
 from peft import LoraConfig
 from peft.tuners.lora import Linear as LoraLinear
 from tiny import EOS, add_lora, tiny_model
@@ -168,24 +168,8 @@ def test_prompt_proposal_names_every_trait():
 
 # ---- exactness ------------------------------------------------------------------------------------
 def check_exact(engine, target, n_tokens, k, **kw):
-    """speculative's samples against p_1 by enumeration (as tests/test_oracles.py's check)."""
-    p = exact_distribution(engine, target, PROMPT, n_tokens, 1, EOS)
-    q = proposal_distribution(engine, target.draft_policy, PROMPT, n_tokens, EOS)
-    tol = tv_tolerance(p, S)
-    assert tv(p, q) > 2 * tol, "test would not tell the target from the proposal"
-    out = engine.generate(
-        [PROMPT] * S,
-        target=target,
-        sampler="speculative",
-        max_new_tokens=n_tokens,
-        seed=1234,
-        eos_token_id=EOS,
-        chunk_size=k,
-        **kw,
-    )
-    dist = tv(empirical(out.token_ids), p)
-    assert dist < tol, f"TV to the exact target {dist:.3f} >= tolerance {tol:.3f}"
-    return out
+    """speculative's samples against p_1 by enumeration (tests/oracle.py's check)."""
+    return check_sampler(engine, target, "speculative", n_tokens, k, PROMPT, EOS, S, **kw)[0]
 
 
 PRODUCT = Target((Attribute.expert("x", "b a", 1.0), Attribute.prompted("a a", None, 0.5)), "product")
