@@ -38,11 +38,19 @@ from mpg import Engine  # noqa: E402
 from mpg.distributed import current_shard  # noqa: E402
 from mpg.eval import freeform as ff  # noqa: E402
 from mpg.eval.judge import load_or_train_judges, make_embedder, report_markdown  # noqa: E402
-from mpg.eval.methods import MBTI_METHODS, METHODS, ROLEPLAY_METHODS, register_merged_vector  # noqa: E402
-from mpg.eval.questionnaire import TYPES, load_questionnaire, run_questionnaire  # noqa: E402
+from mpg.eval.methods import (  # noqa: E402
+    COMPOSE,
+    MBTI_METHODS,
+    METHODS,
+    ROLEPLAY_METHODS,
+    get_method,
+    register_merged_vector,
+)
+from mpg.eval.questionnaire import TYPES, load_questionnaire, run_questionnaire, style_items  # noqa: E402
 from mpg.personas import AXES, TRAITS  # noqa: E402
+from mpg.stats import bounded_mean_ci, paired_bootstrap_ci  # noqa: E402
 
-PARTS = ("questionnaire", "freeform", "roleplay")
+PARTS = ("questionnaire", "style", "freeform", "roleplay")
 AXIS_NAMES = [f"{a[0]}/{a[1]}" for a in AXES]
 
 
@@ -51,13 +59,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data"), help="the shared data folder")
     ap.add_argument("--out", default="out/fidelity")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
-    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
+    ap.add_argument(
+        "--parts",
+        default="questionnaire,freeform,roleplay",
+        help=f"comma list of {', '.join(PARTS)} (style: the two-option style test, not run by default)",
+    )
     ap.add_argument(
         "--items", type=int, default=None, help="questionnaire: the first N items (default: all 60)"
     )
     ap.add_argument("--types", default="all", help="questionnaire: comma list of types, or 'all' (the 16)")
     ap.add_argument(
-        "--freeform-types", default=",".join(ff.DEFAULT_TYPES), help="MBTI free-form target types"
+        "--freeform-types",
+        default=",".join(ff.DEFAULT_TYPES),
+        help="MBTI free-form target types, or 'all' (the 16)",
+    )
+    ap.add_argument(
+        "--style-per-axis", type=int, default=8, help="style test: held-out pairs per axis (part 'style')"
     )
     ap.add_argument("--freeform-per-type", type=int, default=4, help="MBTI free-form prompts per target type")
     ap.add_argument(
@@ -92,10 +109,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    args.methods = _names(ap, args.methods, METHODS, "method")
+    args.methods = _names(ap, args.methods, METHODS, "method", allow=lambda m: m.startswith(COMPOSE))
     args.parts = _names(ap, args.parts, PARTS, "part")
     args.types = list(TYPES) if args.types.strip().lower() == "all" else _types(ap, args.types)
-    args.freeform_types = _types(ap, args.freeform_types)
+    args.freeform_types = (
+        list(TYPES) if args.freeform_types.strip().lower() == "all" else _types(ap, args.freeform_types)
+    )
     for name in ("items", "freeform_per_type", "roleplay", "max_new_tokens"):
         value = getattr(args, name)
         if value is not None and value < (1 if name in ("items", "max_new_tokens") else 0):
@@ -105,9 +124,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _names(ap, spec: str, allowed, what: str) -> list[str]:
-    names = [m.strip() for m in spec.split(",") if m.strip()]
-    bad = [m for m in names if m not in allowed]
+def _names(ap, spec: str, allowed, what: str, allow=lambda name: False) -> list[str]:
+    """Comma list -> names; `allow` admits names outside `allowed` (compose:SPEC methods, which take commas
+    themselves: a part after a compose: name that is not a known name continues its spec)."""
+    names: list[str] = []
+    for part in (m.strip() for m in spec.split(",")):
+        if not part:
+            continue
+        if names and allow(names[-1]) and part not in allowed and not allow(part):
+            names[-1] += "," + part
+        else:
+            names.append(part)
+    for m in names:
+        if allow(m):
+            try:
+                get_method(m)
+            except ValueError as e:
+                ap.error(str(e))
+    bad = [m for m in names if m not in allowed and not allow(m)]
     if bad or not names:
         ap.error(f"unknown {what}(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(allowed)}")
     return names
@@ -172,7 +206,7 @@ def run(
     progress = not args.no_progress
     n_layers = engine.models["base"].config.num_hidden_layers
     layer = args.layer if args.layer is not None else 2 * n_layers // 3
-    mbti_methods = [m for m in args.methods if m in MBTI_METHODS]
+    mbti_methods = [m for m in args.methods if m in MBTI_METHODS or m.startswith(COMPOSE)]
     rp_methods = [m for m in args.methods if m in ROLEPLAY_METHODS]
     if judges is None and ({"freeform", "roleplay"} & set(args.parts)):
         embed = embed or make_embedder(args.embedder)
@@ -181,7 +215,7 @@ def run(
         )
     if judges is not None:
         embed = embed or judges[0].embed
-    billy_types = (args.types if "questionnaire" in args.parts else []) + (
+    billy_types = (args.types if {"questionnaire", "style"} & set(args.parts) else []) + (
         args.freeform_types if "freeform" in args.parts else []
     )
     mbti_methods, vectors = _billy(engine, args, mbti_methods, list(dict.fromkeys(billy_types)), log)
@@ -210,6 +244,21 @@ def run(
         )
         results["timings_s"]["questionnaire"] = time.perf_counter() - t0
 
+    if "style" in args.parts and mbti_methods:
+        t0 = time.perf_counter()
+        results["parts"]["style"] = run_questionnaire(
+            engine,
+            mbti_methods,
+            args.types,
+            style_items(data, args.style_per_axis),
+            experts=experts,
+            vectors=vectors,
+            layer=layer,
+            alpha=args.alpha,
+            progress=progress,
+        )
+        results["timings_s"]["style"] = time.perf_counter() - t0
+
     if "freeform" in args.parts and mbti_methods:
         t0 = time.perf_counter()
         items = ff.mbti_items(data, args.freeform_types, args.freeform_per_type)
@@ -227,6 +276,7 @@ def run(
             progress=progress,
         )
         summary = ff.score_mbti(engine, rows, items, judges[0], embed, progress=progress)
+        paired_comparison(rows, summary, baseline="prompt", seed=args.seed)
         results["parts"]["freeform"] = {
             "types": args.freeform_types,
             "items": len(items),
@@ -263,6 +313,22 @@ def run(
     return results
 
 
+def paired_comparison(rows: list[dict], summary: dict, baseline: str = "prompt", seed: int = 0) -> None:
+    """Per method: mean per-axis accuracy over answers ("mean_axis", t interval), and its paired
+    difference to `baseline` on the same (type, question, seed) items with a 95% bootstrap interval
+    ("vs_<baseline>", relative = difference / baseline's mean). In place, into `summary`."""
+    score = {(r["method"], r["id"]): sum(r["axis_hits"]) / 4 for r in rows}
+    for m in summary:
+        mine = [r["id"] for r in rows if r["method"] == m]
+        if not mine:
+            continue
+        summary[m]["mean_axis"] = bounded_mean_ci([score[(m, i)] for i in mine])
+        if m != baseline and all((baseline, i) in score for i in mine):
+            summary[m][f"vs_{baseline}"] = paired_bootstrap_ci(
+                [score[(m, i)] for i in mine], [score[(baseline, i)] for i in mine], seed=seed
+            )
+
+
 # ---- table and plot -----------------------------------------------------------------------------
 def _ci(c: dict | None, digits: int = 2) -> str:
     if not c or c.get("mean") is None:
@@ -277,20 +343,29 @@ def _q(m: dict, axis: str | None) -> dict:
 
 
 def table_rows(results: dict) -> list[dict]:
-    """One dict of CIs per method (and 'reference'), across the three parts."""
+    """One dict of CIs per method (and 'reference'), across the parts."""
     parts = results["parts"]
     q = parts.get("questionnaire", {}).get("methods", {})
+    st = parts.get("style", {}).get("methods", {})
     f = parts.get("freeform", {}).get("methods", {})
     r = parts.get("roleplay", {}).get("methods", {})
     out = []
-    for m in dict.fromkeys([*q, *f, *r]):
+    for m in dict.fromkeys([*q, *st, *f, *r]):
         row = {"method": m}
+        if m in st:
+            row.update({f"sc {n}": _q(st[m]["calibrated"], a) for n, a in zip(AXIS_NAMES, AXES)})
         if m in q:
             row.update(
                 {f"q {n}": _q(q[m], a) for n, a in zip(AXIS_NAMES, AXES)}, **{"q type": _q(q[m], None)}
             )
+            if "calibrated" in q[m]:
+                cal = q[m]["calibrated"]
+                row.update(
+                    {f"qc {n}": _q(cal, a) for n, a in zip(AXIS_NAMES, AXES)}, **{"qc type": _q(cal, None)}
+                )
         if m in f:
             row.update({f"ff {n}": f[m][n] for n in AXIS_NAMES}, **{"ff type": f[m]["type"]})
+            row.update({"ff mean axis": f[m].get("mean_axis"), "ff vs prompt": f[m].get("vs_prompt")})
             row.update(
                 {
                     "ff ppl": f[m].get("ppl"),
@@ -313,16 +388,19 @@ def table_rows(results: dict) -> list[dict]:
 
 
 MAIN_COLUMNS = [
-    *(f"q {n}" for n in AXIS_NAMES),
-    "q type",
+    *(f"qc {n}" for n in AXIS_NAMES),
+    "qc type",
+    *(f"sc {n}" for n in AXIS_NAMES),
     *(f"ff {n}" for n in AXIS_NAMES),
     "ff type",
+    "ff mean axis",
+    "ff vs prompt",
     "ff ppl",
     "ff distinct-1",
     "ff distinct-2",
     "rp judge",
 ]
-EXTRA_COLUMNS = ["ff tok/s", "rp cos ref", "rp ppl", "rp tok/s"]
+EXTRA_COLUMNS = [*(f"q {n}" for n in AXIS_NAMES), "q type", "ff tok/s", "rp cos ref", "rp ppl", "rp tok/s"]
 
 
 def _cell(v) -> str:
@@ -341,8 +419,13 @@ def write_table(results: dict, path: Path) -> None:
     lines += [f"| {r['method']} | " + " | ".join(_cell(r.get(c)) for c in EXTRA_COLUMNS) + " |" for r in rows]
     notes = [
         "",
-        "q: questionnaire accuracy (Wilson 95% CI; per axis over types x items, type over types). "
-        "ff: MBTI free-form, judged by the independent MBTI judge (Wilson 95% CI over answers); ppl: "
+        "qc: calibrated questionnaire accuracy (each item's Agree-Disagree margin minus its mean over the "
+        "types asked: mpg.eval.questionnaire.calibrate; Wilson 95% CI; per axis over types x items, type "
+        "over types); q (second table): the raw answers. sc: the style test (two held-out answers per "
+        "item, one in each side's style, calibrated the same way). "
+        "ff: MBTI free-form, judged by the independent MBTI judge (Wilson 95% CI over answers); mean axis: "
+        "each answer's share of its type's letters judged right, mean [t 95% CI]; vs prompt: paired "
+        "difference of that share to `prompt` on the same items and seeds [bootstrap 95% CI]; ppl: "
         "perplexity under the plain base (geometric mean [95% CI]); distinct-n: per-answer mean [95% CI]. "
         "rp judge: role-play judge p(in persona), mean [95% CI]; rp cos ref: MiniLM cosine to the reference "
         "answer. 'reference': the judges on the data's reference answers.",
@@ -365,7 +448,7 @@ def write_plot(results: dict, path: Path, title: str) -> None:
 
     rows = table_rows(results)
     panels = [
-        ("q type", "questionnaire: full-type accuracy"),
+        ("qc type", "questionnaire (calibrated): full-type accuracy"),
         ("ff type", "free-form: judged full-type accuracy"),
         ("ff E/I", "free-form: judged E/I accuracy"),
         ("rp judge", "role-play: judge p(in persona)"),

@@ -41,6 +41,7 @@ def _generate(args) -> int:
         personality=args.personality,
         traits=args.trait or [],
         experts=args.experts,
+        composition=args.composition,
     )
     prompt = args.prompt if args.prompt is not None else ""
     if p.needs_prompt and not prompt.strip():
@@ -52,8 +53,8 @@ def _generate(args) -> int:
         list(p.attributes),
         anchor=p.anchor,
         sampler=args.sampler,
-        aggregator=args.aggregator,
-        lam=args.lam,
+        aggregator=args.aggregator or p.aggregator,
+        lam=p.lam if args.lam is None else args.lam,
         proposal=args.proposal,
         chunk_size=args.chunk_size,
         adaptive_chunk=args.adaptive_chunk,
@@ -167,6 +168,7 @@ def _train_expert(args) -> int:
         max_train=args.max_train or None,
         bf16=False if args.no_bf16 else None,
         seed=args.seed,
+        trainer=args.trainer,
     )
     command = "mpg " + " ".join(shlex.quote(a) for a in args.argv)
     record = train_expert(
@@ -191,6 +193,35 @@ def _export_steer(args) -> int:
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     export_lm_eval_steer(vectors, args.out, names, weights, layer=args.layer, alpha=args.alpha)
     print(f"saved {args.out}: lm_eval --model steered --model_args pretrained=BASE,steer_path={args.out}")
+    return 0
+
+
+def _calibrate_expert(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .composition import measure_ratio_spread, write_spreads
+    from .engine import Engine
+    from .policies import Attribute
+    from .training import load_preferences
+
+    rows = load_preferences(args.pairs)
+    if args.max_pairs < 1:
+        raise ValueError("--max-pairs must be at least 1")
+    engine = Engine.from_pretrained(args.base, dtype="float32")
+    engine.load_adapter("expert", args.expert)
+    by_side: dict[str, list[dict]] = {}
+    for r in rows:  # MBTI pairs name their side; role-play pairs have one context
+        by_side.setdefault(r.get("side") or "roleplay", []).append(r)
+    spreads = {}
+    expert = Attribute.expert("expert", None)  # the adapter over the base, both under the pair's prompt
+    for side, side_rows in sorted(by_side.items()):
+        chosen = side_rows[: args.max_pairs]
+        spreads[side] = measure_ratio_spread(
+            engine, expert, tqdm(chosen, desc=f"ratio spread, side {side}"), prompt_key="prompt"
+        )
+    source = f"{args.pairs}: the first {args.max_pairs} pairs of each side, chosen and rejected answers"
+    write_spreads(args.expert, spreads, source)
+    print("ratio spread (RMS per-token log-ratio): " + ", ".join(f"{k} {v:.3f}" for k, v in spreads.items()))
     return 0
 
 
@@ -221,6 +252,18 @@ def _info(args) -> int:
             if held
             else ""
         )
+        if (d / "metrics.json").exists():
+            record = json.loads((d / "metrics.json").read_text())
+            m, st = record.get("metrics", {}), record.get("settings", {})
+            fig += (
+                f"; {m.get('train_pairs')} pairs x {st.get('epochs')} epochs, "
+                f"{m.get('wall_seconds_to_adapter')} s ({st.get('trainer', 'trl')})"
+            )
+        from .composition import expert_spreads
+
+        spreads = expert_spreads(d)
+        if spreads:
+            fig += "; ratio spread " + ", ".join(f"{k} {v:.2f}" for k, v in spreads.items())
         print(f"  {d.name}: {fig}")
     return 0
 
@@ -256,8 +299,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     g.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto")
     g.add_argument("--sampler", default="scr", choices=["fused", "speculative", "scr"])
-    g.add_argument("--aggregator", default="product", choices=["product", "mixture"])
-    g.add_argument("--lam", type=float, default=1.0, help="strength of every attribute (0 = base model)")
+    g.add_argument(
+        "--composition",
+        default=None,
+        help="how the experts compose: 'AGGREGATOR[,lam=X][,weights=given|sum1|spread][,anchor=base|prompt]' "
+        "(default: mpg.personas.DEFAULT_COMPOSITION; see the README)",
+    )
+    g.add_argument(
+        "--aggregator", default=None, choices=["product", "mixture"], help="overrides the composition's"
+    )
+    g.add_argument(
+        "--lam",
+        type=float,
+        default=None,
+        help="strength of every attribute (0 = anchor); overrides the composition's",
+    )
     g.add_argument(
         "--proposal",
         default="anchor",
@@ -359,7 +415,22 @@ def main(argv: list[str] | None = None) -> int:
         help="train in float32 (bf16 autocast is ~1.7x faster on CPUs with AVX512-BF16)",
     )
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--trainer",
+        default="shared-prompt",
+        choices=["shared-prompt", "trl"],
+        help="shared-prompt: mpg's DPO loop, each pair's prompt run once (default); trl: TRL's DPOTrainer",
+    )
     t.set_defaults(func=_train_expert)
+    c = sub.add_parser(
+        "calibrate-expert",
+        help="measure an expert's ratio spread (for --composition ...,weights=spread) into its mpg_expert.json",
+    )
+    c.add_argument("expert", help="the expert adapter folder (with mpg_expert.json)")
+    c.add_argument("--pairs", required=True, help="held-out JSONL pairs (MBTI pairs carry a 'side' each)")
+    c.add_argument("--max-pairs", type=int, default=24, help="pairs per side measured (the first N)")
+    c.add_argument("--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2)")
+    c.set_defaults(func=_calibrate_expert)
     i = sub.add_parser("info", help="what is installed and cached")
     i.set_defaults(func=_info)
     args = p.parse_args(argv)

@@ -15,11 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .composition import Composition, apply_weight_rule, expert_spreads
 from .expert_file import expert_contexts
-from .policies import Attribute, Policy
+from .policies import Attribute, Policy, Target
 
 __all__ = [
     "AXES",
+    "DEFAULT_COMPOSITION",
     "AXIS_ADAPTERS",
     "NEUTRAL",
     "ROLEPLAY_ADAPTERS",
@@ -51,15 +53,30 @@ AXES = ("EI", "SN", "TF", "JP")
 AXIS_ADAPTERS = {"EI": "mbti_e_i", "SN": "mbti_s_n", "TF": "mbti_t_f", "JP": "mbti_j_p"}
 ROLEPLAY_ADAPTERS = ("roleplay_personality", "roleplay_profile")
 SHIPPED_EXPERTS = Path(__file__).parent / "experts"
+# The composition persona() (and so the CLI and the main job) uses unless told otherwise.
+DEFAULT_COMPOSITION = Composition("product", 1.0, "given", "base")
 
 
 @dataclass(frozen=True)
 class Persona:
-    """What a persona spec resolves to: pass as `engine.generate(prompt, p.attributes, anchor=p.anchor)`."""
+    """What a persona spec resolves to: `engine.generate(prompt, target=p.target())` (or pass the parts:
+    `engine.generate(prompt, p.attributes, anchor=p.anchor, aggregator=p.aggregator, lam=p.lam)`).
+    The attributes' weights are already the composition's (mpg.composition: weight rule applied)."""
 
     attributes: tuple[Attribute, ...]
     anchor: Policy = field(default_factory=Policy)
     needs_prompt: bool = True  # False for role-play: its context is complete without a user prompt
+    aggregator: str = "product"
+    lam: float = 1.0
+
+    def target(self, **overrides) -> Target:
+        """The composed target; `aggregator=` / `lam=` override the composition's."""
+        return Target(
+            self.attributes,
+            overrides.get("aggregator") or self.aggregator,
+            lam=self.lam if overrides.get("lam") is None else overrides["lam"],
+            anchor=self.anchor,
+        )
 
     def describe(self) -> str:
         return ", ".join(
@@ -192,12 +209,23 @@ def persona(
     personality: str | None = None,
     traits: list[tuple[str, float]] = (),
     experts: str | Path | None = "auto",
+    composition: Composition | str | None = None,
 ) -> Persona:
     """Resolve a persona spec (the CLI takes the same): MBTI letters, role-play, free-text traits.
 
     experts: "auto" (shipped experts when installed, else prompted), "shipped", "prompted" or a folder
     holding mbti_e_i/ ... roleplay_profile/ adapters.
+    composition: a mpg.composition.Composition or its spec ("product,lam=0.5,weights=spread,anchor=prompt");
+    None: DEFAULT_COMPOSITION. anchor=prompt anchors on the base under one system prompt naming every
+    MBTI letter's and free-text trait (role-play keeps its own anchor, the role-play prompt).
     """
+    comp = (
+        DEFAULT_COMPOSITION
+        if composition is None
+        else Composition.parse(composition)
+        if isinstance(composition, str)
+        else composition
+    )
     experts = resolve_experts(experts)
     attrs: list[Attribute] = []
     anchor, needs_prompt = Policy(), True
@@ -219,4 +247,21 @@ def persona(
         raise ValueError(
             "the persona is empty: give an MBTI type, a role-play profile and personality, or traits"
         )
-    return Persona(tuple(attrs), anchor, needs_prompt)
+    spreads = _spreads(attrs, experts) if comp.weights == "spread" else None
+    attrs = apply_weight_rule(attrs, comp.weights, spreads)
+    if comp.anchor == "prompt" and needs_prompt:
+        named = [TRAITS[c] for c in (parse_mbti(mbti) if mbti else {})] + [t for t, _ in traits]
+        anchor = Policy(system=" ".join(named))
+    return Persona(tuple(attrs), anchor, needs_prompt, comp.aggregator, comp.lam)
+
+
+def _spreads(attrs: list[Attribute], experts) -> list[float | None]:
+    """Each attribute's measured ratio spread, from its expert folder (None for prompted attributes)."""
+    if experts == "prompted":
+        return [None] * len(attrs)
+    d = _experts_dir(experts)
+    out = []
+    for a in attrs:
+        side = "roleplay" if a.num.adapter in ROLEPLAY_ADAPTERS else a.name
+        out.append(expert_spreads(d / a.num.adapter).get(side) if a.num.adapter else None)
+    return out

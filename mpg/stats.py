@@ -4,7 +4,9 @@
   at p = 0 or 1 and small n, where the normal approximation does not: `wilson_interval`, and the two
   record shapes built on it, `accuracy_ci` (from counts) and `proportion` (from flags);
 - means: the Student-t interval, `mean_ci` (with `t_quantile_975`), and `bounded_mean_ci`, which clips
-  it to the range a bounded score cannot leave (a t interval over few values can overshoot it).
+  it to the range a bounded score cannot leave (a t interval over few values can overshoot it);
+- paired differences (two methods on the same items): `paired_bootstrap_ci`, a percentile bootstrap
+  over items of the mean difference.
 
 Pure functions of plain numbers; nothing here imports torch.
 """
@@ -13,7 +15,15 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["accuracy_ci", "bounded_mean_ci", "mean_ci", "proportion", "t_quantile_975", "wilson_interval"]
+__all__ = [
+    "accuracy_ci",
+    "bounded_mean_ci",
+    "mean_ci",
+    "paired_bootstrap_ci",
+    "proportion",
+    "t_quantile_975",
+    "wilson_interval",
+]
 
 
 # ---- proportions ------------------------------------------------------------------------------
@@ -81,3 +91,27 @@ def bounded_mean_ci(values: list[float], lo: float = 0.0, hi: float = 1.0) -> di
     if ci["mean"] is not None:
         ci["lo"], ci["hi"] = max(ci["lo"], lo), min(ci["hi"], hi)
     return ci
+
+
+def paired_bootstrap_ci(a: list[float], b: list[float], reps: int = 2000, seed: int = 0) -> dict:
+    """Mean of a_i - b_i over paired items and its 95% percentile-bootstrap interval (items resampled
+    with replacement, `reps` times, seeded): {mean, lo, hi, n, relative}; relative = mean / mean(b)."""
+    import random
+
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need equal lengths, got {len(a)} and {len(b)}")
+    d = [float(x) - float(y) for x, y in zip(a, b)]
+    n = len(d)
+    if n == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0, "relative": None}
+    rng = random.Random(seed)
+    means = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    base = sum(b) / n
+    mean = sum(d) / n
+    return {
+        "mean": mean,
+        "lo": means[int(0.025 * reps)],
+        "hi": means[min(reps - 1, int(0.975 * reps))],
+        "n": n,
+        "relative": mean / base if base else None,
+    }

@@ -20,7 +20,6 @@ import torch
 
 from .expert_file import write_expert_info
 from .stats import wilson_interval
-from .tokens import pad_token_id
 
 __all__ = [
     "DEFAULT_BASE_NAME",
@@ -53,6 +52,9 @@ class ExpertSettings:
     bf16: bool | None = None  # bf16 autocast (None: where the hardware has it; ~1.7x on AVX512-BF16 CPUs)
     precompute_ref: bool = True  # reference log-probs in one no-grad pass before training
     seed: int = 0
+    # "shared-prompt" (mpg.dpo: each pair's prompt run once, LM head on answer tokens only) or "trl"
+    # (TRL's DPOTrainer: prompt + answer run twice per pair); same loss (tests/test_dpo.py)
+    trainer: str = "shared-prompt"
 
 
 def load_preferences(path: str | Path) -> list[dict]:
@@ -94,37 +96,32 @@ def _conversational(rows: list[dict]) -> list[dict]:
     ]
 
 
-def _pair_logprobs(model, tok, prompt: str, answers: list[str], max_length: int, bf16: bool) -> torch.Tensor:
-    """Sum of log-probs of each assistant answer after the user prompt (chat template), in one batch. [A]"""
-    user = [{"role": "user", "content": prompt}]
-    p_len = len(
-        tok.apply_chat_template(user, add_generation_prompt=True, tokenize=True, return_dict=True)[
-            "input_ids"
-        ]
-    )
-    seqs = [
-        tok.apply_chat_template(
-            user + [{"role": "assistant", "content": a}], tokenize=True, return_dict=True
-        )["input_ids"][:max_length]
-        for a in answers
-    ]
-    width = max(len(q) for q in seqs)
-    pad = pad_token_id(tok)
+def _pair_logprobs(model, tok, row: dict, max_length: int, bf16: bool) -> list[float]:
+    """Summed log-probs of the chosen and rejected answers after the user prompt (chat template), the
+    tokens `mpg.dpo.tokenize_pair` trains on, the prompt run once. [2]"""
+    from .dpo import answer_logprobs, tokenize_pair
+
+    # a prompt that alone fills max_length (training drops such pairs) is scored whole
+    pair = tokenize_pair(tok, row, max_length) or tokenize_pair(tok, row, None)
     device = next(model.parameters()).device
-    ids = torch.tensor([q + [pad] * (width - len(q)) for q in seqs], device=device)  # [A, T]
-    mask = torch.tensor([[1] * len(q) + [0] * (width - len(q)) for q in seqs], device=device)  # [A, T]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # [A, T-1, V]
-    lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # [A, T-1]
-    answer_pos = mask[:, 1:].clone()  # [A, T-1]
-    answer_pos[:, : p_len - 1] = 0  # position t predicts token t+1: answers start at p_len
-    return (lp * answer_pos).sum(-1)  # [A]
+        return answer_logprobs(model, pair.prompt, [pair.chosen, pair.rejected]).tolist()
 
 
 def _bf16_ok(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _cpu_has_bf16() -> bool:
@@ -161,13 +158,9 @@ def preference_metrics(
         bf16 = _bf16_ok(next(peft_model.parameters()).device)
     margins, adapter_wins, base_wins = [], 0, 0
     for r in tqdm(rows, desc="held-out pairs", disable=not progress):
-        a_c, a_r = _pair_logprobs(
-            peft_model, tok, r["prompt"], [r["chosen"], r["rejected"]], max_length, bf16
-        ).tolist()
+        a_c, a_r = _pair_logprobs(peft_model, tok, r, max_length, bf16)
         with peft_model.disable_adapter():
-            b_c, b_r = _pair_logprobs(
-                peft_model, tok, r["prompt"], [r["chosen"], r["rejected"]], max_length, bf16
-            ).tolist()
+            b_c, b_r = _pair_logprobs(peft_model, tok, r, max_length, bf16)
         margins.append(beta * ((a_c - b_c) - (a_r - b_r)))
         adapter_wins += a_c > a_r
         base_wins += b_c > b_r
@@ -223,10 +216,8 @@ def train_expert(
     command: str | None = None,
 ) -> dict:
     """Train one DPO LoRA expert; save the PEFT adapter, mpg_expert.json, metrics.json and README.md (model card)."""
-    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
 
     from .default_model import default_base_path
 
@@ -247,6 +238,68 @@ def train_expert(
         if s.bf16 is not None
         else _bf16_ok(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     )
+    if s.trainer not in ("shared-prompt", "trl"):
+        raise ValueError(f"unknown trainer {s.trainer!r}; choose 'shared-prompt' or 'trl'")
+    n_layers = model.config.num_hidden_layers
+    layers = list(range(n_layers - s.top_layers, n_layers)) if s.top_layers else None
+    lora = LoraConfig(
+        r=s.lora_r,
+        lora_alpha=s.lora_alpha,
+        lora_dropout=s.lora_dropout,
+        target_modules=list(s.target_modules),
+        layers_to_transform=layers,
+        task_type="CAUSAL_LM",
+    )
+    if s.trainer == "trl":
+        peft_model, log, t0 = _train_trl(model, tok, train_rows, lora, s, out_dir, use_bf16)
+    else:
+        peft_model, log, t0 = _train_shared_prompt(model, tok, train_rows, lora, s, use_bf16)
+    train_s = time.perf_counter() - t0
+    peft_model.save_pretrained(out_dir)
+    cfg_path = out_dir / "adapter_config.json"  # not this machine's cache path: the base by name
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = base_name
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    metrics = {
+        "train_pairs": len(train_rows),
+        "train_seconds": round(train_s, 1),
+        # load + tokenise + reference log-probs + training: what the 60-minute budget counts
+        "wall_seconds_to_adapter": round(time.perf_counter() - t_start, 1),
+        "final_loss": log[-1]["loss"] if log else None,
+        "train_log": log,
+    }
+    if test_rows:
+        print(f"mpg: scoring {len(test_rows)} held-out pairs", file=sys.stderr)
+        t_eval = time.perf_counter()
+        metrics["held_out"] = preference_metrics(
+            peft_model, tok, test_rows, s.beta, s.max_length, bf16=use_bf16
+        )
+        metrics["held_out_seconds"] = round(time.perf_counter() - t_eval, 1)
+    record = {
+        "base": base_name,
+        "train_file": str(train_file),
+        "test_file": str(test_file) if test_file else None,
+        "settings": asdict(s),
+        "metrics": metrics,
+        "command": command,
+        "machine": f"{_cpu_name()} ({platform.machine()} {platform.system()}, "
+        f"{'with' if _cpu_has_bf16() else 'no'} AVX512-BF16/AMX), torch threads {torch.get_num_threads()}, "
+        f"{'bf16 autocast' if use_bf16 else 'float32'}",
+    }
+    write_expert_info(out_dir, peft_model, tok, infer_contexts(train_rows), base_name)
+    (out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
+    (out_dir / "README.md").write_text(model_card(record))
+    import shutil
+
+    shutil.rmtree(out_dir / ".trainer", ignore_errors=True)
+    return record
+
+
+def _train_trl(model, tok, rows, lora, s: ExpertSettings, out_dir: Path, use_bf16: bool):
+    """TRL's DPOTrainer; returns (peft model, loss log, start time of the timed part)."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
     args = DPOConfig(
         output_dir=str(out_dir / ".trainer"),
         num_train_epochs=s.epochs,
@@ -268,70 +321,50 @@ def train_expert(
         precompute_ref_log_probs=s.precompute_ref,
         precompute_ref_batch_size=2 * s.batch_size,
     )
-    n_layers = model.config.num_hidden_layers
-    layers = list(range(n_layers - s.top_layers, n_layers)) if s.top_layers else None
-    lora = LoraConfig(
-        r=s.lora_r,
-        lora_alpha=s.lora_alpha,
-        lora_dropout=s.lora_dropout,
-        target_modules=list(s.target_modules),
-        layers_to_transform=layers,
-        task_type="CAUSAL_LM",
-    )
     trainer = DPOTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(_conversational(train_rows)),
+        train_dataset=Dataset.from_list(_conversational(rows)),
         processing_class=tok,
         peft_config=lora,
     )
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # after the reference log-probs, which DPOTrainer computes when built
     trainer.train()
-    train_s = time.perf_counter() - t0
-    peft_model = trainer.model
-    peft_model.save_pretrained(out_dir)
-    cfg_path = out_dir / "adapter_config.json"  # not this machine's cache path: the base by name
-    cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = base_name
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    metrics = {
-        "train_pairs": len(train_rows),
-        "train_seconds": round(train_s, 1),
-        # load + tokenise + reference log-probs + training: what the 60-minute budget counts
-        "wall_seconds_to_adapter": round(time.perf_counter() - t_start, 1),
-        "final_loss": next(
-            (
-                h.get("loss", h.get("train_loss"))
-                for h in reversed(trainer.state.log_history)
-                if "loss" in h or "train_loss" in h
-            ),
-            None,
-        ),
-        "train_log": [h for h in trainer.state.log_history if "loss" in h],
-    }
-    if test_rows:
-        print(f"mpg: scoring {len(test_rows)} held-out pairs", file=sys.stderr)
-        t_eval = time.perf_counter()
-        metrics["held_out"] = preference_metrics(
-            peft_model, tok, test_rows, s.beta, s.max_length, bf16=use_bf16
-        )
-        metrics["held_out_seconds"] = round(time.perf_counter() - t_eval, 1)
-    record = {
-        "base": base_name,
-        "train_file": str(train_file),
-        "test_file": str(test_file) if test_file else None,
-        "settings": asdict(s),
-        "metrics": metrics,
-        "command": command,
-        "machine": f"{platform.machine()} {platform.system()}, torch threads {torch.get_num_threads()}",
-    }
-    write_expert_info(out_dir, peft_model, tok, infer_contexts(train_rows), base_name)
-    (out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
-    (out_dir / "README.md").write_text(model_card(record))
-    import shutil
+    log = [
+        {**h, "loss": h.get("loss", h.get("train_loss"))}
+        for h in trainer.state.log_history
+        if "loss" in h or "train_loss" in h
+    ]
+    return trainer.model, log, t0
 
-    shutil.rmtree(out_dir / ".trainer", ignore_errors=True)
-    return record
+
+def _train_shared_prompt(model, tok, rows, lora, s: ExpertSettings, use_bf16: bool):
+    """mpg.dpo's loop (the reference pass is inside the timed part here)."""
+    from peft import get_peft_model
+
+    from .dpo import tokenize_pair, train_dpo
+
+    torch.manual_seed(s.seed)  # the LoRA initialisation
+    peft_model = get_peft_model(model, lora)
+    pairs = [p for r in rows if (p := tokenize_pair(tok, r, s.max_length)) is not None]
+    if len(pairs) < len(rows):
+        print(
+            f"mpg: {len(rows) - len(pairs)} pairs dropped: the prompt alone fills --max-length",
+            file=sys.stderr,
+        )
+    t0 = time.perf_counter()
+    log = train_dpo(
+        peft_model,
+        pairs,
+        epochs=s.epochs,
+        learning_rate=s.learning_rate,
+        beta=s.beta,
+        batch_size=s.batch_size,
+        grad_accum=s.grad_accum,
+        seed=s.seed,
+        bf16=use_bf16,
+    )
+    return peft_model, log, t0
 
 
 def model_card(r: dict) -> str:
@@ -339,13 +372,21 @@ def model_card(r: dict) -> str:
     lines = [
         f"# mpg expert: {Path(r['train_file']).parent.name}",
         "",
-        "A LoRA adapter trained with DPO (TRL DPOTrainer) on preference pairs, for use as one attribute",
+        "A LoRA adapter trained with DPO on preference pairs ("
+        + (
+            "TRL DPOTrainer"
+            if r["settings"].get("trainer", "trl") == "trl"
+            else "mpg's shared-prompt DPO loop, `mpg.dpo`"
+        )
+        + "), for use as one attribute",
         "of an mpg target (`Attribute.expert`).",
         "",
         f"- base model: `{r['base']}`",
         f"- training data: `{r['train_file']}` ({m['train_pairs']} pairs)",
         f"- settings: `{json.dumps(r['settings'])}`",
-        f"- training time: {m['train_seconds']} s in the trainer, {m.get('wall_seconds_to_adapter', '?')} s "
+        f"- training time: {m['train_seconds']} s in the trainer"
+        + (" (reference log-probs included)" if r["settings"].get("trainer") == "shared-prompt" else "")
+        + f", {m.get('wall_seconds_to_adapter', '?')} s "
         f"from start to saved adapter (load, reference log-probs, training) on {r['machine']}",
         f"- final training loss: {m['final_loss']}",
         f"- command: `{r['command']}`",

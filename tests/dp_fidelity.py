@@ -19,7 +19,9 @@ from mpg.eval.judge import load_or_train_judges  # noqa: E402
 
 
 def main(data: str, judges_dir: str, out: str) -> int:
-    judges = load_or_train_judges(Path(data), Path(judges_dir), embedder="hash256", progress=False)
+    judges = load_or_train_judges(
+        Path(data), Path(judges_dir), embedder="hash256", progress=False, experts=Path(data) / "experts"
+    )
     mbti, roleplay = _tiny_experts()
     argv = ["--data", data, "--out", out, "--types", "ENTJ,INFP", "--items", "8"]
     argv += ["--methods", "base,prompt,expert_EI,fused_mixture,speculative,scr_k2,billy"]

@@ -73,7 +73,8 @@ def test_fidelity_benchmark_on_two_processes_equals_one(tmp_path):
         pytest.fail(f"accelerate's launcher is missing at {ACCELERATE}")
     data = make_synthetic_data(tmp_path / "data")
     judges = tmp_path / "judges"
-    load_or_train_judges(data, judges, embedder="hash256", progress=False)  # trained once, read by both runs
+    # trained once, read by both runs
+    load_or_train_judges(data, judges, embedder="hash256", progress=False, experts=data / "experts")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "MASTER_ADDR": "127.0.0.1"}
     driver = str(ROOT / "tests" / "dp_fidelity.py")
     threads = torch.get_num_threads()

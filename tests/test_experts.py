@@ -10,6 +10,7 @@ from mpg import cli
 from mpg.engine import Engine
 from mpg.expert_file import write_expert_info
 from mpg.personas import AXIS_ADAPTERS, ROLEPLAY_ADAPTERS, persona
+from mpg.policies import Policy
 from mpg.training import infer_contexts, load_preferences
 
 CHAT = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
@@ -131,6 +132,40 @@ def test_train_expert_learns_a_preference_and_writes_a_model_card(tiny_base, tmp
     assert "x" in eng.adapters["base"]
 
 
+def test_calibrate_expert_writes_one_spread_per_side(tiny_base, tmp_path, capsys):
+    from mpg.composition import expert_spreads
+
+    tok = tiny_tokenizer()
+    tok.chat_template = CHAT
+    folder = tmp_path / "expert"
+    folder.mkdir()
+    _expert_folder(
+        folder, tiny_model(seed=0), tok, name="default", contexts={"E": "E {prompt}", "I": "I {prompt}"}
+    )
+    rows = [
+        {"prompt": f"{side} a b", "side": side, "instruction": "a b", "chosen": "a a", "rejected": "b"}
+        for side in ("E", "I", "E")
+    ]
+    pairs = _write_jsonl(tmp_path / "test.jsonl", rows)
+    argv = [
+        "calibrate-expert",
+        str(folder),
+        "--pairs",
+        str(pairs),
+        "--base",
+        str(tiny_base),
+        "--max-pairs",
+        "1",
+    ]
+    assert cli.main(argv) == 0
+    spreads = expert_spreads(folder)
+    assert set(spreads) == {"E", "I"} and all(v > 0 for v in spreads.values())
+    info = json.loads((folder / "mpg_expert.json").read_text())
+    assert info["contexts"]["E"] == "E {prompt}" and "first 1 pairs" in info["ratio_spread_source"]
+    assert "ratio spread" in capsys.readouterr().out
+    assert cli.main([*argv[:-1], "0"]) == 2  # --max-pairs 0: a one-line error
+
+
 # ---- fingerprints: adapters trained on another base / tokenizer --------------------------------
 def _expert_folder(path, base, tok, name="x", contexts=None):
     peft = add_lora(base, [name])
@@ -194,6 +229,27 @@ def test_mbti_persona_uses_one_adapter_per_axis_with_the_side_in_its_context(exp
     assert len(out.token_ids[0]) <= 4
     w = persona(eng, "E=1,N=0.5", experts=d)
     assert [(a.name, a.weight) for a in w.attributes] == [("E", 1.0), ("N", 0.5)]
+
+
+def test_persona_composition_weights_anchor_and_cli(experts_dir, tokenizer, capsys):
+    from mpg.composition import write_spreads
+
+    d = experts_dir
+    eng = Engine(tiny_model(seed=0), tokenizer)
+    with pytest.raises(ValueError, match="none for E, N"):  # never calibrated: named, not guessed
+        persona(eng, "EN", experts=d, composition="product,weights=spread")
+    write_spreads(d / "mbti_e_i", {"E": 3.0, "I": 1.0}, "test")
+    write_spreads(d / "mbti_s_n", {"S": 1.0, "N": 1.0}, "test")
+    p = persona(eng, "EN", experts=d, composition="mixture,lam=0.5,weights=spread,anchor=prompt")
+    assert [a.weight for a in p.attributes] == pytest.approx([2.0 / 3.0, 2.0])  # mean spread 2
+    assert p.aggregator == "mixture" and p.lam == 0.5 and "extravert" in p.anchor.system
+    t = p.target()
+    assert (t.aggregator, t.lam, t.anchor) == ("mixture", 0.5, p.anchor)
+    assert p.target(lam=0.0).lam == 0.0 and p.target(aggregator="product").aggregator == "product"
+    plain = persona(eng, "EN", experts=d)  # the default composition: weights as given, the bare base
+    assert [a.weight for a in plain.attributes] == [1.0, 1.0] and plain.anchor == Policy()
+    with pytest.raises(ValueError, match="unknown weight rule"):
+        persona(eng, "EN", experts=d, composition="product,weights=loud")
 
 
 def test_roleplay_persona_needs_no_prompt(experts_dir, tokenizer):

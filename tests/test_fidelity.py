@@ -158,6 +158,11 @@ def make_synthetic_data(root: Path, train: int = 200, test: int = 30) -> Path:
         )
     ]
     (root / "mbti/questionnaire_16p.json").write_text(json.dumps(items, indent=1))
+    for name in ("mbti_e_i", "mbti_s_n", "mbti_t_f", "mbti_j_p", "roleplay_personality", "roleplay_profile"):
+        # which pairs the (imagined) experts trained on: the judges train on the others
+        (root / "experts" / name).mkdir(parents=True, exist_ok=True)
+        settings = {"max_train": 160, "seed": 0}
+        (root / "experts" / name / "metrics.json").write_text(json.dumps({"settings": settings}))
     return root
 
 
@@ -168,7 +173,9 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def judges(data, tmp_path_factory):
-    return load_or_train_judges(data, tmp_path_factory.mktemp("judges"), embedder="hash256", progress=False)
+    return load_or_train_judges(
+        data, tmp_path_factory.mktemp("judges"), embedder="hash256", progress=False, experts=data / "experts"
+    )
 
 
 # ---- judge logic ----------------------------------------------------------------------------------
@@ -178,26 +185,42 @@ def test_unseen_train_rows_excludes_exactly_the_expert_subset(tmp_path):
     expert = sorted(
         random.Random(0).sample(range(200), 160)
     )  # mpg.training.train_expert(max_train=160, seed=0)
-    assert expert_subset(200) == expert
-    unseen = unseen_train_rows(tmp_path / "train.jsonl")
+    assert expert_subset(200, 160, 0) == expert
+    unseen = unseen_train_rows(tmp_path / "train.jsonl", 160, 0)
     assert [r["prompt"] for r in unseen] == [f"p{i}" for i in range(200) if i not in set(expert)]
     assert len(unseen) == 40
-    assert unseen_train_rows(tmp_path / "train.jsonl", max_train=200) == []  # all trained on: none unseen
-    assert len(unseen_train_rows(tmp_path / "train.jsonl", seed=1)) == 40
-    assert unseen_train_rows(tmp_path / "train.jsonl", seed=1) != unseen
+    assert unseen_train_rows(tmp_path / "train.jsonl", max_train=200, seed=0) == []  # all seen: none unseen
+    assert unseen_train_rows(tmp_path / "train.jsonl", max_train=None, seed=0) == []  # None: all pairs
+    assert len(unseen_train_rows(tmp_path / "train.jsonl", 160, seed=1)) == 40
+    assert unseen_train_rows(tmp_path / "train.jsonl", 160, seed=1) != unseen
 
 
-def test_judge_subset_settings_match_the_shipped_experts():
-    from mpg.eval.judge import MAX_TRAIN, SEED
+def test_unseen_rows_follow_each_experts_metrics(data):
+    from mpg.eval.judge import trained_subset
+
+    train = data / "mbti/prefs/s_n/train.jsonl"
+    experts = data.parent / "other_experts"
+    (experts / "mbti_s_n").mkdir(parents=True)
+    (experts / "mbti_s_n" / "metrics.json").write_text(
+        json.dumps({"settings": {"max_train": 120, "seed": 3}})
+    )
+    assert trained_subset(train, experts) == (120, 3)
+    assert len(unseen_train_rows(train, experts=experts)) == 80
+    assert len(unseen_train_rows(train, experts=data / "experts")) == 40
+    with pytest.raises(FileNotFoundError, match="mbti_e_i has no metrics.json"):
+        trained_subset(data / "mbti/prefs/e_i/train.jsonl", experts)
+
+
+def test_shipped_experts_leave_pairs_for_the_judges():
     from mpg.personas import AXIS_ADAPTERS, ROLEPLAY_ADAPTERS, SHIPPED_EXPERTS
 
     for name in [*AXIS_ADAPTERS.values(), *ROLEPLAY_ADAPTERS]:
         path = SHIPPED_EXPERTS / name / "metrics.json"
-        if not path.is_file():
-            pytest.skip(f"no shipped expert metrics at {path}")
+        assert path.is_file(), f"shipped expert {name} has no metrics.json"
         record = json.loads(path.read_text())
-        assert (record["settings"]["max_train"], record["settings"]["seed"]) == (MAX_TRAIN, SEED), name
-        assert record["metrics"]["train_pairs"] == MAX_TRAIN
+        max_train = record["settings"]["max_train"]
+        assert max_train, f"{name} trained on every pair: no unseen pairs are left for its judge"
+        assert record["metrics"]["train_pairs"] == max_train, name
 
 
 def test_fit_logistic_learns_a_separable_problem():
@@ -242,12 +265,14 @@ def test_roleplay_judge_learns_synthetic_personas_held_out(judges):
 
 
 def test_judges_are_cached_by_fingerprint(data, judges, tmp_path):
-    mbti, rp = load_or_train_judges(data, tmp_path, embedder="hash256", progress=False)
+    mbti, rp = load_or_train_judges(
+        data, tmp_path, embedder="hash256", progress=False, experts=data / "experts"
+    )
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 4 and any(f.startswith("mbti-") and f.endswith(".safetensors") for f in files)
     texts = ["party friends logic plan", "quiet dream feel open"]
     again, rp2 = load_or_train_judges(
-        data, tmp_path, embedder="hash256", progress=False
+        data, tmp_path, embedder="hash256", progress=False, experts=data / "experts"
     )  # loaded, not trained
     assert torch.allclose(again.predict_proba(texts), mbti.predict_proba(texts), atol=1e-6)
     assert again.report == json.loads(json.dumps(mbti.report))
@@ -439,7 +464,7 @@ def test_benchmark_no_billy_and_bad_options(tmp_path, tokenizer, data, judges):
             "--parts",
             "freeform",
             "--methods",
-            "base,billy,scr_k2",
+            "base,prompt,billy,compose:product,lam=0.5,anchor=prompt,scr_k2",
             "--freeform-types",
             "ISFJ",
             "--freeform-per-type",
@@ -456,10 +481,86 @@ def test_benchmark_no_billy_and_bad_options(tmp_path, tokenizer, data, judges):
     )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
-    assert set(res["parts"]) == {"freeform"} and set(res["parts"]["freeform"]["methods"]) == {
-        "base",
-        "scr_k2",
-    }
-    for bad in (["--methods", "nope"], ["--types", "ENTX"], ["--freeform-types", "EENJ"], ["--items", "0"]):
+    compose = "compose:product,lam=0.5,anchor=prompt"  # commas inside a compose: spec stay in it
+    methods = res["parts"]["freeform"]["methods"]
+    assert set(res["parts"]) == {"freeform"} and set(methods) == {"base", "prompt", compose, "scr_k2"}
+    for m in ("base", compose, "scr_k2"):  # paired with prompt on the one (type, question, seed) item
+        vs = methods[m]["vs_prompt"]
+        assert vs["n"] == 1 and vs["lo"] <= vs["mean"] <= vs["hi"]
+        assert vs["mean"] == pytest.approx(
+            methods[m]["mean_axis"]["mean"] - methods["prompt"]["mean_axis"]["mean"]
+        )
+    assert "vs_prompt" not in methods["prompt"]
+    for bad in (
+        ["--methods", "nope"],
+        ["--methods", "compose:product,lam=x"],
+        ["--types", "ENTX"],
+        ["--freeform-types", "EENJ"],
+        ["--items", "0"],
+    ):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
+
+
+def test_frontier_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
+    """benchmarks/frontier.py, reduced: two types x 2 items, 3 tokens, a 2 x 2 x 3 x 2 grid and BILLY."""
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location("frontier_benchmark", ROOT / "benchmarks" / "frontier.py")
+    frontier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frontier)
+    mbti, _ = _tiny_experts()
+    mbti.spreads = {c: 1.0 + 0.5 * i for i, c in enumerate("ESTJINFP")}
+    out = tmp_path / "frontier"
+    argv = ["--data", str(data), "--out", str(out), "--types", "ENTJ,ISFP", "--per-type", "2"]
+    argv += ["--max-new-tokens", "3", "--lams", "0.5,1", "--weights", "given,sum1,spread", "--alphas", "1"]
+    argv += [
+        "--vectors",
+        str(tmp_path / "vectors"),
+        "--extract-samples",
+        "1",
+        "--extract-max-new-tokens",
+        "2",
+    ]
+    argv += ["--embedder", "hash256", "--no-progress"]
+    assert frontier.main(argv, engine=_tiny_engine(tokenizer), experts=mbti, judges=judges) == 0
+    results = json.loads((out / "results.json").read_text())
+    points = results["points"]
+    # product: 2 lams x 3 rules x 2 anchors; mixture: sum1 coincides with given -> 2 x 2 x 2
+    composed = [m for m in points if m.startswith("compose:")]
+    assert len(composed) == 12 + 8 and {"base", "prompt", "billy:alpha=1"} <= set(points)
+    for p in points.values():
+        assert p["answers"] == 4 and _in_unit(p["fidelity"]) and p["ppl"]["mean"] > 0
+    assert points["base"]["ppl_ratio_to_base"] == pytest.approx(1.0)
+    limit = points["prompt"]["ppl"]["mean"] * 1.5
+    ok = [m for m in composed if points[m]["ppl"]["mean"] <= limit]
+    if ok:
+        assert results["chosen"] == max(ok, key=lambda m: points[m]["fidelity"]["mean"])
+    else:
+        assert results["chosen"] is None
+    assert (out / "frontier.png").stat().st_size > 0 and "fidelity" in (out / "table.md").read_text()
+
+
+def test_style_test_asks_held_out_pairs_with_their_two_answers(data, tokenizer):
+    from mpg.eval.questionnaire import run_questionnaire, style_items
+
+    items = style_items(data, 2)
+    assert len(items) == 8 and [it["keyed"] for it in items[:2]] == ["E", "I"]  # sides alternate
+    assert all(len(it["options"]) == 2 and it["prompt"] for it in items)
+    mbti, _ = _tiny_experts()
+    res = run_questionnaire(
+        _tiny_engine(tokenizer),
+        ["prompt", "expert_EI"],
+        ["ENTJ", "ISFP"],
+        items,
+        experts=mbti,
+        progress=False,
+    )
+    assert res["item_kind"] == "style"
+    for m in ("prompt", "expert_EI"):
+        cal = res["methods"][m]["calibrated"]["per_axis"]
+        assert set(cal) == {"EI", "SN", "TF", "JP"} and all(v["n"] == 4 for v in cal.values())
+    assert [it["id"] for it in res["items"]] == [it["id"] for it in items] and len(
+        res["scores"]["prompt"]
+    ) == 2
+    with pytest.raises(ValueError, match="per_axis must be >= 1"):
+        style_items(data, 0)

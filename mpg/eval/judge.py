@@ -3,8 +3,9 @@
 A composed sampler is judged by how well a *separate* classifier recognises the persona in its
 answers. That classifier must not share training data with the experts, or it would reward answers
 for resembling the experts' own training text rather than for the persona. The shipped experts
-were each trained on a seeded subset of their preference file (`mpg.training.train_expert` with
-max_train=160, seed=0); `unseen_train_rows` is the complement, and the judges train on it only:
+were each trained on a seeded subset of their preference file (`mpg.training.train_expert`'s
+max_train and seed, read back from each shipped expert's metrics.json by `trained_subset`);
+`unseen_train_rows` is the complement, and the judges train on it only:
 
 - `MbtiJudge`: one binary classifier per axis (E/I, S/N, T/F, J/P) of an answer text. Each unseen
   pair gives two examples: `chosen` is written in the prompt's `side` letter's style, `rejected`
@@ -46,16 +47,14 @@ from pathlib import Path
 
 import torch
 
-from ..personas import AXES
+from ..personas import AXES, SHIPPED_EXPERTS
 from ..stats import accuracy_ci
 from ..training import ROLEPLAY_FIELDS, load_preferences
 from .creativity import Embedder, hash_embedder, minilm_embedder, normalise
 
 __all__ = [
-    "MAX_TRAIN",
     "MBTI_FILES",
     "ROLEPLAY_FILES",
-    "SEED",
     "Logistic",
     "MbtiJudge",
     "RoleplayJudge",
@@ -75,11 +74,11 @@ __all__ = [
     "train_axis",
     "train_mbti_judge",
     "train_roleplay_judge",
+    "trained_subset",
     "unseen_train_rows",
 ]
 
-JUDGE_VERSION = 1
-MAX_TRAIN, SEED = 160, 0  # the shipped experts' subset (mpg/experts/*/metrics.json)
+JUDGE_VERSION = 2  # 2: each file's subset from its expert's metrics.json (was 160 pairs, seed 0 for all)
 MBTI_FILES = {"EI": "e_i", "SN": "s_n", "TF": "t_f", "JP": "j_p"}  # axis -> ../shared/data/mbti/prefs/<dir>
 ROLEPLAY_FILES = ("personality", "profile")  # ../shared/data/roleplay/prefs/<dir>
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -87,26 +86,46 @@ FOLDS = 5
 
 
 # ---- which rows the experts never saw ----------------------------------------------------------
-def expert_subset(n_rows: int, max_train: int = MAX_TRAIN, seed: int = SEED) -> list[int]:
+def expert_subset(n_rows: int, max_train: int | None, seed: int) -> list[int]:
     """Indices of the rows an expert trained on: `mpg.training.train_expert`'s seeded subset."""
     if max_train and max_train < n_rows:
         return sorted(random.Random(seed).sample(range(n_rows), max_train))
     return list(range(n_rows))
 
 
-def unseen_train_rows(path: str | Path, max_train: int = MAX_TRAIN, seed: int = SEED) -> list[dict]:
-    """The rows of a train.jsonl that the expert trained with (max_train, seed) did not see, in file order."""
+def trained_subset(train_file: str | Path, experts: str | Path = SHIPPED_EXPERTS) -> tuple[int | None, int]:
+    """(max_train, seed) of the shipped expert trained on `train_file` (.../mbti/prefs/s_n/train.jsonl ->
+    mbti_s_n, .../roleplay/prefs/profile/train.jsonl -> roleplay_profile), from its metrics.json."""
+    path = Path(train_file)
+    name = f"{path.parent.parent.parent.name}_{path.parent.name}"  # mbti_s_n, roleplay_profile
+    metrics = Path(experts) / name / "metrics.json"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"expert {metrics.parent} has no metrics.json: which pairs it saw is unknown")
+    settings = json.loads(metrics.read_text())["settings"]
+    return settings["max_train"], settings["seed"]
+
+
+def unseen_train_rows(
+    path: str | Path,
+    max_train: int | None = None,
+    seed: int | None = None,
+    experts: str | Path = SHIPPED_EXPERTS,
+) -> list[dict]:
+    """The rows of a train.jsonl that its expert (max_train, seed; default: the settings in the
+    metrics.json of its expert in `experts`) did not see, in file order."""
+    if max_train is None and seed is None:
+        max_train, seed = trained_subset(path, experts)
     rows = load_preferences(path)
-    seen = set(expert_subset(len(rows), max_train, seed))
+    seen = set(expert_subset(len(rows), max_train, seed or 0))
     return [r for i, r in enumerate(rows) if i not in seen]
 
 
-def seen_texts(paths: list[Path], max_train: int = MAX_TRAIN, seed: int = SEED) -> set[str]:
+def seen_texts(paths: list[Path], experts: str | Path = SHIPPED_EXPERTS) -> set[str]:
     """Every chosen/rejected text some expert trained on (for the verbatim-duplicate filter)."""
     out: set[str] = set()
     for path in paths:
         rows = load_preferences(path)
-        for i in expert_subset(len(rows), max_train, seed):
+        for i in expert_subset(len(rows), *trained_subset(path, experts)):
             out |= {rows[i]["chosen"], rows[i]["rejected"]}
     return out
 
@@ -232,7 +251,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int = 20
 
 
 def choose_l2(
-    x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, grid=L2_GRID, folds: int = FOLDS, seed: int = SEED
+    x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, grid=L2_GRID, folds: int = FOLDS, seed: int = 0
 ) -> tuple[float, dict]:
     """L2 strength with the best k-fold accuracy; folds split by group (both texts of a pair stay
     together). x: [N, D], y: [N], groups: [N] int. Returns (l2, {l2: cv accuracy})."""
@@ -383,17 +402,21 @@ def train_axis(
 
 
 def train_mbti_judge(
-    data_dir: str | Path, embed: Embedder, embedder: str, progress: bool = True
+    data_dir: str | Path,
+    embed: Embedder,
+    embedder: str,
+    progress: bool = True,
+    experts: str | Path = SHIPPED_EXPERTS,
 ) -> MbtiJudge:
     """Train the four axis classifiers on the unseen train rows; held-out figures in `.report`."""
     prefs = Path(data_dir) / "mbti" / "prefs"
     train_paths = [prefs / MBTI_FILES[a] / "train.jsonl" for a in AXES]
-    banned = seen_texts(train_paths)
+    banned = seen_texts(train_paths, experts)
     axes, report = {}, {}
     for a in AXES:
         test_rows = load_preferences(prefs / MBTI_FILES[a] / "test.jsonl")
         test_texts = {t for r in test_rows for t in (r["chosen"], r["rejected"])}
-        unseen = unseen_train_rows(prefs / MBTI_FILES[a] / "train.jsonl")
+        unseen = unseen_train_rows(prefs / MBTI_FILES[a] / "train.jsonl", experts=experts)
         rows = _independent(unseen, banned | test_texts)
         axes[a], report[a] = train_axis(rows, test_rows, a, embed)
         report[a]["unseen_pairs"], report[a]["dropped_duplicates"] = len(unseen), len(unseen) - len(rows)
@@ -476,17 +499,21 @@ def _pair_figures(judge: RoleplayJudge, pairs: list[dict]) -> dict:
 
 
 def train_roleplay_judge(
-    data_dir: str | Path, embed: Embedder, embedder: str, progress: bool = True
+    data_dir: str | Path,
+    embed: Embedder,
+    embedder: str,
+    progress: bool = True,
+    experts: str | Path = SHIPPED_EXPERTS,
 ) -> RoleplayJudge:
     """Train on the unseen, cleaned pairs of both role-play files; held-out figures per file and pooled."""
     prefs = Path(data_dir) / "roleplay" / "prefs"
     train_paths = [prefs / f / "train.jsonl" for f in ROLEPLAY_FILES]
-    banned = seen_texts(train_paths)
+    banned = seen_texts(train_paths, experts)
     test = {f: load_preferences(prefs / f / "test.jsonl") for f in ROLEPLAY_FILES}
     banned |= {t for rows in test.values() for r in rows for t in (r["chosen"], r["rejected"])}
     train_pairs, report = [], {"files": {}}
     for f in ROLEPLAY_FILES:
-        unseen = unseen_train_rows(prefs / f / "train.jsonl")
+        unseen = unseen_train_rows(prefs / f / "train.jsonl", experts=experts)
         pairs = clean_roleplay_pairs(_independent(unseen, banned))
         train_pairs += pairs
         report["files"][f] = {"unseen_pairs": len(unseen), "train_pairs": len(pairs)}
@@ -527,13 +554,21 @@ def _cached(stem: Path, cls, embed, train):
     return judge
 
 
-def _settings(kind: str, embedder: str) -> dict:
+def _subsets(kind: str, experts: str | Path) -> dict:
+    files = (
+        [f"mbti/prefs/{MBTI_FILES[a]}" for a in AXES]
+        if kind == "mbti"
+        else [f"roleplay/prefs/{f}" for f in ROLEPLAY_FILES]
+    )
+    return {f: list(trained_subset(Path(f) / "train.jsonl", experts)) for f in files}
+
+
+def _settings(kind: str, embedder: str, experts: str | Path) -> dict:
     return {
         "kind": kind,
         "embedder": embedder,
         "version": JUDGE_VERSION,
-        "max_train": MAX_TRAIN,
-        "seed": SEED,
+        "expert_subsets": _subsets(kind, experts),
         "l2_grid": list(L2_GRID),
         "folds": FOLDS,
     }
@@ -545,9 +580,11 @@ def load_or_train_judges(
     embedder: str = "minilm",
     embed: Embedder | None = None,
     progress: bool = True,
+    experts: str | Path = SHIPPED_EXPERTS,
 ) -> tuple[MbtiJudge, RoleplayJudge]:
     """Both judges, from out_dir when a file with the same data/settings fingerprint is there, else
-    trained and saved there."""
+    trained and saved there. `experts`: the folder whose experts' metrics.json say which training
+    pairs they saw (the judges train on the others)."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     embed = embed or make_embedder(embedder)
     mbti_paths = [
@@ -560,16 +597,16 @@ def load_or_train_judges(
         if not p.is_file():
             raise FileNotFoundError(f"judge training data {p} is missing (see ../shared/data/README.md)")
     mbti = _cached(
-        out_dir / f"mbti-{_fingerprint(mbti_paths, _settings('mbti', embedder))}",
+        out_dir / f"mbti-{_fingerprint(mbti_paths, _settings('mbti', embedder, experts))}",
         MbtiJudge,
         embed,
-        lambda: train_mbti_judge(data_dir, embed, embedder, progress),
+        lambda: train_mbti_judge(data_dir, embed, embedder, progress, experts),
     )
     roleplay = _cached(
-        out_dir / f"roleplay-{_fingerprint(rp_paths, _settings('roleplay', embedder))}",
+        out_dir / f"roleplay-{_fingerprint(rp_paths, _settings('roleplay', embedder, experts))}",
         RoleplayJudge,
         embed,
-        lambda: train_roleplay_judge(data_dir, embed, embedder, progress),
+        lambda: train_roleplay_judge(data_dir, embed, embedder, progress, experts),
     )
     return mbti, roleplay
 

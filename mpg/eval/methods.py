@@ -18,6 +18,9 @@ MBTI methods (persona = a type such as ENTJ):
 - speculative    the mixture target, drafted by the anchor and corrected exactly (targets p_1);
 - scr_k2/4/8     the mixture target sampled by SCR with chunks of k tokens (targets p_k);
 - billy          the base steered by the merged persona vector of the type's letters (BILLY).
+- compose:SPEC   the four axis experts under any mpg.composition.Composition, e.g.
+                 "compose:product,lam=0.5,weights=spread,anchor=prompt" (fused; the benchmarks' sweeps);
+                 anchor=prompt tilts the multi-trait prompt (the `prompt` method) instead of the base.
 Role-play methods (persona = profile + personality): base (= prompt: the role-play prompt already names
 both), expert_personality, expert_profile, and the composed ones above, over the two role-play experts.
 
@@ -30,7 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..personas import AXES, NEUTRAL, TRAITS, expert_mbti, parse_mbti, roleplay
+from ..composition import Composition, apply_weight_rule, expert_spreads
+from ..personas import AXES, NEUTRAL, SHIPPED_EXPERTS, TRAITS, expert_mbti, parse_mbti, roleplay
 from ..policies import Attribute, Policy, Target
 from ..steering import Steer
 
@@ -41,6 +45,8 @@ __all__ = [
     "ROLEPLAY_METHODS",
     "Method",
     "alone",
+    "attribute_spreads",
+    "composed_target",
     "generate_kwargs",
     "get_method",
     "mbti_attributes",
@@ -65,6 +71,7 @@ class Method:
     chunk_size: int = 1
     kind: str = "composed"
     candidates: int = 1  # scr: chunks drafted and validated together per round (a speed knob)
+    composition: Composition | None = None  # composed methods: None = lam 1, weights as given, base anchor
 
     @property
     def likelihood_mode(self) -> str:
@@ -117,12 +124,42 @@ ROLEPLAY_METHODS = (
 Experts = str | Path | Callable
 
 
+COMPOSE = "compose:"
+
+
 def get_method(method: Method | str) -> Method:
     if isinstance(method, Method):
         return method
+    if isinstance(method, str) and method.startswith(COMPOSE):
+        comp = Composition.parse(method[len(COMPOSE) :])
+        return Method(COMPOSE + comp.name, "fused", comp.aggregator, composition=comp)
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ValueError(
+            f"unknown method {method!r}; choose one of {', '.join(METHODS)} or {COMPOSE}<composition>"
+        )
     return METHODS[method]
+
+
+def attribute_spreads(attributes: list[Attribute], experts: Experts = "shipped") -> list[float | None]:
+    """Each MBTI attribute's ratio spread (mpg.composition): from its expert folder's mpg_expert.json, or
+    from `experts.spreads[letter]` when experts is a callable that carries a `spreads` dict."""
+    if callable(experts):
+        table = getattr(experts, "spreads", {})
+        return [table.get(a.name) for a in attributes]
+    if experts == "prompted":
+        return [None] * len(attributes)
+    folder = SHIPPED_EXPERTS if experts == "shipped" else Path(experts)
+    return [expert_spreads(folder / a.num.adapter).get(a.name) if a.num.adapter else None for a in attributes]
+
+
+def composed_target(
+    attributes: list[Attribute], composition: Composition, mbti_type: str, experts: Experts = "shipped"
+) -> Target:
+    """The MBTI type's attributes composed as `composition` says (weight rule, lam, anchor)."""
+    spreads = attribute_spreads(attributes, experts) if composition.weights == "spread" else None
+    attrs = apply_weight_rule(attributes, composition.weights, spreads)
+    anchor = prompt_policy(mbti_type) if composition.anchor == "prompt" else Policy()
+    return Target(tuple(attrs), composition.aggregator, lam=composition.lam, anchor=anchor)
 
 
 def generate_kwargs(method: Method | str) -> dict:
@@ -205,6 +242,8 @@ def mbti_target(
             raise ValueError(f"type {mbti_type!r} has no letter on the {axis[0]}/{axis[1]} axis for {m.name}")
         attr = next(a for a in mbti_attributes(engine, letter, experts))
         return alone(attr.num)
+    if m.kind == "composed" and m.composition is not None:
+        return composed_target(mbti_attributes(engine, mbti_type, experts), m.composition, mbti_type, experts)
     if m.kind == "composed":
         return Target(tuple(mbti_attributes(engine, mbti_type, experts)), m.aggregator, anchor=Policy())
     raise ValueError(f"method {m.name!r} is not an MBTI method; choose one of {', '.join(MBTI_METHODS)}")

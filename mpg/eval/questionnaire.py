@@ -15,6 +15,26 @@ every k >= the option's token count ("Agree" and "Disagree" are 2 tokens each fo
 scr_k4 and scr_k8 give identical answers here; identical (target, mode) pairs are computed once. The
 answer is the option with the higher score; a tie counts as no answer (wrong).
 
+Style items (`style_items`): the same machinery on a two-option *style* test built from the held-out
+preference pairs of each axis (`prefs/<axis>/test.jsonl`, never trained on): the prompt is the pair's
+bare instruction, the two options are its two answers, written in the two sides' styles, and the
+option "agreeing" with the item is the one in the side's letter named by the pair (`keyed`). The
+calibrated reading below removes what makes one text likelier whatever the persona (length, wording),
+so an item is right when the type's target moves toward the answer in its own letter's style more
+than the average type does. This is what the experts were trained to tell apart, so a single expert's
+accuracy on its own axis is its ceiling here, and a composition's per-axis accuracy shows what it keeps.
+
+Calibrated reading (`calibrate`): SmolLM2-135M prefers "Agree" on almost every item under every method
+(acquiescence), so the raw answers barely depend on the type. The calibrated score of item i for type
+t is its margin relative to that item's mean margin over the types asked,
+
+    c(t, i) = d(t, i) - mean_{t'} d(t', i),    d = score(Agree) - score(Disagree),
+
+what the persona changes, with the item's shared lean removed. It is read with the same metrics below
+(an item is right when c > 0 iff the keyed letter is the type's). Over all 16 types every letter is
+held by exactly half of them, so the mean is the midpoint between the two sides of each axis; with
+fewer types (reduced runs) pass a balanced set (e.g. two opposite types) or the mean leans.
+
 Metrics, per method, each with a 95% Wilson interval:
 - per-axis accuracy: an item is right when it is answered in the direction of the type's letter on its
   axis (Agree iff the keyed letter is the type's); n = types x items on that axis;
@@ -45,11 +65,14 @@ __all__ = [
     "OPTIONS",
     "TYPES",
     "accuracy",
+    "axis_effects",
     "axis_of",
+    "calibrate",
     "full_type",
     "item_prompt",
     "load_questionnaire",
     "run_questionnaire",
+    "style_items",
 ]
 
 INSTRUCTION = 'Do you agree or disagree with the following statement? Answer with "Agree" or "Disagree".'
@@ -94,7 +117,45 @@ def load_questionnaire(path: str | Path) -> list[dict]:
 
 
 def item_prompt(item: dict) -> str:
+    """The user prompt of an item: a style item's own prompt, else the Agree/Disagree question."""
+    if "prompt" in item:
+        return item["prompt"]
     return f"{INSTRUCTION}\n{item['statement'].strip().rstrip('.')}."
+
+
+STYLE_AXES = {"EI": "e_i", "SN": "s_n", "TF": "t_f", "JP": "j_p"}
+
+
+def style_items(data_dir: str | Path, per_axis: int) -> list[dict]:
+    """`per_axis` two-option style items per axis from the held-out preference pairs (module docstring),
+    sides alternating in file order: {id, prompt, options: [keyed side's answer, other side's], dimension,
+    keyed, statement}."""
+    from ..training import load_preferences
+
+    if per_axis < 1:
+        raise ValueError(f"per_axis must be >= 1, got {per_axis}")
+    items = []
+    for axis, folder in STYLE_AXES.items():
+        rows = load_preferences(Path(data_dir) / "mbti" / "prefs" / folder / "test.jsonl")
+        by_side = {c: [r for r in rows if r.get("side") == c] for c in axis}
+        if not all(by_side.values()):
+            raise ValueError(
+                f"style items need pairs with a 'side' of both {axis[0]} and {axis[1]} in {folder}"
+            )
+        for k in range(per_axis):
+            side = axis[k % 2]
+            r = by_side[side][(k // 2) % len(by_side[side])]
+            items.append(
+                {
+                    "id": f"{axis}-{k}",
+                    "prompt": r.get("instruction", r["prompt"]),
+                    "options": [r["chosen"], r["rejected"]],
+                    "dimension": f"{axis[0]}/{axis[1]}",
+                    "keyed": side,
+                    "statement": r.get("instruction", r["prompt"])[:80],
+                }
+            )
+    return items
 
 
 def full_type(mbti_type: str) -> str:
@@ -134,6 +195,31 @@ def accuracy(scores: dict[str, dict[str, tuple[float, float]]], items: list[dict
     c, n = sum(v[0] for v in per_axis.values()), sum(v[1] for v in per_axis.values())
     out["items"] = _ci(c, n)
     out["full_type"] = {**_ci(types_right, len(scores)), "predicted": predicted}
+    return out
+
+
+def calibrate(scores: dict[str, dict[str, tuple[float, float]]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Score table -> calibrated table {type: {item: (c, 0.0)}}, c = the type's margin minus the item's
+    mean margin over the types in the table (module docstring); `accuracy` reads it as it is."""
+    types = list(scores)
+    if not types:
+        return {}
+    ids = list(scores[types[0]])
+    mean = {i: sum(scores[t][i][0] - scores[t][i][1] for t in types) / len(types) for i in ids}
+    return {t: {i: (scores[t][i][0] - scores[t][i][1] - mean[i], 0.0) for i in ids} for t in types}
+
+
+def axis_effects(scores: dict[str, dict[str, tuple[float, float]]], items: list[dict]) -> dict[str, float]:
+    """Root mean square of the calibrated margin over each axis's items and the types: how far the
+    method moves that axis's answers across types (nats). A single expert's effect on *other* axes is
+    its interference (its calibrated accuracy there is 0.5 by construction: it sees one letter only)."""
+    cal = calibrate(scores)
+    out = {}
+    for axis in AXES:
+        ids = [str(it["id"]) for it in items if axis_of(it["dimension"]) == axis]
+        values = [cal[t][i][0] ** 2 for t in cal for i in ids]
+        if values:
+            out[axis] = round((sum(values) / len(values)) ** 0.5, 4)
     return out
 
 
@@ -190,7 +276,11 @@ def run_questionnaire(
         )
     )
     index = {p: i for i, p in enumerate(policies)}
-    option_ids = [continuation_ids(engine, o) for o in options]
+    global_options = [continuation_ids(engine, o) for o in options]
+    item_options = [
+        [continuation_ids(engine, o) for o in item["options"]] if "options" in item else global_options
+        for item in items
+    ]
 
     # every process builds the scorer over all items (the same shared context heads as one process),
     # then scores its share of the items (mpg.distributed: one process under plain python)
@@ -200,7 +290,7 @@ def run_questionnaire(
     bar = _progress(len(mine), progress)
     done = []
     for _, i in mine:
-        lp, tokens, mask = scorer.logprobs(i, option_ids)  # [P, 2, T, V]
+        lp, tokens, mask = scorer.logprobs(i, item_options[i])  # [P, 2, T, V]
         per_target = [
             [float(s) for s in option_scores(key[0], index, lp, tokens, mask, key[1])[0]] for key in distinct
         ]  # [targets][2]
@@ -221,10 +311,19 @@ def run_questionnaire(
         "instruction": INSTRUCTION,
         "types": types,
         "items": [{k: item[k] for k in ("id", "statement", "dimension", "keyed")} for item in items],
+        "item_kind": "style" if any("options" in item for item in items) else "agree/disagree",
         "policies": len(policies),
         "targets": len(distinct),
         "wall_s": round(time.perf_counter() - t0, 2),
-        "methods": {m.name: {"mode": m.likelihood_mode, **accuracy(scores[m.name], items)} for m in methods},
+        "methods": {
+            m.name: {
+                "mode": m.likelihood_mode,
+                **accuracy(scores[m.name], items),
+                "calibrated": accuracy(calibrate(scores[m.name]), items),
+                "calibrated_rms": axis_effects(scores[m.name], items),
+            }
+            for m in methods
+        },
         "scores": scores,
     }
 

@@ -1,0 +1,266 @@
+"""Fidelity against fluency for every composition of the MBTI experts (issue 12): JSON + PNG + table.
+
+Each point is one way of imposing a type: the composed target (mpg.composition) over a grid of
+aggregator x lam x weight rule x anchor, BILLY at several steering strengths, and the single points
+`prompt` (the multi-trait system prompt) and `base`. Every point answers the same free-form items
+(mpg.eval.freeform.mbti_items: balanced types, qa and held-out prefs instructions) with the same seeds,
+sampled with `fused` (exact p_1; the fastest exact sampler here). For every point:
+
+- fidelity: mean per-axis judge accuracy (the MBTI judge, trained only on pairs no expert saw): each
+  answer's share of its type's four letters the judge recognises, averaged over answers, with a 95%
+  interval over answers (mpg.stats.bounded_mean_ci);
+- fluency: perplexity of the answer under the plain base after the plain prompt (geometric mean over
+  answers) and its ratio to the base's own answers' perplexity.
+
+`chosen` in results.json is the point with the best fidelity whose perplexity stays within
+--ppl-budget (1.5) times the prompt's: the rule the defaults follow (README).
+
+    .venv/bin/python benchmarks/frontier.py --out out/frontier              # the documented sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mpg import Engine  # noqa: E402
+from mpg.composition import ANCHORS, WEIGHT_RULES, Composition  # noqa: E402
+from mpg.eval import freeform as ff  # noqa: E402
+from mpg.eval.judge import load_or_train_judges, make_embedder  # noqa: E402
+from mpg.eval.methods import COMPOSE, register_merged_vector  # noqa: E402
+from mpg.eval.text_metrics import ppl_summary  # noqa: E402
+from mpg.personas import TRAITS  # noqa: E402
+from mpg.stats import bounded_mean_ci  # noqa: E402
+
+DEFAULT_TYPES = "ENTJ,INFP,ESFP,ISTJ"  # two pairs of opposites: every letter asked for equally often
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
+    ap.add_argument("--out", default="out/frontier")
+    ap.add_argument("--base", default=None, help="local model folder (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--experts", default="shipped")
+    ap.add_argument("--types", default=DEFAULT_TYPES)
+    ap.add_argument("--per-type", type=int, default=2, help="free-form items per type")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--lams", default="0.25,0.5,1,2")
+    ap.add_argument("--aggregators", default="product,mixture")
+    ap.add_argument("--weights", default="given,sum1", help=f"weight rules among {', '.join(WEIGHT_RULES)}")
+    ap.add_argument("--anchors", default="base,prompt", help=f"among {', '.join(ANCHORS)}")
+    ap.add_argument("--alphas", default="1,2,4", help="BILLY steering strengths ('' to leave BILLY out)")
+    ap.add_argument("--layer", type=int, default=None, help="BILLY's layer (default: 2/3 of the depth)")
+    ap.add_argument(
+        "--vectors", default="out/vectors/persona_vectors", help="persona vectors (extracted if missing)"
+    )
+    ap.add_argument(
+        "--extract-samples", type=int, default=2, help="answers per (persona, question) when extracting"
+    )
+    ap.add_argument("--extract-max-new-tokens", type=int, default=48)
+    ap.add_argument("--ppl-budget", type=float, default=1.5, help="perplexity allowed, times the prompt's")
+    ap.add_argument("--judges", default="out/judges")
+    ap.add_argument("--embedder", default="minilm")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-p", type=float, default=0.9)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        args.lams = [float(x) for x in args.lams.split(",") if x.strip()]
+        args.alphas = [float(x) for x in args.alphas.split(",") if x.strip()]
+    except ValueError as e:
+        ap.error(f"--lams / --alphas take comma-separated numbers: {e}")
+    args.types = [t.strip().upper() for t in args.types.split(",") if t.strip()]
+    args.compositions = compositions(args, ap)
+    return args
+
+
+def compositions(args, ap) -> list[Composition]:
+    """The grid, without points that coincide (the mixture normalises its weights: sum1 == given)."""
+    out = []
+    for agg, lam, rule, anchor in itertools.product(
+        args.aggregators.split(","), args.lams, args.weights.split(","), args.anchors.split(",")
+    ):
+        if agg.strip() == "mixture" and rule.strip() == "sum1":
+            continue
+        try:
+            out.append(Composition(agg.strip(), lam, rule.strip(), anchor.strip()))
+        except ValueError as e:
+            ap.error(str(e))
+    return list(dict.fromkeys(out))
+
+
+def point(rows: list[dict], base_ppl: float | None) -> dict:
+    """Fidelity (mean per-axis accuracy over answers, 95% CI) and fluency of one method's judged rows."""
+    fidelity = bounded_mean_ci([sum(r["axis_hits"]) / 4 for r in rows])
+    ppl = ppl_summary([(r["ppl"], r["ppl_tokens"]) for r in rows])
+    return {
+        "answers": len(rows),
+        "fidelity": fidelity,
+        "per_axis": ff.mbti_accuracy(rows),
+        "ppl": ppl,
+        "ppl_ratio_to_base": (ppl["mean"] / base_ppl) if base_ppl and ppl.get("mean") else None,
+    }
+
+
+def choose(points: dict, budget: float) -> str | None:
+    """Best fidelity among composed points whose perplexity is within budget x the prompt's."""
+    limit = points["prompt"]["ppl"]["mean"] * budget
+    ok = [m for m, p in points.items() if m.startswith(COMPOSE) and p["ppl"]["mean"] <= limit]
+    return max(ok, key=lambda m: points[m]["fidelity"]["mean"], default=None)
+
+
+def run(args, engine, *, experts, judges=None, embed=None, vectors=None) -> dict:
+    progress = not args.no_progress
+    data = Path(args.data)
+    t0 = time.perf_counter()
+    if judges is None:
+        embed = embed or make_embedder(args.embedder)
+        judges = load_or_train_judges(data, args.judges, args.embedder, embed=embed, progress=progress)
+    judge = judges[0]
+    embed = embed or judge.embed
+    items = ff.mbti_items(data, args.types, args.per_type)
+    methods = ["base", "prompt", *(COMPOSE + c.name for c in args.compositions)]
+    kw = dict(
+        experts=experts,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        progress=progress,
+    )
+    rows = ff.generate_mbti(engine, methods, items, **kw)
+    if args.alphas:
+        n_layers = engine.models["base"].config.num_hidden_layers
+        layer = args.layer if args.layer is not None else 2 * n_layers // 3
+        if vectors is None:
+            from mpg.steering_analysis import load_or_extract
+
+            vectors = load_or_extract(
+                engine,
+                args.vectors,
+                list(TRAITS),
+                samples=args.extract_samples,
+                max_new_tokens=args.extract_max_new_tokens,
+                seed=args.seed,
+                progress=progress,
+            )
+        for t in args.types:
+            register_merged_vector(engine, vectors, t)
+        for alpha in args.alphas:
+            billy = ff.generate_mbti(engine, ["billy"], items, **kw, layer=layer, alpha=alpha)
+            for r in billy:
+                r["method"] = f"billy:alpha={alpha:g}"
+            rows += billy
+    ff.score_mbti(engine, rows, items, judge, embed, progress)
+    by_method: dict[str, list[dict]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], []).append(r)
+    base_ppl = ppl_summary([(r["ppl"], r["ppl_tokens"]) for r in by_method["base"]])["mean"]
+    points = {m: point(rs, base_ppl) for m, rs in by_method.items()}
+    chosen = choose(points, args.ppl_budget)
+    return {
+        "points": points,
+        "chosen": chosen,
+        "ppl_budget": args.ppl_budget,
+        "types": args.types,
+        "items": len(items),
+        "answers_per_point": len(items),
+        "max_new_tokens": args.max_new_tokens,
+        "sampler": "fused",
+        "seed": args.seed,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "rows": [{k: v for k, v in r.items() if k != "token_ids"} for r in rows],
+    }
+
+
+def write_table(results: dict, path: Path) -> None:
+    lines = [
+        "| point | fidelity (mean per-axis judge accuracy) [95% CI] | E/I | S/N | T/F | J/P | ppl | ppl / base |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    points = results["points"]
+    for m in sorted(points, key=lambda m: -points[m]["fidelity"]["mean"]):
+        p = points[m]
+        f = p["fidelity"]
+        axes = " | ".join(f"{p['per_axis'][a]['mean']:.2f}" for a in ("E/I", "S/N", "T/F", "J/P"))
+        mark = " **(chosen)**" if m == results["chosen"] else ""
+        ratio = p["ppl_ratio_to_base"]
+        lines.append(
+            f"| {m}{mark} | {f['mean']:.3f} [{f['lo']:.2f}, {f['hi']:.2f}] | {axes} | "
+            f"{p['ppl']['mean']:.2f} | {ratio:.2f} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for m, p in results["points"].items():
+        f, x = p["fidelity"], p["ppl_ratio_to_base"]
+        kind = "composed" if m.startswith(COMPOSE) else "billy" if m.startswith("billy") else m
+        style = {"composed": ("o", "C0"), "billy": ("s", "C2"), "prompt": ("*", "C3"), "base": ("X", "k")}[
+            kind
+        ]
+        ax.errorbar(
+            x,
+            f["mean"],
+            yerr=[[f["mean"] - f["lo"]], [f["hi"] - f["mean"]]],
+            fmt=style[0],
+            color=style[1],
+            alpha=0.8,
+            ms=9 if kind in ("prompt", "base") else 5,
+        )
+        label = (
+            m.removeprefix(COMPOSE).replace(",weights=", " ").replace(",anchor=", " ").replace(",lam=", " ")
+        )
+        ax.annotate(label, (x, f["mean"]), fontsize=5.5, alpha=0.8, xytext=(3, 2), textcoords="offset points")
+    limit = results["points"]["prompt"]["ppl_ratio_to_base"] * results["ppl_budget"]
+    ax.axvline(limit, ls="--", color="C3", lw=0.8, label=f"{results['ppl_budget']}x the prompt's perplexity")
+    ax.set_xscale("log")
+    ax.set_xlabel("perplexity under the base, relative to the base's own answers (log)")
+    ax.set_ylabel("mean per-axis judge accuracy")
+    ax.set_title(
+        f"persona fidelity vs fluency: {len(results['types'])} types x {results['items'] // len(results['types'])} "
+        f"items, {results['max_new_tokens']} tokens, fused",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv=None, *, engine=None, experts=None, judges=None, embed=None, vectors=None) -> int:
+    """CLI entry; tests inject a tiny engine, experts (callable), judges and persona vectors."""
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "benchmarks/frontier.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    engine = engine or Engine.from_pretrained(args.base)
+    results = run(args, engine, experts=experts or args.experts, judges=judges, embed=embed, vectors=vectors)
+    results["command"] = command
+    (out / "results.json").write_text(json.dumps(ff.finite(results), indent=1))
+    write_table(results, out / "table.md")
+    write_plot(results, out / "frontier.png")
+    print((out / "table.md").read_text())
+    print(f"chosen: {results['chosen']}; wrote {out}/results.json, table.md, frontier.png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

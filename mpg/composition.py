@@ -1,0 +1,162 @@
+"""How attribute experts are composed into one target: aggregator, strength, weight rule and anchor.
+
+A `Composition` names the four choices that SPEC section 2 leaves to the user, so that benchmarks can
+sweep them and the CLI, `persona()` and the main job can share one default:
+
+    log p~(c | h) = log anchor(c | h) + A_w'( lam * l_1(c), ..., lam * l_n(c) )
+
+- aggregator: "product" (sum_i w'_i l_i) or "mixture" (log sum_i w'_i exp(l_i), weights summing to 1);
+- lam: the strength every log-ratio is multiplied by;
+- weights, the rule that turns the user's weights w_i into w'_i:
+    "given"   w'_i = w_i;
+    "sum1"    w'_i = w_i / sum_j w_j (the product then averages the ratios instead of adding them);
+    "spread"  w'_i = w_i * mean_j(s_j) / s_i, where s_i is attribute i's *ratio spread*: the root mean
+              square of its per-token log-ratio l_i(y_t) over held-out answers (measured once per expert
+              and side by `measure_ratio_spread`, stored in the expert's mpg_expert.json). Experts whose
+              ratios are typically large no longer drown the others; the mean keeps the total strength
+              comparable with "given", so lam means the same under both rules;
+- anchor: "base" (the base model under the user's plain prompt) or "prompt" (the base under one system
+  prompt naming every trait of the persona: the multi-trait prompt, which the composition then tilts).
+
+Mixture weights are normalised to sum 1 by the engine whatever the rule (SPEC), so "sum1" and "given"
+coincide there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .policies import AGGREGATORS, Attribute, Policy
+
+__all__ = [
+    "ANCHORS",
+    "WEIGHT_RULES",
+    "Composition",
+    "apply_weight_rule",
+    "expert_spreads",
+    "measure_ratio_spread",
+    "write_spreads",
+]
+
+WEIGHT_RULES = ("given", "sum1", "spread")
+ANCHORS = ("base", "prompt")
+
+
+@dataclass(frozen=True)
+class Composition:
+    aggregator: str = "product"
+    lam: float = 1.0
+    weights: str = "given"
+    anchor: str = "base"
+
+    def __post_init__(self):
+        if self.aggregator not in AGGREGATORS:
+            raise ValueError(
+                f"unknown aggregator {self.aggregator!r}; choose one of {', '.join(AGGREGATORS)}"
+            )
+        if self.weights not in WEIGHT_RULES:
+            raise ValueError(f"unknown weight rule {self.weights!r}; choose one of {', '.join(WEIGHT_RULES)}")
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"unknown anchor {self.anchor!r}; choose one of {', '.join(ANCHORS)}")
+        if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
+
+    @property
+    def name(self) -> str:
+        """'product,lam=0.5,weights=spread,anchor=prompt' (what `parse` reads back)."""
+        return f"{self.aggregator},lam={self.lam:g},weights={self.weights},anchor={self.anchor}"
+
+    @classmethod
+    def parse(cls, spec: str) -> "Composition":
+        """'product' or 'mixture,lam=0.5,weights=spread,anchor=prompt' (unnamed fields keep defaults)."""
+        parts = [p.strip() for p in spec.split(",") if p.strip()]
+        if not parts:
+            raise ValueError("empty composition: give e.g. 'product,lam=0.5,weights=spread,anchor=prompt'")
+        kw: dict = {}
+        for p in parts:
+            key, eq, value = p.partition("=")
+            if not eq:
+                key, value = "aggregator", key
+            if key not in ("aggregator", "lam", "weights", "anchor"):
+                raise ValueError(
+                    f"composition field {key!r} is unknown; use aggregator, lam, weights, anchor"
+                )
+            if key == "lam":
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ValueError(f"composition lam {value!r} is not a number") from None
+            kw[key] = value
+        return cls(**kw)
+
+
+def expert_spreads(folder: str | Path) -> dict[str, float]:
+    """{side: ratio spread} stored in an expert folder's mpg_expert.json ({} when never measured)."""
+    info = Path(folder) / "mpg_expert.json"
+    return json.loads(info.read_text()).get("ratio_spread", {}) if info.is_file() else {}
+
+
+def apply_weight_rule(
+    attributes: list[Attribute], rule: str, spreads: list[float | None] | None = None
+) -> list[Attribute]:
+    """The attributes with their weights turned into w' by `rule` (module docstring). spreads[i]: the
+    ratio spread of attribute i (needed, and > 0, for every attribute under "spread")."""
+    if rule not in WEIGHT_RULES:
+        raise ValueError(f"unknown weight rule {rule!r}; choose one of {', '.join(WEIGHT_RULES)}")
+    if rule == "given" or not attributes:
+        return list(attributes)
+    if rule == "sum1":
+        total = sum(a.weight for a in attributes)
+        if total <= 0:
+            raise ValueError("weights=sum1 needs attribute weights with a positive sum")
+        return [replace(a, weight=a.weight / total) for a in attributes]
+    spreads = list(spreads or [None] * len(attributes))
+    missing = [a.name or a.num.label() for a, s in zip(attributes, spreads) if not s or s <= 0]
+    if len(spreads) != len(attributes) or missing:
+        raise ValueError(
+            f"weights=spread needs each attribute's measured ratio spread; none for {', '.join(missing)} "
+            "(run `mpg calibrate-expert` on its expert folder, or use weights=given)"
+        )
+    mean = sum(spreads) / len(spreads)
+    return [replace(a, weight=a.weight * mean / s) for a, s in zip(attributes, spreads)]
+
+
+def measure_ratio_spread(
+    engine, attribute: Attribute, pairs: list[dict], prompt_key: str = "instruction"
+) -> float:
+    """Root mean square of the attribute's per-token log-ratio l(y_t) = log num - log den over the
+    answer tokens of `pairs` (both chosen and rejected), each answer after the pair's prompt."""
+    import torch
+
+    from .eval.likelihood import continuation_ids, gather_tokens, policy_logprobs
+
+    policies = [attribute.num, attribute.den]
+    total, count = 0.0, 0
+    for row in pairs:
+        options = [continuation_ids(engine, row["chosen"]), continuation_ids(engine, row["rejected"])]
+        lp, tokens, mask = policy_logprobs(engine, policies, row[prompt_key], options)  # [2, K, T, V]
+        tok = gather_tokens(lp, tokens)  # [2, K, T]
+        ratio = (tok[0] - tok[1]) * mask  # [K, T]
+        total += float((ratio.double() ** 2).sum())
+        count += int(mask.sum())
+        del lp
+    if not count:
+        raise ValueError("no answer tokens to measure a ratio spread on")
+    return float(torch.tensor(total / count).sqrt())
+
+
+def write_spreads(folder: str | Path, spreads: dict[str, float], source: str) -> None:
+    """Store {side: spread} (and where it was measured) in the expert folder's mpg_expert.json."""
+    info_path = Path(folder) / "mpg_expert.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info["ratio_spread"] = {k: round(v, 5) for k, v in spreads.items()}
+    info["ratio_spread_source"] = source
+    info_path.write_text(json.dumps(info, indent=2))
+
+
+def prompt_anchor(system_prompt: str) -> Policy:
+    """The base under one system prompt naming every trait (anchor="prompt")."""
+    return Policy(system=system_prompt)

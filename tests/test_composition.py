@@ -1,0 +1,127 @@
+"""mpg.composition: weight rules, anchors, the persona/CLI plumbing, and the composed target's law."""
+
+import json
+
+import pytest
+from oracle import check_sampler
+from tiny import EOS
+
+from mpg.composition import (
+    Composition,
+    apply_weight_rule,
+    expert_spreads,
+    measure_ratio_spread,
+    write_spreads,
+)
+from mpg.eval.methods import composed_target, get_method
+from mpg.eval.questionnaire import accuracy, calibrate
+from mpg.policies import Attribute, Policy, Target
+
+
+def _letters():
+    """Tiny stand-ins for two axis experts: E on adapter x, N on adapter y, with measured spreads."""
+
+    def experts(letter):
+        return {
+            "E": Attribute.expert("x", "b a", 1.0, name="E"),
+            "N": Attribute.expert("y", "a", 1.0, name="N"),
+        }[letter]
+
+    experts.spreads = {"E": 2.0, "N": 0.5}
+    return experts
+
+
+def test_composition_parses_and_names_round_trip():
+    c = Composition.parse("mixture,lam=0.5,weights=spread,anchor=prompt")
+    assert c == Composition("mixture", 0.5, "spread", "prompt")
+    assert Composition.parse(c.name) == c
+    assert Composition.parse("product") == Composition()
+    for bad, match in [
+        ("", "empty composition"),
+        ("sum", "unknown aggregator"),
+        ("product,lam=x", "lam 'x' is not a number"),
+        ("product,lam=-1", "lam must be"),
+        ("product,weight=spread", "field 'weight' is unknown"),
+        ("product,anchor=steer", "unknown anchor"),
+        ("product,weights=soft", "unknown weight rule"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            Composition.parse(bad)
+
+
+def test_weight_rules_follow_their_definitions():
+    a = [Attribute.expert("x", None, 1.0, name="E"), Attribute.expert("y", None, 3.0, name="N")]
+    assert [x.weight for x in apply_weight_rule(a, "given")] == [1.0, 3.0]
+    assert [x.weight for x in apply_weight_rule(a, "sum1")] == [0.25, 0.75]
+    spread = apply_weight_rule(a, "spread", [2.0, 0.5])  # mean spread 1.25
+    assert [x.weight for x in spread] == pytest.approx([1.0 * 1.25 / 2.0, 3.0 * 1.25 / 0.5])
+    with pytest.raises(ValueError, match="none for N"):
+        apply_weight_rule(a, "spread", [2.0, None])
+
+
+def test_spreads_are_stored_beside_the_contexts(tmp_path):
+    (tmp_path / "mpg_expert.json").write_text(json.dumps({"contexts": {"E": "{prompt}"}}))
+    assert expert_spreads(tmp_path) == {}
+    write_spreads(tmp_path, {"E": 1.23456789, "I": 2.0}, "test pairs")
+    info = json.loads((tmp_path / "mpg_expert.json").read_text())
+    assert info["contexts"] == {"E": "{prompt}"} and info["ratio_spread_source"] == "test pairs"
+    assert expert_spreads(tmp_path) == {"E": 1.23457, "I": 2.0}
+
+
+def test_ratio_spread_is_the_rms_per_token_log_ratio(engine):
+    from mpg.eval.likelihood import continuation_ids, policy_token_logprobs
+
+    attr = Attribute.expert("x", "b a")
+    rows = [{"instruction": "a b", "chosen": "a a b", "rejected": "b"}]
+    got = measure_ratio_spread(engine, attr, rows)
+    sq, n = 0.0, 0
+    for text in ("a a b", "b"):
+        lp = policy_token_logprobs(
+            engine, [attr.num, attr.den], "a b", continuation_ids(engine, text)
+        )  # [2, T]
+        sq += float(((lp[0] - lp[1]) ** 2).sum())
+        n += lp.shape[1]
+    assert got == pytest.approx((sq / n) ** 0.5, rel=1e-5) and got > 0
+
+
+def test_composed_method_builds_the_composition(engine):
+    m = get_method("compose:product,lam=0.5,weights=spread,anchor=prompt")
+    assert m.kind == "composed" and m.sampler == "fused"
+    t = composed_target([_letters()(c) for c in "EN"], m.composition, "EN", _letters())
+    assert t.lam == 0.5 and t.aggregator == "product"
+    assert [a.weight for a in t.attributes] == pytest.approx([1.25 / 2.0, 1.25 / 0.5])
+    assert t.anchor.system and "extravert" in t.anchor.system and "intuitive" in t.anchor.system
+
+
+def test_fused_samples_the_spread_normalised_prompt_anchored_target(engine):
+    """SPEC-style law of the composition, written out by hand, against what `fused` samples from the
+    target the composition builds (the oracle enumerates p_1 from scratch forwards)."""
+    comp = Composition("product", 0.8, "spread", "prompt")
+    experts = _letters()
+    target = composed_target([experts(c) for c in "EN"], comp, "EN", experts)
+    mean = (2.0 + 0.5) / 2
+    by_hand = Target(
+        (
+            Attribute.expert("x", "b a", mean / 2.0, name="E"),
+            Attribute.expert("y", "a", mean / 0.5, name="N"),
+        ),
+        "product",
+        lam=0.8,
+        anchor=Policy(system=target.anchor.system),
+    )
+    assert target == by_hand
+    check_sampler(engine, target, "fused", 2, 1, "a b", EOS, 1000, None, 1.0)
+
+
+def test_calibrated_questionnaire_removes_the_shared_lean():
+    items = [{"id": 1, "dimension": "E/I", "keyed": "E"}, {"id": 2, "dimension": "E/I", "keyed": "I"}]
+    # every type agrees with everything (acquiescence); E types a little more with item 1, less with 2
+    scores = {
+        "ESTJ": {"1": (5.0, 1.0), "2": (4.0, 1.0)},
+        "ISTJ": {"1": (4.0, 1.0), "2": (5.0, 1.0)},
+    }
+    raw = accuracy(scores, items)["per_axis"]["EI"]
+    cal = accuracy(calibrate(scores), items)["per_axis"]["EI"]
+    assert raw["acc"] == 0.5 and cal["acc"] == 1.0
+    c = calibrate(scores)
+    assert c["ESTJ"]["1"][0] == pytest.approx(0.5) and c["ISTJ"]["1"][0] == pytest.approx(-0.5)
