@@ -40,7 +40,8 @@ from mpg.eval.text_metrics import ppl_summary  # noqa: E402
 from mpg.personas import TRAITS  # noqa: E402
 from mpg.stats import bounded_mean_ci  # noqa: E402
 
-DEFAULT_TYPES = "ENTJ,INFP,ESFP,ISTJ"  # two pairs of opposites: every letter asked for equally often
+# every pair of axes balanced (each letter pair held by 2 of the 8): no axis is confounded with another
+DEFAULT_TYPES = "ENTJ,ESFP,ISTP,INFJ,ESTJ,ENFP,ISFJ,INTP"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--base", default=None, help="local model folder (default: the embedded SmolLM2-135M)")
     ap.add_argument("--experts", default="shipped")
     ap.add_argument("--types", default=DEFAULT_TYPES)
-    ap.add_argument("--per-type", type=int, default=2, help="free-form items per type")
+    ap.add_argument("--per-type", type=int, default=1, help="free-form items per type")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--lams", default="0.25,0.5,1,2")
     ap.add_argument("--aggregators", default="product,mixture")
