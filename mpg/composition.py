@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .policies import AGGREGATORS, Attribute, Policy
+from .policies import AGGREGATORS, Attribute
 
 __all__ = [
     "ANCHORS",
@@ -131,18 +131,16 @@ def measure_ratio_spread(
     answer tokens of `pairs` (both chosen and rejected), each answer after the pair's prompt."""
     import torch
 
-    from .eval.likelihood import continuation_ids, gather_tokens, policy_logprobs
+    from .eval.likelihood import continuation_ids, policy_logprobs
 
     policies = [attribute.num, attribute.den]
     total, count = 0.0, 0
     for row in pairs:
         options = [continuation_ids(engine, row["chosen"]), continuation_ids(engine, row["rejected"])]
-        lp, tokens, mask = policy_logprobs(engine, policies, row[prompt_key], options)  # [2, K, T, V]
-        tok = gather_tokens(lp, tokens)  # [2, K, T]
+        tok, _, mask = policy_logprobs(engine, policies, row[prompt_key], options, full=False)  # [2, K, T]
         ratio = (tok[0] - tok[1]) * mask  # [K, T]
         total += float((ratio.double() ** 2).sum())
         count += int(mask.sum())
-        del lp
     if not count:
         raise ValueError("no answer tokens to measure a ratio spread on")
     return float(torch.tensor(total / count).sqrt())
@@ -155,8 +153,3 @@ def write_spreads(folder: str | Path, spreads: dict[str, float], source: str) ->
     info["ratio_spread"] = {k: round(v, 5) for k, v in spreads.items()}
     info["ratio_spread_source"] = source
     info_path.write_text(json.dumps(info, indent=2))
-
-
-def prompt_anchor(system_prompt: str) -> Policy:
-    """The base under one system prompt naming every trait (anchor="prompt")."""
-    return Policy(system=system_prompt)

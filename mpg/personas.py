@@ -28,8 +28,10 @@ __all__ = [
     "SHIPPED_EXPERTS",
     "TRAITS",
     "Persona",
+    "attribute_spreads",
     "expert_mbti",
     "load_experts",
+    "multi_trait_policy",
     "parse_mbti",
     "persona",
     "prompted_mbti",
@@ -247,16 +249,26 @@ def persona(
         raise ValueError(
             "the persona is empty: give an MBTI type, a role-play profile and personality, or traits"
         )
-    spreads = _spreads(attrs, experts) if comp.weights == "spread" else None
+    spreads = attribute_spreads(attrs, experts) if comp.weights == "spread" else None
     attrs = apply_weight_rule(attrs, comp.weights, spreads)
     if comp.anchor == "prompt" and needs_prompt:
-        named = [TRAITS[c] for c in (parse_mbti(mbti) if mbti else {})] + [t for t, _ in traits]
-        anchor = Policy(system=" ".join(named))
+        anchor = multi_trait_policy(mbti, [t for t, _ in traits])
     return Persona(tuple(attrs), anchor, needs_prompt, comp.aggregator, comp.lam)
 
 
-def _spreads(attrs: list[Attribute], experts) -> list[float | None]:
-    """Each attribute's measured ratio spread, from its expert folder (None for prompted attributes)."""
+def multi_trait_policy(mbti: str | None, traits: list[str] = ()) -> Policy:
+    """The base under one system prompt naming every MBTI letter's trait and each free-text trait
+    (the `prompt` method, and the anchor of anchor=prompt compositions)."""
+    named = [TRAITS[c] for c in (parse_mbti(mbti) if mbti else {})] + list(traits)
+    return Policy(system=" ".join(named))
+
+
+def attribute_spreads(attrs: list[Attribute], experts) -> list[float | None]:
+    """Each attribute's measured ratio spread (mpg.composition), from its expert folder's mpg_expert.json
+    (None for prompted attributes). `experts` as in `persona`, or a callable carrying a `spreads` dict
+    {letter: spread} (tests, custom attributes)."""
+    if callable(experts):
+        return [getattr(experts, "spreads", {}).get(a.name) for a in attrs]
     if experts == "prompted":
         return [None] * len(attrs)
     d = _experts_dir(experts)

@@ -33,8 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..composition import Composition, apply_weight_rule, expert_spreads
-from ..personas import AXES, NEUTRAL, SHIPPED_EXPERTS, TRAITS, expert_mbti, parse_mbti, roleplay
+from ..composition import Composition, apply_weight_rule
+from ..personas import (
+    AXES,
+    NEUTRAL,
+    TRAITS,
+    attribute_spreads,
+    expert_mbti,
+    multi_trait_policy,
+    parse_mbti,
+    roleplay,
+)
 from ..policies import Attribute, Policy, Target
 from ..steering import Steer
 
@@ -45,7 +54,6 @@ __all__ = [
     "ROLEPLAY_METHODS",
     "Method",
     "alone",
-    "attribute_spreads",
     "composed_target",
     "generate_kwargs",
     "get_method",
@@ -140,18 +148,6 @@ def get_method(method: Method | str) -> Method:
     return METHODS[method]
 
 
-def attribute_spreads(attributes: list[Attribute], experts: Experts = "shipped") -> list[float | None]:
-    """Each MBTI attribute's ratio spread (mpg.composition): from its expert folder's mpg_expert.json, or
-    from `experts.spreads[letter]` when experts is a callable that carries a `spreads` dict."""
-    if callable(experts):
-        table = getattr(experts, "spreads", {})
-        return [table.get(a.name) for a in attributes]
-    if experts == "prompted":
-        return [None] * len(attributes)
-    folder = SHIPPED_EXPERTS if experts == "shipped" else Path(experts)
-    return [expert_spreads(folder / a.num.adapter).get(a.name) if a.num.adapter else None for a in attributes]
-
-
 def composed_target(
     attributes: list[Attribute], composition: Composition, mbti_type: str, experts: Experts = "shipped"
 ) -> Target:
@@ -179,7 +175,7 @@ def alone(policy: Policy) -> Target:
 
 def prompt_policy(mbti_type: str) -> Policy:
     """The base under one system prompt holding every trait description of the type."""
-    return Policy(system=" ".join(TRAITS[c] for c in parse_mbti(mbti_type)))
+    return multi_trait_policy(mbti_type)
 
 
 def merged_vector_name(mbti_type: str) -> str:
