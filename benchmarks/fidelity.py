@@ -22,14 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,6 +35,7 @@ from mpg.distributed import current_shard  # noqa: E402
 from mpg.eval import freeform as ff  # noqa: E402
 from mpg.eval.judge import load_or_train_judges, make_embedder, report_markdown  # noqa: E402
 from mpg.eval.methods import (  # noqa: E402
+    BILLY_AT,
     COMPOSE,
     MBTI_METHODS,
     METHODS,
@@ -78,6 +75,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     ap.add_argument("--freeform-per-type", type=int, default=4, help="MBTI free-form prompts per target type")
     ap.add_argument(
+        "--freeform-skip",
+        type=int,
+        default=0,
+        help="leave out each type's first N free-form prompts (e.g. those a frontier run chose on)",
+    )
+    ap.add_argument(
         "--roleplay", type=int, default=10, help="role-play profiles (first N of roleplay/test.jsonl)"
     )
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -107,15 +110,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(
         "--embedder", default="minilm", help="judges' and cosine's embedder: 'minilm' or 'hash<dim>'"
     )
+    ap.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="sample the free-form answers (parts freeform, roleplay) into OUT/answers.json and stop: "
+        "no judges, no scoring (sample on an accelerator machine, score elsewhere)",
+    )
+    ap.add_argument(
+        "--answers",
+        default=None,
+        help="score the answers of --generate-only runs (comma list of their answers.json, here's or "
+        "benchmarks/frontier.py's; same items and sampling settings) instead of sampling them",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    args.methods = _names(ap, args.methods, METHODS, "method", allow=lambda m: m.startswith(COMPOSE))
+    if args.generate_only and args.answers:
+        ap.error("--generate-only samples answers and --answers reads them: give one")
+    args.methods = [  # compose: and billy: names in their canonical spelling (what answers are keyed by)
+        get_method(m).name if m.startswith((COMPOSE, BILLY_AT)) else m
+        for m in _names(
+            ap,
+            args.methods,
+            METHODS,
+            "method",
+            allow=lambda m: m.startswith(COMPOSE) or m.startswith(BILLY_AT),
+        )
+    ]
     args.parts = _names(ap, args.parts, PARTS, "part")
     args.types = list(TYPES) if args.types.strip().lower() == "all" else _types(ap, args.types)
     args.freeform_types = (
         list(TYPES) if args.freeform_types.strip().lower() == "all" else _types(ap, args.freeform_types)
     )
-    for name in ("items", "freeform_per_type", "roleplay", "max_new_tokens"):
+    for name in ("items", "freeform_per_type", "freeform_skip", "roleplay", "max_new_tokens"):
         value = getattr(args, name)
         if value is not None and value < (1 if name in ("items", "max_new_tokens") else 0):
             ap.error(
@@ -161,24 +187,14 @@ def _types(ap, spec: str) -> list[str]:
     return types
 
 
-def machine_info() -> dict:
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
-
-
 def _billy(engine, args, methods: list[str], types: list[str], log) -> tuple[list[str], object]:
     """(methods without billy if it cannot run, persona vectors or None); merged vectors registered."""
-    if "billy" not in methods:
+    steered = [m for m in methods if get_method(m).kind == "steered"]
+    if not steered or not types:
         return methods, None
     if args.no_billy:
         log("billy skipped: --no-billy")
-        return [m for m in methods if m != "billy"], None
+        return [m for m in methods if m not in steered], None
     from mpg.steering_analysis import load_or_extract
 
     vectors = current_shard().main_first(
@@ -206,9 +222,11 @@ def run(
     progress = not args.no_progress
     n_layers = engine.models["base"].config.num_hidden_layers
     layer = args.layer if args.layer is not None else 2 * n_layers // 3
-    mbti_methods = [m for m in args.methods if m in MBTI_METHODS or m.startswith(COMPOSE)]
+    mbti_methods = [m for m in args.methods if m in MBTI_METHODS or m.startswith((COMPOSE, BILLY_AT))]
     rp_methods = [m for m in args.methods if m in ROLEPLAY_METHODS]
-    if judges is None and ({"freeform", "roleplay"} & set(args.parts)):
+    if args.generate_only:  # sampling only: the parts scored by judges, without the judges
+        args.parts = [p for p in args.parts if p in ("freeform", "roleplay")]
+    if judges is None and ({"freeform", "roleplay"} & set(args.parts)) and not args.generate_only:
         embed = embed or make_embedder(args.embedder)
         judges = current_shard().main_first(
             lambda: load_or_train_judges(data, args.judges, args.embedder, embed=embed, progress=progress)
@@ -216,7 +234,7 @@ def run(
     if judges is not None:
         embed = embed or judges[0].embed
     billy_types = (args.types if {"questionnaire", "style"} & set(args.parts) else []) + (
-        args.freeform_types if "freeform" in args.parts else []
+        args.freeform_types if "freeform" in args.parts and not args.answers else []
     )
     mbti_methods, vectors = _billy(engine, args, mbti_methods, list(dict.fromkeys(billy_types)), log)
     results: dict = {"parts": {}, "timings_s": {}}
@@ -259,49 +277,66 @@ def run(
         )
         results["timings_s"]["style"] = time.perf_counter() - t0
 
+    sampling = dict(
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        progress=progress,
+    )
     if "freeform" in args.parts and mbti_methods:
         t0 = time.perf_counter()
-        items = ff.mbti_items(data, args.freeform_types, args.freeform_per_type)
-        rows = ff.generate_mbti(
-            engine,
+        items = ff.mbti_items(data, args.freeform_types, args.freeform_per_type, args.freeform_skip)
+        rows = _answers(
+            args,
+            "freeform",
             mbti_methods,
             items,
-            experts=experts,
-            layer=layer,
-            alpha=args.alpha,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            progress=progress,
+            lambda: ff.generate_mbti(
+                engine,
+                mbti_methods,
+                items,
+                experts=experts,
+                layer=layer,
+                alpha=args.alpha,
+                **sampling,
+            ),
         )
-        summary = ff.score_mbti(engine, rows, items, judges[0], embed, progress=progress)
-        paired_comparison(rows, summary, baseline="prompt", seed=args.seed)
-        results["parts"]["freeform"] = {
-            "types": args.freeform_types,
-            "items": len(items),
-            "methods": summary,
-            "answers": rows,
-        }
+        if args.generate_only:
+            results["parts"]["freeform"] = {"answers": rows}
+        else:
+            summary = ff.score_mbti(engine, rows, items, judges[0], embed, progress=progress)
+            paired_comparison(rows, summary, baseline="prompt", seed=args.seed)
+            results["parts"]["freeform"] = {
+                "types": args.freeform_types,
+                "items": len(items),
+                "methods": summary,
+                "answers": rows,
+            }
         results["timings_s"]["freeform"] = time.perf_counter() - t0
 
     if "roleplay" in args.parts and rp_methods and args.roleplay:
         t0 = time.perf_counter()
         items = ff.roleplay_items(data, args.roleplay)
-        rows = ff.generate_roleplay(
-            engine,
+        rows = _answers(
+            args,
+            "roleplay",
             rp_methods,
             items,
-            experts=roleplay_experts,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            progress=progress,
+            lambda: ff.generate_roleplay(
+                engine,
+                rp_methods,
+                items,
+                experts=roleplay_experts,
+                **sampling,
+            ),
         )
-        contexts = ff.roleplay_contexts(engine, items, experts=roleplay_experts)
-        summary = ff.score_roleplay(engine, rows, items, judges[1], embed, contexts, progress=progress)
-        results["parts"]["roleplay"] = {"items": len(items), "methods": summary, "answers": rows}
+        if args.generate_only:
+            results["parts"]["roleplay"] = {"answers": rows}
+        else:
+            contexts = ff.roleplay_contexts(engine, items, experts=roleplay_experts)
+            summary = ff.score_roleplay(engine, rows, items, judges[1], embed, contexts, progress=progress)
+            results["parts"]["roleplay"] = {"items": len(items), "methods": summary, "answers": rows}
         results["timings_s"]["roleplay"] = time.perf_counter() - t0
     results["config"] = {
         **{k: v for k, v in vars(args).items()},
@@ -311,6 +346,23 @@ def run(
         "model": str(getattr(engine.models["base"].config, "_name_or_path", "")),
     }
     return results
+
+
+def sampling_settings(args) -> dict:
+    """What a saved answer depends on (ff.SAMPLING_SETTINGS; alpha too where a plain billy is asked)."""
+    keys = ff.SAMPLING_SETTINGS + (("alpha",) if "billy" in args.methods else ())
+    return {k: getattr(args, k) for k in keys}
+
+
+def _answers(args, part: str, methods: list[str], items: list, sample) -> list[dict]:
+    """The part's answers, one per (method, item) in that order: `sample()`d here, or read from the
+    --answers file of a --generate-only run (ff.load_answers: every one, the same settings)."""
+    if not args.answers:
+        return sample()
+    try:
+        return ff.load_answers(args.answers.split(","), part, methods, items, sampling_settings(args))
+    except ValueError as e:
+        raise SystemExit(f"--answers {e}") from None
 
 
 def paired_comparison(rows: list[dict], summary: dict, baseline: str = "prompt", seed: int = 0) -> None:
@@ -496,10 +548,26 @@ def main(argv=None, *, engine=None, experts=None, roleplay_experts=None, judges=
         log=lambda s: print(s, file=sys.stderr),
     )
     shard = current_shard()
-    results.update(command=command, machine=machine_info(), total_wall_s=time.perf_counter() - t0)
+    results.update(
+        command=command, machine=ff.machine_info(args.device), total_wall_s=time.perf_counter() - t0
+    )
     results["processes"] = shard.world_size
     if not shard.is_main:  # every process holds the gathered results; the main one writes them
         return 0
+    if args.generate_only:
+        parts = {k: v["answers"] for k, v in results.pop("parts").items()}
+        ff.save_answers(
+            out_dir / "answers.json", parts, sampling_settings(args), **results, device=args.device
+        )
+        print(f"wrote {out_dir}/answers.json (score with --answers)", file=sys.stderr)
+        return 0
+    if args.answers:  # where the answers were sampled (their tokens/s are those machines')
+        results["answers_from"] = []
+        for path in args.answers.split(","):
+            saved = json.loads(Path(path).read_text())
+            results["answers_from"].append(
+                {"file": path, **{k: saved.get(k) for k in ("command", "machine", "device", "timings_s")}}
+            )
     (out_dir / "results.json").write_text(json.dumps(ff.finite(results), indent=1))
     write_table(results, out_dir / "table.md")
     write_plot(

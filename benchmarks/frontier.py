@@ -16,6 +16,10 @@ sampled with `fused` (exact p_1; the fastest exact sampler here). For every poin
 --ppl-budget (1.5) times the prompt's: the rule the defaults follow (README).
 
     .venv/bin/python benchmarks/frontier.py --out out/frontier              # the documented sweep
+
+Sampling can run elsewhere (an accelerator machine): `--generate-only --device cuda` writes every
+point's answers to OUT/answers.json; `--answers FILE[,FILE...]` scores such files here (the run of
+2026-11-30 in docs/results.md was sampled so).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from mpg import Engine  # noqa: E402
 from mpg.composition import ANCHORS, WEIGHT_RULES, Composition  # noqa: E402
 from mpg.eval import freeform as ff  # noqa: E402
 from mpg.eval.judge import load_or_train_judges, make_embedder  # noqa: E402
-from mpg.eval.methods import COMPOSE, register_merged_vector  # noqa: E402
+from mpg.eval.methods import BILLY_AT, COMPOSE, register_merged_vector  # noqa: E402
+from mpg.eval.questionnaire import TYPES  # noqa: E402
 from mpg.eval.text_metrics import ppl_summary  # noqa: E402
 from mpg.personas import TRAITS  # noqa: E402
 from mpg.stats import bounded_mean_ci  # noqa: E402
@@ -50,13 +55,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default="out/frontier")
     ap.add_argument("--base", default=None, help="local model folder (default: the embedded SmolLM2-135M)")
     ap.add_argument("--experts", default="shipped")
-    ap.add_argument("--types", default=DEFAULT_TYPES)
+    ap.add_argument("--types", default=DEFAULT_TYPES, help="comma list of types, or 'all' (the 16)")
     ap.add_argument("--per-type", type=int, default=1, help="free-form items per type")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--lams", default="0.25,0.5,1,2")
     ap.add_argument("--aggregators", default="product,mixture")
     ap.add_argument("--weights", default="given,sum1", help=f"weight rules among {', '.join(WEIGHT_RULES)}")
     ap.add_argument("--anchors", default="base,prompt", help=f"among {', '.join(ANCHORS)}")
+    ap.add_argument(
+        "--compositions",
+        default=None,
+        help="';'-separated compositions to run instead of the grid, e.g. 'product,lam=0.5;mixture,lam=1'",
+    )
     ap.add_argument("--alphas", default="1,2,4", help="BILLY steering strengths ('' to leave BILLY out)")
     ap.add_argument("--layer", type=int, default=None, help="BILLY's layer (default: 2/3 of the depth)")
     ap.add_argument(
@@ -72,20 +82,46 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="sample every point's answers into OUT/answers.json and stop (no judges, no scoring)",
+    )
+    ap.add_argument(
+        "--answers",
+        default=None,
+        help="comma list of answers.json files (--generate-only runs here or benchmarks/fidelity.py's) "
+        "holding every point's answers to these items, sampled with these settings: score them",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.generate_only and args.answers:
+        ap.error("--generate-only samples answers and --answers reads them: give one")
     try:
         args.lams = [float(x) for x in args.lams.split(",") if x.strip()]
         args.alphas = [float(x) for x in args.alphas.split(",") if x.strip()]
     except ValueError as e:
         ap.error(f"--lams / --alphas take comma-separated numbers: {e}")
-    args.types = [t.strip().upper() for t in args.types.split(",") if t.strip()]
+    args.types = (
+        list(TYPES)
+        if args.types.strip().lower() == "all"
+        else [t.strip().upper() for t in args.types.split(",") if t.strip()]
+    )
     args.compositions = compositions(args, ap)
     return args
 
 
 def compositions(args, ap) -> list[Composition]:
-    """The grid, without points that coincide (the mixture normalises its weights: sum1 == given)."""
+    """The grid, without points that coincide (the mixture normalises its weights: sum1 == given); or
+    the --compositions listed."""
+    if args.compositions:
+        try:
+            return list(
+                dict.fromkeys(Composition.parse(c) for c in args.compositions.split(";") if c.strip())
+            )
+        except ValueError as e:
+            ap.error(f"--compositions: {e}")
     out = []
     for agg, lam, rule, anchor in itertools.product(
         args.aggregators.split(","), args.lams, args.weights.split(","), args.anchors.split(",")
@@ -119,17 +155,25 @@ def choose(points: dict, budget: float) -> str | None:
     return max(ok, key=lambda m: points[m]["fidelity"]["mean"], default=None)
 
 
-def run(args, engine, *, experts, judges=None, embed=None, vectors=None) -> dict:
+def sampling_settings(args) -> dict:
+    """What an answer depends on besides its method and item (benchmarks/fidelity.py saves the same)."""
+    return {k: getattr(args, k) for k in ff.SAMPLING_SETTINGS}
+
+
+def methods_of(args) -> list[str]:
+    """Every point's method name (mpg.eval.methods), in the table's order of kinds."""
+    return [
+        "base",
+        "prompt",
+        *(COMPOSE + c.name for c in args.compositions),
+        *(f"{BILLY_AT}{a:g}" for a in args.alphas),
+    ]
+
+
+def sample(args, engine, items, *, experts, vectors=None) -> list[dict]:
+    """Every point's answers to `items` (fused; billy steers with the merged persona vectors)."""
     progress = not args.no_progress
-    data = Path(args.data)
-    t0 = time.perf_counter()
-    if judges is None:
-        embed = embed or make_embedder(args.embedder)
-        judges = load_or_train_judges(data, args.judges, args.embedder, embed=embed, progress=progress)
-    judge = judges[0]
-    embed = embed or judge.embed
-    items = ff.mbti_items(data, args.types, args.per_type)
-    methods = ["base", "prompt", *(COMPOSE + c.name for c in args.compositions)]
+    methods = methods_of(args)
     kw = dict(
         experts=experts,
         max_new_tokens=args.max_new_tokens,
@@ -138,10 +182,9 @@ def run(args, engine, *, experts, judges=None, embed=None, vectors=None) -> dict
         top_p=args.top_p,
         progress=progress,
     )
-    rows = ff.generate_mbti(engine, methods, items, **kw)
+    n_layers = engine.models["base"].config.num_hidden_layers
+    layer = args.layer if args.layer is not None else 2 * n_layers // 3
     if args.alphas:
-        n_layers = engine.models["base"].config.num_hidden_layers
-        layer = args.layer if args.layer is not None else 2 * n_layers // 3
         if vectors is None:
             from mpg.steering_analysis import load_or_extract
 
@@ -156,11 +199,31 @@ def run(args, engine, *, experts, judges=None, embed=None, vectors=None) -> dict
             )
         for t in args.types:
             register_merged_vector(engine, vectors, t)
-        for alpha in args.alphas:
-            billy = ff.generate_mbti(engine, ["billy"], items, **kw, layer=layer, alpha=alpha)
-            for r in billy:
-                r["method"] = f"billy:alpha={alpha:g}"
-            rows += billy
+    return ff.generate_mbti(engine, methods, items, **kw, layer=layer)
+
+
+def run(args, engine, *, experts, judges=None, embed=None, vectors=None) -> dict:
+    progress = not args.no_progress
+    data = Path(args.data)
+    t0 = time.perf_counter()
+    items = ff.mbti_items(data, args.types, args.per_type)
+    if args.answers:
+        try:
+            rows = ff.load_answers(
+                args.answers.split(","), "freeform", methods_of(args), items, sampling_settings(args)
+            )
+        except ValueError as e:
+            raise SystemExit(f"--answers {e}") from None
+    else:
+        rows = sample(args, engine, items, experts=experts, vectors=vectors)
+    sampled_s = time.perf_counter() - t0
+    if args.generate_only:
+        return {"rows": rows, "sample_s": round(sampled_s, 1)}
+    if judges is None:
+        embed = embed or make_embedder(args.embedder)
+        judges = load_or_train_judges(data, args.judges, args.embedder, embed=embed, progress=progress)
+    judge = judges[0]
+    embed = embed or judge.embed
     ff.score_mbti(engine, rows, items, judge, embed, progress)
     by_method: dict[str, list[dict]] = {}
     for r in rows:
@@ -178,6 +241,7 @@ def run(args, engine, *, experts, judges=None, embed=None, vectors=None) -> dict
         "max_new_tokens": args.max_new_tokens,
         "sampler": "fused",
         "seed": args.seed,
+        "sample_s": round(sampled_s, 1),
         "wall_s": round(time.perf_counter() - t0, 1),
         "rows": [{k: v for k, v in r.items() if k != "token_ids"} for r in rows],
     }
@@ -252,8 +316,19 @@ def main(argv=None, *, engine=None, experts=None, judges=None, embed=None, vecto
     command = "benchmarks/frontier.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    engine = engine or Engine.from_pretrained(args.base)
+    engine = engine or Engine.from_pretrained(args.base, device=args.device)
     results = run(args, engine, experts=experts or args.experts, judges=judges, embed=embed, vectors=vectors)
+    if args.generate_only:
+        ff.save_answers(
+            out / "answers.json",
+            {"freeform": results["rows"]},
+            sampling_settings(args),
+            args.device,
+            command=command,
+            timings_s={"freeform": results["sample_s"]},
+        )
+        print(f"wrote {out}/answers.json (score with --answers)", file=sys.stderr)
+        return 0
     results["command"] = command
     (out / "results.json").write_text(json.dumps(ff.finite(results), indent=1))
     write_table(results, out / "table.md")

@@ -101,7 +101,7 @@ def response_activation(model, context: list[int], response: list[int]) -> torch
     finally:
         for h in handles:
             h.remove()
-    return torch.stack(outs)  # [n_layers, H]
+    return torch.stack(outs).cpu()  # [n_layers, H], on the CPU whatever the model's device (merge, save)
 
 
 def collect_responses(

@@ -55,8 +55,11 @@ AXES = ("EI", "SN", "TF", "JP")
 AXIS_ADAPTERS = {"EI": "mbti_e_i", "SN": "mbti_s_n", "TF": "mbti_t_f", "JP": "mbti_j_p"}
 ROLEPLAY_ADAPTERS = ("roleplay_personality", "roleplay_profile")
 SHIPPED_EXPERTS = Path(__file__).parent / "experts"
-# The composition persona() (and so the CLI and the main job) uses unless told otherwise.
-DEFAULT_COMPOSITION = Composition("product", 1.0, "given", "base")
+# The composition persona() (and so the CLI, the server and the main job) uses unless told otherwise:
+# the fidelity-fluency frontier's choice (benchmarks/frontier.py, docs/results.md): the best judged
+# fidelity among compositions whose answers' perplexity under the base stays within 1.5x the
+# multi-trait prompt's. Every stronger point derailed the text (product, lam 1: perplexity 22x the base's).
+DEFAULT_COMPOSITION = Composition("mixture", 0.5, "given", "base")
 
 
 @dataclass(frozen=True)

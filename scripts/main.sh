@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh >&2
 prompt="${MPG_PROMPT:-How would you spend a free weekend?}"
-exec .venv/bin/mpg generate "$prompt" --persona ENTJ --sampler scr --stats "$@"
+exec .venv/bin/mpg generate "$prompt" --persona ENTJ --sampler scr --top-p 0.9 --stats "$@"

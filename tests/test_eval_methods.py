@@ -94,6 +94,12 @@ def test_billy_and_roleplay(engine):
     t = mbti_target(engine, "billy", "ENTJ", layer=1, alpha=0.5)
     assert t.anchor == Policy(steering=Steer(name, 1, 0.5))
     assert torch.allclose(engine.vectors[name], vecs.merge(list("ENTJ")))
+    # the strength in the name wins over the caller's; the name is canonical
+    assert get_method("billy:alpha=4.0").name == "billy:alpha=4"
+    t4 = mbti_target(engine, "billy:alpha=4", "ENTJ", layer=1, alpha=0.5)
+    assert t4.anchor == Policy(steering=Steer(name, 1, 4.0))
+    with pytest.raises(ValueError, match="must be a number"):
+        get_method("billy:alpha=strong")
 
     def rp(profile, personality):
         attrs = [

@@ -341,6 +341,9 @@ def test_mbti_items_alternate_qa_and_shared_prefs_instructions(data):
     assert entj[1].prompt == infp[0].prompt
     with pytest.raises(ValueError, match="four-letter"):
         mbti_items(data, ["EN"], 1)
+    # skip: the later part of the same lists, same ids (held-out items for a comparison after a choice)
+    later = mbti_items(data, ["ENTJ", "INFP"], 2, skip=2)
+    assert later == [i for i in items if int(i.id.split("-")[1]) >= 2]
 
 
 # ---- the benchmark end to end on a tiny model --------------------------------------------------------
@@ -481,7 +484,7 @@ def test_benchmark_no_billy_and_bad_options(tmp_path, tokenizer, data, judges):
     )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
-    compose = "compose:product,lam=0.5,anchor=prompt"  # commas inside a compose: spec stay in it
+    compose = "compose:product,lam=0.5,weights=given,anchor=prompt"  # commas kept in it; canonical name
     methods = res["parts"]["freeform"]["methods"]
     assert set(res["parts"]) == {"freeform"} and set(methods) == {"base", "prompt", compose, "scr_k2"}
     for m in ("base", compose, "scr_k2"):  # paired with prompt on the one (type, question, seed) item
@@ -500,6 +503,52 @@ def test_benchmark_no_billy_and_bad_options(tmp_path, tokenizer, data, judges):
     ):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
+
+
+def test_answers_sampled_elsewhere_score_like_answers_sampled_here(tmp_path, tokenizer, data, judges):
+    """--generate-only writes the answers without judges; --answers scores them exactly as a run that
+    samples them itself, and refuses a file sampled with other settings or lacking an answer."""
+    pytest.importorskip("matplotlib")
+    bench = _load_benchmark()
+    mbti_experts, rp_experts = _tiny_experts()
+    common = [
+        "--data",
+        str(data),
+        "--parts",
+        "freeform,roleplay",
+        "--methods",
+        "base,prompt,fused_product,expert_personality",
+    ]
+    common += ["--freeform-types", "ENTJ,ISFP", "--freeform-per-type", "1", "--roleplay", "1"]
+    common += ["--max-new-tokens", "3", "--no-progress"]
+
+    def run(out, *extra, judges=judges):
+        argv = [*common, "--out", str(tmp_path / out), *extra]
+        kw = dict(engine=_tiny_engine(tokenizer), experts=mbti_experts, roleplay_experts=rp_experts)
+        return bench.main(argv, judges=judges, **kw)
+
+    assert run("sampled", "--generate-only", judges=None) == 0  # no judges needed, none trained
+    saved = tmp_path / "sampled" / "answers.json"
+    assert not (tmp_path / "sampled" / "results.json").exists()
+    assert run("here") == 0 and run("scored", "--answers", f"{saved},{saved}") == 0
+    here, scored = (json.loads((tmp_path / o / "results.json").read_text()) for o in ("here", "scored"))
+    clocks = ("wall_time_s", "tokens_per_s")  # measured per run; the scored run keeps the sampler's
+
+    def scores(res, part):
+        return {
+            m: {k: v for k, v in s.items() if k not in clocks}
+            for m, s in res["parts"][part]["methods"].items()
+        }
+
+    for part in ("freeform", "roleplay"):
+        texts = [a["text"] for a in json.loads(saved.read_text())["parts"][part]["answers"]]
+        assert texts == [a["text"] for a in here["parts"][part]["answers"]], part  # same seeds, same text
+        assert scores(here, part) == scores(scored, part), part
+    assert [a["file"] for a in scored["answers_from"]] == [str(saved)] * 2  # a comma list of files
+    with pytest.raises(SystemExit, match="other settings"):
+        run("other", "--answers", str(saved), "--seed", "1")
+    with pytest.raises(SystemExit, match="lacks 2 of the 8 freeform answers"):
+        run("more", "--answers", str(saved), "--methods", "base,prompt,fused_product,fused_mixture")
 
 
 def test_frontier_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
@@ -538,6 +587,21 @@ def test_frontier_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
     else:
         assert results["chosen"] is None
     assert (out / "frontier.png").stat().st_size > 0 and "fidelity" in (out / "table.md").read_text()
+    # sampled elsewhere (--generate-only, no judges), scored here (--answers): the same points
+    sampled = tmp_path / "sampled"
+    assert (
+        frontier.main(
+            [*argv[:3], str(sampled), *argv[4:], "--generate-only"],
+            engine=_tiny_engine(tokenizer),
+            experts=mbti,
+        )
+        == 0
+    )
+    rescored = tmp_path / "rescored"
+    argv_scored = [*argv[:3], str(rescored), *argv[4:], "--answers", str(sampled / "answers.json")]
+    assert frontier.main(argv_scored, engine=_tiny_engine(tokenizer), experts=mbti, judges=judges) == 0
+    again = json.loads((rescored / "results.json").read_text())["points"]
+    assert {m: p["fidelity"] for m, p in again.items()} == {m: p["fidelity"] for m, p in points.items()}
 
 
 def test_style_test_asks_held_out_pairs_with_their_two_answers(data, tokenizer):

@@ -103,6 +103,7 @@ def offline(setup, prompt, seed, n, mbti="ENTJ", **kw):
     """What generate() gives for this request offline."""
     root, engine = setup
     p = persona(engine, mbti, experts=root / "experts")
+    kw = {"aggregator": p.aggregator, "lam": p.lam, **kw}  # the default composition's unless asked
     return engine.generate(
         prompt, list(p.attributes), anchor=p.anchor, seed=seed, max_new_tokens=n, **kw
     ).texts[0]

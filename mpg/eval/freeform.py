@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -105,10 +107,13 @@ def prefs_instructions(data_dir: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def mbti_items(data_dir: str | Path, types: list[str], per_type: int) -> list[MbtiItem]:
-    """`per_type` prompts per type, alternating qa_T questions (if the file exists) and prefs instructions."""
-    if per_type < 0:
-        raise ValueError(f"per_type must be >= 0, got {per_type}")
+def mbti_items(data_dir: str | Path, types: list[str], per_type: int, skip: int = 0) -> list[MbtiItem]:
+    """`per_type` prompts per type, alternating qa_T questions (if the file exists) and prefs instructions;
+    the first `skip` of each type's list left out (its items keep their ids: a later part of the same
+    list, disjoint from an earlier run's)."""
+    if per_type < 0 or skip < 0:
+        raise ValueError(f"per_type and skip must be >= 0, got {per_type}, {skip}")
+    per_type += skip
     pool = prefs_instructions(data_dir)
     items = []
     for t in types:
@@ -131,7 +136,8 @@ def mbti_items(data_dir: str | Path, types: list[str], per_type: int) -> list[Mb
                 pi += 1
             else:
                 break
-            items.append(MbtiItem(f"{t}-{k}", prompt, t, source, ref))
+            if k >= skip:
+                items.append(MbtiItem(f"{t}-{k}", prompt, t, source, ref))
     return items
 
 
@@ -410,6 +416,62 @@ def score_roleplay(
             "answers": len(refs),
         }
     return summary
+
+
+# ---- answers sampled in one place, scored in another ------------------------------------------------
+# what an answer depends on besides its method and item; a plain "billy" answer also on the caller's alpha
+SAMPLING_SETTINGS = ("experts", "seed", "temperature", "top_p", "max_new_tokens", "layer", "vectors")
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """Where something ran: platform, CPUs, torch, and the accelerator's name when `device` is one."""
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["accelerator"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def save_answers(
+    path: str | Path, parts: dict[str, list[dict]], settings: dict, device: str = "cpu", **meta
+) -> None:
+    """Write sampled rows ({part: rows}) with the settings and machine they were sampled under."""
+    doc = {**meta, "device": device, "machine": machine_info(device), "settings": settings}
+    doc["parts"] = {k: {"answers": v} for k, v in parts.items()}
+    Path(path).write_text(json.dumps(finite(doc), indent=1))
+
+
+def load_answers(
+    paths: str | Path | list, part: str, methods: list[str], items: list, settings: dict
+) -> list[dict]:
+    """The saved rows of `part` (from one answers file or several), one per (method, item) in that
+    order. Raises ValueError, naming the difference, when a file was sampled under other settings or
+    none holds one of them."""
+    by_key = {}
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        saved = json.loads(Path(path).read_text())
+        have = saved["settings"]
+        differ = {k: (have.get(k), v) for k, v in settings.items() if have.get(k) != v}
+        if differ:
+            raise ValueError(
+                f"{path} was sampled with other settings (saved, asked): "
+                + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differ.items())
+            )
+        by_key |= {(r["method"], r["id"]): r for r in saved["parts"].get(part, {}).get("answers", [])}
+    wanted = [(m, it.id) for m in methods for it in items]
+    missing = [w for w in wanted if w not in by_key]
+    if missing:
+        raise ValueError(
+            f"{paths} lacks {len(missing)} of the {len(wanted)} {part} answers asked (first: method "
+            f"{missing[0][0]!r}, item {missing[0][1]!r}); sample them with the same methods and items"
+        )
+    return [by_key[w] for w in wanted]
 
 
 def finite(x):

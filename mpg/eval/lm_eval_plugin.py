@@ -153,7 +153,7 @@ class MPGLM(LM):
             )
         else:
             persona = str(persona or "ENTJ")
-            if self.method.name == "billy":
+            if self.method.kind == "steered":
                 if vectors is None:
                     raise ValueError(
                         "method=billy needs vectors=PATH (persona vectors with the type's letters)"

@@ -17,7 +17,8 @@ MBTI methods (persona = a type such as ENTJ):
 - fused_mixture  the same experts, mixture aggregator (the MPG paper's), sampled token by token;
 - speculative    the mixture target, drafted by the anchor and corrected exactly (targets p_1);
 - scr_k2/4/8     the mixture target sampled by SCR with chunks of k tokens (targets p_k);
-- billy          the base steered by the merged persona vector of the type's letters (BILLY).
+- billy          the base steered by the merged persona vector of the type's letters (BILLY);
+                 "billy:alpha=4" fixes the steering strength in the name (the benchmarks' sweeps).
 - compose:SPEC   the four axis experts under any mpg.composition.Composition, e.g.
                  "compose:product,lam=0.5,weights=spread,anchor=prompt" (fused; the benchmarks' sweeps);
                  anchor=prompt tilts the multi-trait prompt (the `prompt` method) instead of the base.
@@ -80,6 +81,7 @@ class Method:
     kind: str = "composed"
     candidates: int = 1  # scr: chunks drafted and validated together per round (a speed knob)
     composition: Composition | None = None  # composed methods: None = lam 1, weights as given, base anchor
+    alpha: float | None = None  # steered methods: the steering strength (None: the caller's alpha)
 
     @property
     def likelihood_mode(self) -> str:
@@ -133,6 +135,7 @@ Experts = str | Path | Callable
 
 
 COMPOSE = "compose:"
+BILLY_AT = "billy:alpha="
 
 
 def get_method(method: Method | str) -> Method:
@@ -141,9 +144,18 @@ def get_method(method: Method | str) -> Method:
     if isinstance(method, str) and method.startswith(COMPOSE):
         comp = Composition.parse(method[len(COMPOSE) :])
         return Method(COMPOSE + comp.name, "fused", comp.aggregator, composition=comp)
+    if isinstance(method, str) and method.startswith(BILLY_AT):
+        try:
+            alpha = float(method[len(BILLY_AT) :])
+        except ValueError:
+            raise ValueError(
+                f"{method!r}: the steering strength after {BILLY_AT!r} must be a number"
+            ) from None
+        return Method(f"{BILLY_AT}{alpha:g}", "fused", kind="steered", alpha=alpha)
     if method not in METHODS:
         raise ValueError(
-            f"unknown method {method!r}; choose one of {', '.join(METHODS)} or {COMPOSE}<composition>"
+            f"unknown method {method!r}; choose one of {', '.join(METHODS)}, {COMPOSE}<composition> "
+            f"or {BILLY_AT}<strength>"
         )
     return METHODS[method]
 
@@ -226,11 +238,11 @@ def mbti_target(
         return alone(Policy())
     if m.name == "prompt":
         return alone(prompt_policy(mbti_type))
-    if m.name == "billy":
+    if m.kind == "steered":
         name = vector_name or merged_vector_name(mbti_type)
         if name not in engine.vectors:
             raise ValueError(f"steering vector {name!r} is not registered; call register_merged_vector first")
-        return alone(Policy(steering=Steer(name, layer, alpha)))
+        return alone(Policy(steering=Steer(name, layer, alpha if m.alpha is None else m.alpha)))
     if m.name.startswith("expert_") and m.name[len("expert_") :] in AXES:
         axis = m.name[len("expert_") :]
         letter = next((c for c in parse_mbti(mbti_type) if c in axis), None)

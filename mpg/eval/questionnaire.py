@@ -254,7 +254,7 @@ def run_questionnaire(
         raise ValueError("no questionnaire items to ask")
     methods = [get_method(m) for m in methods]
     types = [full_type(t) for t in types]
-    if any(m.name == "billy" for m in methods):
+    if any(m.kind == "steered" for m in methods):
         if vectors is None:
             raise ValueError(
                 "method 'billy' needs persona vectors (vectors=PersonaVectors with the 8 letters)"

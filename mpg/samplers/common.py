@@ -221,7 +221,7 @@ def draft(
             u[b, :, :k] = s.uniforms(n, k)
     logits = group.feed(batch.ys)[:, 0]  # [B, V] (the drafter has one row per sequence)
     q = temper(logits, batch.temperature, batch.top_p).unsqueeze(1).expand(B, n, -1)  # [B, n, V]
-    eos = torch.tensor(sorted(batch.eos), dtype=torch.long)
+    eos = torch.tensor(sorted(batch.eos), dtype=torch.long, device=logits.device)
     toks, qs = [], []
     for t in range(K):
         tok = sample(q, u[:, :, t])  # [B, n]
@@ -234,5 +234,5 @@ def draft(
     toks = torch.stack(toks, 2)  # [B, n, T], T <= K
     is_eos = torch.isin(toks, eos)  # [B, n, T]
     first = torch.where(is_eos.any(2), is_eos.int().argmax(2) + 1, toks.shape[2])  # [B, n]
-    lengths = torch.minimum(first, torch.tensor(ks).unsqueeze(1)).tolist()
+    lengths = torch.minimum(first, torch.tensor(ks, device=first.device).unsqueeze(1)).tolist()
     return toks, torch.stack(qs, 2), lengths

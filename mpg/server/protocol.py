@@ -186,12 +186,12 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
         mbti = None  # a role-play request carries its own persona; the preset's type is not added to it
     traits = _traits(body.get("traits"))
     steer = _steer(body.get("steer"))
-    aggregator = body.get("aggregator", "product")
-    if aggregator not in AGGREGATORS:
+    aggregator = body.get("aggregator")  # None: the default composition's (mpg.personas.persona)
+    if aggregator is not None and aggregator not in AGGREGATORS:
         raise RequestError(
             f"aggregator must be one of {', '.join(AGGREGATORS)}, got {aggregator!r}", "aggregator"
         )
-    lam = _number(body, "lam", 0, default=1.0)
+    lam = _number(body, "lam", 0)
     proposal = body.get("proposal", "anchor")
     if proposal not in ("anchor", "prompt", None):
         # "merged" adds a LoRA adapter per distinct persona mix to the served model: not while serving
@@ -211,7 +211,7 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
     except (ValueError, FileNotFoundError) as e:
         raise RequestError(str(e), "persona") from None
     anchor = replace(p.anchor, steering=steer) if steer else p.anchor
-    target = Target(p.attributes, aggregator, float(lam), anchor)
+    target = Target(p.attributes, aggregator or p.aggregator, float(p.lam if lam is None else lam), anchor)
     if proposal == "prompt":
         try:
             target = replace(target, proposal=prompt_proposal(target))
