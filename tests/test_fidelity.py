@@ -545,6 +545,8 @@ def test_answers_sampled_elsewhere_score_like_answers_sampled_here(tmp_path, tok
         assert texts == [a["text"] for a in here["parts"][part]["answers"]], part  # same seeds, same text
         assert scores(here, part) == scores(scored, part), part
     assert [a["file"] for a in scored["answers_from"]] == [str(saved)] * 2  # a comma list of files
+    with pytest.raises(SystemExit, match="not a readable answers file"):
+        run("missing", "--answers", str(tmp_path / "nowhere.json"))
     with pytest.raises(SystemExit, match="other settings"):
         run("other", "--answers", str(saved), "--seed", "1")
     with pytest.raises(SystemExit, match="lacks 2 of the 8 freeform answers"):

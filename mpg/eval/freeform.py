@@ -455,8 +455,13 @@ def load_answers(
     none holds one of them."""
     by_key = {}
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        saved = json.loads(Path(path).read_text())
-        have = saved["settings"]
+        try:
+            saved = json.loads(Path(path).read_text())
+            have = saved["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"{path} is not a readable answers file (a --generate-only run's): {e}"
+            ) from None
         differ = {k: (have.get(k), v) for k, v in settings.items() if have.get(k) != v}
         if differ:
             raise ValueError(
