@@ -110,22 +110,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(
         "--embedder", default="minilm", help="judges' and cosine's embedder: 'minilm' or 'hash<dim>'"
     )
-    ap.add_argument(
-        "--generate-only",
-        action="store_true",
-        help="sample the free-form answers (parts freeform, roleplay) into OUT/answers.json and stop: "
-        "no judges, no scoring (sample on an accelerator machine, score elsewhere)",
-    )
-    ap.add_argument(
-        "--answers",
-        default=None,
-        help="score the answers of --generate-only runs (comma list of their answers.json, here's or "
-        "benchmarks/frontier.py's; same items and sampling settings) instead of sampling them",
-    )
+    ff.add_answers_args(ap)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    if args.generate_only and args.answers:
-        ap.error("--generate-only samples answers and --answers reads them: give one")
     args.methods = [  # compose: and billy: names in their canonical spelling (what answers are keyed by)
         get_method(m).name if m.startswith((COMPOSE, BILLY_AT)) else m
         for m in _names(
@@ -348,19 +335,19 @@ def run(
     return results
 
 
-def sampling_settings(args) -> dict:
-    """What a saved answer depends on (ff.SAMPLING_SETTINGS; alpha too where a plain billy is asked)."""
-    keys = ff.SAMPLING_SETTINGS + (("alpha",) if "billy" in args.methods else ())
-    return {k: getattr(args, k) for k in keys}
-
-
 def _answers(args, part: str, methods: list[str], items: list, sample) -> list[dict]:
     """The part's answers, one per (method, item) in that order: `sample()`d here, or read from the
     --answers file of a --generate-only run (ff.load_answers: every one, the same settings)."""
     if not args.answers:
         return sample()
     try:
-        return ff.load_answers(args.answers.split(","), part, methods, items, sampling_settings(args))
+        return ff.load_answers(
+            args.answers.split(","),
+            part,
+            methods,
+            items,
+            ff.sampling_settings(args, alpha="billy" in args.methods),
+        )
     except ValueError as e:
         raise SystemExit(f"--answers {e}") from None
 
@@ -557,7 +544,11 @@ def main(argv=None, *, engine=None, experts=None, roleplay_experts=None, judges=
     if args.generate_only:
         parts = {k: v["answers"] for k, v in results.pop("parts").items()}
         ff.save_answers(
-            out_dir / "answers.json", parts, sampling_settings(args), **results, device=args.device
+            out_dir / "answers.json",
+            parts,
+            ff.sampling_settings(args, alpha="billy" in args.methods),
+            **results,
+            device=args.device,
         )
         print(f"wrote {out_dir}/answers.json (score with --answers)", file=sys.stderr)
         return 0

@@ -83,21 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument(
-        "--generate-only",
-        action="store_true",
-        help="sample every point's answers into OUT/answers.json and stop (no judges, no scoring)",
-    )
-    ap.add_argument(
-        "--answers",
-        default=None,
-        help="comma list of answers.json files (--generate-only runs here or benchmarks/fidelity.py's) "
-        "holding every point's answers to these items, sampled with these settings: score them",
-    )
+    ff.add_answers_args(ap)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    if args.generate_only and args.answers:
-        ap.error("--generate-only samples answers and --answers reads them: give one")
     try:
         args.lams = [float(x) for x in args.lams.split(",") if x.strip()]
         args.alphas = [float(x) for x in args.alphas.split(",") if x.strip()]
@@ -155,11 +143,6 @@ def choose(points: dict, budget: float) -> str | None:
     return max(ok, key=lambda m: points[m]["fidelity"]["mean"], default=None)
 
 
-def sampling_settings(args) -> dict:
-    """What an answer depends on besides its method and item (benchmarks/fidelity.py saves the same)."""
-    return {k: getattr(args, k) for k in ff.SAMPLING_SETTINGS}
-
-
 def methods_of(args) -> list[str]:
     """Every point's method name (mpg.eval.methods), in the table's order of kinds."""
     return [
@@ -210,7 +193,7 @@ def run(args, engine, *, experts, judges=None, embed=None, vectors=None) -> dict
     if args.answers:
         try:
             rows = ff.load_answers(
-                args.answers.split(","), "freeform", methods_of(args), items, sampling_settings(args)
+                args.answers.split(","), "freeform", methods_of(args), items, ff.sampling_settings(args)
             )
         except ValueError as e:
             raise SystemExit(f"--answers {e}") from None
@@ -322,7 +305,7 @@ def main(argv=None, *, engine=None, experts=None, judges=None, embed=None, vecto
         ff.save_answers(
             out / "answers.json",
             {"freeform": results["rows"]},
-            sampling_settings(args),
+            ff.sampling_settings(args),
             args.device,
             command=command,
             timings_s={"freeform": results["sample_s"]},

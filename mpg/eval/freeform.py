@@ -423,6 +423,30 @@ def score_roleplay(
 SAMPLING_SETTINGS = ("experts", "seed", "temperature", "top_p", "max_new_tokens", "layer", "vectors")
 
 
+def add_answers_args(ap) -> None:
+    """The benchmarks' --generate-only / --answers pair (one or the other): sample on one machine,
+    score on another (`save_answers`, `load_answers`)."""
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="sample the free-form answers into OUT/answers.json and stop: no judges, no scoring "
+        "(sample on an accelerator machine, score elsewhere)",
+    )
+    g.add_argument(
+        "--answers",
+        default=None,
+        help="score the answers of --generate-only runs (comma list of their answers.json, from "
+        "benchmarks/fidelity.py or frontier.py; same items and sampling settings) instead of sampling",
+    )
+
+
+def sampling_settings(args, alpha: bool = False) -> dict:
+    """What a saved answer depends on besides its method and item, from a benchmark's parsed options
+    (alpha too where a plain "billy" method takes the caller's steering strength)."""
+    return {k: getattr(args, k) for k in SAMPLING_SETTINGS + (("alpha",) if alpha else ())}
+
+
 def machine_info(device: str = "cpu") -> dict:
     """Where something ran: platform, CPUs, torch, and the accelerator's name when `device` is one."""
     info = {
