@@ -3,9 +3,10 @@
 On the tiny enumerable model of the test suite (a mixture of two LoRA experts whose target is at TV
 0.53 from the base proposal), draws S responses per setting of (pilot, margin) and reports the total
 variation distance to the exact p_k, the acceptance rate and the clip rate. This is how the SCR
-defaults (pilot 32, margin 0) were chosen. Writes JSON.
+defaults (pilot 32, margin 0, window quantile 1 = the maximum) were chosen. Writes JSON.
 
     .venv/bin/python benchmarks/scr_fidelity.py --samples 1000 --out out/scr_fidelity.json
+    .venv/bin/python benchmarks/scr_fidelity.py --settings 32:0:1,32:0:0.9,32:0:0.75,32:0:0.5   # bound quantiles
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from mpg.policies import Attribute, Target  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=1000)
-    ap.add_argument("--settings", default="8:0,32:0,8:1,32:1", help="pilot:margin pairs")
+    ap.add_argument(
+        "--settings",
+        default="8:0,32:0,8:1,32:1",
+        help="pilot:margin[:quantile] settings (quantile of the threshold window, default 1 = its maximum)",
+    )
     ap.add_argument("--out", default="out/scr_fidelity.json")
     args = ap.parse_args()
     engine = Engine(add_lora(tiny_model(sharpness=1.0), ["x", "y"], alpha=8), tiny_tokenizer())
@@ -43,7 +48,8 @@ def main() -> None:
         f"sampling-noise tolerance at S={args.samples}: {tv_tolerance(p, args.samples):.3f}", file=sys.stderr
     )
     for setting in args.settings.split(","):
-        pilot, margin = setting.split(":")
+        pilot, margin, *rest = setting.split(":")
+        quantile = float(rest[0]) if rest else 1.0
         t0 = time.perf_counter()
         out = engine.generate(
             ["a b"] * args.samples,
@@ -55,11 +61,13 @@ def main() -> None:
             chunk_size=k,
             pilot=int(pilot),
             margin=float(margin),
+            quantile=quantile,
         )
         st = out.stats
         row = {
             "pilot": int(pilot),
             "margin": float(margin),
+            "quantile": quantile,
             "tv_to_pk": tv(empirical(out.token_ids), p),
             "acceptance_rate": sum(s.accepted_tokens for s in st) / sum(s.drafted_tokens for s in st),
             "clip_rate": sum(s.clips for s in st) / sum(s.rounds for s in st),

@@ -12,6 +12,13 @@ base alone vs the base with 4 LoRA adapters (fresh processes). Writes JSON, Mark
 
     .venv/bin/python benchmarks/speed.py --max-new-tokens 128 --repeats 3 --out out/speed
     .venv/bin/python benchmarks/speed.py --n 4 --kinds lora --batch 1 --samplers fused,scr:4 --repeats 1   # quick
+
+The composed target is `--composition` (default: the one persona(), the CLI and the main job use,
+mpg.personas.DEFAULT_COMPOSITION); `--compositions 'A;B'` runs several, the first is the one the goals
+read. Attribute kinds: `lora` (the shipped experts as LoRA adapters on one base), `prompted` (trait
+prompts, no adapters) and `full` (the paper's setting: each expert merged into its own copy of the
+base, so MOD-style decoding reads n + 1 sets of weights per token). `--device cuda --dtype bfloat16`
+runs engine and floor on a GPU in bf16 (the floor always runs in the engine's dtype).
 """
 
 from __future__ import annotations
@@ -85,6 +92,7 @@ def floor_run(model, tok, prompts, max_new_tokens, seed) -> dict:
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     else:
         enc = tok(prompts, return_tensors="pt", padding=True)
+    enc = enc.to(model.device)
     torch.manual_seed(seed)
     with PeakRSS() as mem, torch.inference_mode():
         t0 = time.perf_counter()
@@ -159,22 +167,43 @@ def mod_run(engine, prompts, target, max_new_tokens, seed) -> dict:
     }
 
 
-def targets(engine, kind: str, n: int, vectors):
-    """(target, billy target) for n attributes of `kind`: the first n letters of ENTJ."""
+def separate_full_models(engine, attributes: list) -> list:
+    """Each LoRA attribute's numerator moved to a separate full model: its adapter merged into its own
+    copy of the base, registered as model "full_<adapter>" (once). The denominators stay the base."""
+    import copy
+    from dataclasses import replace
+
+    out = []
+    for a in attributes:
+        if a.num.adapter is None:
+            raise ValueError(f"attribute {a.name!r} has no adapter to merge into a full model")
+        name = f"full_{a.num.adapter}"
+        if name not in engine.models:
+            copy_of_base = copy.deepcopy(engine.models["base"])  # a PeftModel holding every adapter
+            engine.add_model(name, copy_of_base.merge_and_unload(adapter_names=[a.num.adapter]))
+        out.append(replace(a, num=replace(a.num, model=name, adapter=None)))
+    return out
+
+
+def targets(engine, kind: str, n: int, vectors, composition: str):
+    """(target, billy target) for n attributes of `kind`, the first n letters of ENTJ, composed by
+    `composition` (a mpg.composition spec)."""
     from mpg import Attribute, Policy, Steer, Target
-    from mpg.personas import expert_mbti, prompted_mbti
+    from mpg.personas import persona
 
     spec = LETTERS[:n]
-    attrs = expert_mbti(engine, spec) if kind == "lora" else prompted_mbti(spec)
+    p = persona(
+        engine, spec, experts="prompted" if kind == "prompted" else "shipped", composition=composition
+    )
+    attrs = separate_full_models(engine, p.attributes) if kind == "full" else p.attributes
+    target = Target(tuple(attrs), p.aggregator, lam=p.lam, anchor=p.anchor)
     name = f"merged_{spec}"
     if name not in engine.vectors:
         engine.add_steering_vector(name, vectors(spec))
     steered = Policy(
         steering=Steer(name, 20 if engine.models["base"].config.num_hidden_layers > 20 else 0, 2.0)
     )
-    return Target(tuple(attrs), "product"), Target(
-        (Attribute(steered, steered, 1.0, name="billy"),), anchor=steered
-    )
+    return target, Target((Attribute(steered, steered, 1.0, name="billy"),), anchor=steered)
 
 
 def vector_source(engine, path: str):
@@ -257,7 +286,14 @@ def validation_kernel_timing(reps: int = 20) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", default="1,2,4", help="attribute counts")
-    ap.add_argument("--kinds", default="lora,prompted")
+    ap.add_argument("--kinds", default="lora,prompted", help="lora, prompted, full (separate full models)")
+    ap.add_argument(
+        "--compositions",
+        default=None,
+        help="';'-separated compositions, e.g. 'mixture,lam=0.5;product,lam=1' (default: the default composition)",
+    )
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (engine and floor)")
+    ap.add_argument("--dtype", default="float32", help="float32 or bfloat16 (engine and floor)")
     ap.add_argument("--batch", default="1,8")
     ap.add_argument(
         "--samplers",
@@ -289,23 +325,39 @@ def main(argv: list[str] | None = None) -> int:
         def tqdm(x, **_):
             return x
 
-    engine = Engine.from_pretrained(args.base)
+    from mpg.composition import Composition
+    from mpg.personas import DEFAULT_COMPOSITION
+
+    try:
+        comps = [
+            Composition.parse(c).name
+            for c in (args.compositions or DEFAULT_COMPOSITION.name).split(";")
+            if c.strip()
+        ]
+    except ValueError as e:
+        ap.error(f"--compositions: {e}")
+    if args.dtype not in ("float32", "bfloat16"):
+        ap.error(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
+    dtype = getattr(torch, args.dtype)
+    engine = Engine.from_pretrained(args.base, device=args.device, dtype=dtype)
     base_path = args.base or default_base_path()
-    floor_model = AutoModelForCausalLM.from_pretrained(
-        base_path, dtype=torch.float32
-    ).eval()  # bare, no PEFT wrapper
+    floor_model = (
+        AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype).to(args.device).eval()
+    )  # bare, no PEFT wrapper
     vectors, vector_note = vector_source(engine, args.vectors)
     ns = [int(x) for x in args.n.split(",")]
     kinds = args.kinds.split(",")
     batches = [int(x) for x in args.batch.split(",")]
     specs = args.samplers.split(",")
     configs = [
-        (kind, n, b, s)
+        (kind, n, b, s, comp)
+        for comp in comps
         for kind in kinds
         for n in ns
         for b in batches
         for s in specs
-        if not (s == "mod" and b > 1)
+        # MOD-style has no batching; BILLY (one steered row) depends on neither composition nor kind
+        if not (s == "mod" and b > 1) and not (s == "billy" and (comp, kind) != (comps[0], kinds[0]))
     ]
     if args.memory_only:
         configs, batches, args.repeats, args.lora_kernels = [], [], 1, ""
@@ -320,12 +372,12 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(f"floor|b{b}", []).append(floors[b])
             bar.update(1)
         mods = {}
-        for kind, n, b, spec in configs:
-            target, billy = targets(engine, kind, n, vectors)
+        for kind, n, b, spec, comp in configs:
+            target, billy = targets(engine, kind, n, vectors, comp)
             name, _, k = spec.partition(":")
             if name == "mod":
                 r = mod_run(engine, PROMPTS[:b], target, args.max_new_tokens, args.seed + rep)
-                mods[(kind, n)] = r
+                mods[(kind, n, comp)] = r
             elif name == "billy":
                 r = engine_run(engine, PROMPTS[:b], billy, "fused", 1, args.max_new_tokens, args.seed + rep)
             else:  # "scr:2x8" = chunk 2, 8 candidates per round
@@ -341,11 +393,15 @@ def main(argv: list[str] | None = None) -> int:
                     candidates=int(c or 1),
                 )
             r["vs_floor"] = r["tokens_per_s"] / floors[b]["tokens_per_s"]
-            if (kind, n) in mods:
-                r["vs_mod"] = r["tokens_per_s"] / mods[(kind, n)]["tokens_per_s"]
-            runs.setdefault(f"{spec}|{kind}|n{n}|b{b}", []).append(r)
+            if (kind, n, comp) in mods:
+                r["vs_mod"] = r["tokens_per_s"] / mods[(kind, n, comp)]["tokens_per_s"]
+            tag = "" if comp == comps[0] else f"|{comp}"  # the first composition's keys carry no tag
+            runs.setdefault(f"{spec}|{kind}|n{n}|b{b}{tag}", []).append(r)
             bar.update(1)
             bar.set_postfix_str(f"{spec} {kind} n={n} b={b}: {r['tokens_per_s']:.2f} tok/s")
+        out_dir = Path(args.out)  # every finished repeat on disk: a long run cut short keeps its runs
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "runs.partial.json").write_text(json.dumps({"repeats_done": rep + 1, "runs": runs}))
     kernel_runs = {}
     if args.lora_kernels:
         n = max(ns)
@@ -353,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             e = Engine(engine.models["base"], engine.tokenizer, lora_kernel=kern)
             e.adapters = engine.adapters
             e.vectors = engine.vectors
-            target, _ = targets(e, "lora", n, vectors)
+            target, _ = targets(e, "lora", n, vectors, comps[0])
             kernel_runs[kern] = [
                 engine_run(e, PROMPTS[:1], target, "fused", 1, args.max_new_tokens, args.seed + rep)
                 for rep in range(args.repeats)
@@ -404,7 +460,11 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor(),
             "cpus": torch.get_num_threads(),
             "torch": torch.__version__,
+            "device": args.device
+            + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
+            "dtype": args.dtype,
         },
+        "compositions": comps,
         "max_new_tokens": args.max_new_tokens,
         "repeats": args.repeats,
         "prompts": PROMPTS,
@@ -435,33 +495,45 @@ def fmt(s: dict, digits: int = 2) -> str:
 
 
 def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
-    """The issue's three goals at n = 4 LoRA, batch 1 (what was measured, not a pass/fail claim beyond it)."""
+    """The speed issue's goals at n = max, batch 1 unless said, for the first composition (what was
+    measured, not a pass/fail claim beyond it)."""
     out = {}
     n = max(ns)
-    if "lora" not in kinds:
-        return out
-    exact = [
-        summary.get(f"{s}|lora|n{n}|b1", {}).get("vs_floor", {}).get("median")
-        for s in ("fused", "speculative:4")
-    ]
-    exact = [x for x in exact if x is not None]
-    if exact:
-        out["fastest_exact_vs_floor"] = max(exact)
-    scr = [
-        v["vs_mod"]["median"]
-        for k, v in summary.items()
-        if k.startswith("scr:") and k.endswith(f"|lora|n{n}|b1") and v["vs_mod"]["median"] is not None
-    ]
-    if scr:
-        out["best_scr_vs_mod"] = max(scr)
-    b8 = {}
-    for k, v in summary.items():
-        if k.endswith(f"|lora|n{n}|b8"):
-            one = summary.get(k[:-2] + "b1")
-            if one and one["tokens_per_s"]["median"]:
-                b8[k.split("|")[0]] = v["tokens_per_s"]["median"] / one["tokens_per_s"]["median"]
-    if b8:
-        out["batch8_over_batch1"] = b8
+
+    def med(key, metric="tokens_per_s"):
+        return summary.get(key, {}).get(metric, {}).get("median")
+
+    def keys(kind, b):  # sampler specs measured for this kind at batch b (first composition only)
+        return [k.split("|")[0] for k in summary if k.endswith(f"|{kind}|n{n}|b{b}")]
+
+    if "lora" in kinds:
+        exact = [med(f"{s}|lora|n{n}|b1", "vs_floor") for s in keys("lora", 1)]
+        exact = [
+            x
+            for s, x in zip(keys("lora", 1), exact)
+            if x is not None and s.split(":")[0] in ("fused", "speculative")
+        ]
+        if exact:
+            out["fastest_exact_vs_floor"] = max(exact)
+        if med(f"scr:4|lora|n{n}|b1") and med(f"fused|lora|n{n}|b1"):
+            out["scr_default_acceptance"] = med(f"scr:4|lora|n{n}|b1", "acceptance_rate")
+            out["scr_default_vs_fused"] = med(f"scr:4|lora|n{n}|b1") / med(f"fused|lora|n{n}|b1")
+        b8 = {
+            s: med(f"{s}|lora|n{n}|b8") / med(f"{s}|lora|n{n}|b1")
+            for s in keys("lora", 8)
+            if med(f"{s}|lora|n{n}|b1")
+        }
+        if b8:
+            out["batch8_over_batch1"] = b8
+    if "full" in kinds:
+        drafted = [
+            med(f"{s}|full|n{n}|b1", "vs_mod")
+            for s in keys("full", 1)
+            if s.split(":")[0] in ("speculative", "scr")
+        ]
+        drafted = [x for x in drafted if x is not None]
+        if drafted:
+            out["full_models_best_drafted_vs_mod"] = max(drafted)
     return out
 
 
@@ -505,6 +577,11 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_kind(summary: dict) -> str:
+    """The attribute kind of the first engine run in the summary (what the plot shows without LoRA)."""
+    return next((k.split("|")[1] for k in summary if not k.startswith("floor")), "lora")
+
+
 def plot(summary: dict, path: Path, n: int, batches: list[int]) -> None:
     import matplotlib
 
@@ -513,13 +590,14 @@ def plot(summary: dict, path: Path, n: int, batches: list[int]) -> None:
 
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4), squeeze=False)
     for ax, b in zip(axes[0], batches):
-        keys = [k for k in summary if k.endswith(f"|lora|n{n}|b{b}")]
+        kind = "lora" if any(k.endswith(f"|lora|n{n}|b{b}") for k in summary) else summary_kind(summary)
+        keys = [k for k in summary if k.endswith(f"|{kind}|n{n}|b{b}")]
         names = ["floor"] + [k.split("|")[0] for k in keys]
         vals = [summary[f"floor|b{b}"]["tokens_per_s"]] + [summary[k]["tokens_per_s"] for k in keys]
         med = [v["median"] for v in vals]
         err = [[m - v["min"] for m, v in zip(med, vals)], [v["max"] - m for m, v in zip(med, vals)]]
         ax.bar(names, med, yerr=err, color=["grey"] + ["C0"] * len(keys))
-        ax.set_title(f"{n} LoRA attributes, batch {b}")
+        ax.set_title(f"{n} {kind} attributes, batch {b}")
         ax.set_ylabel("tokens/s (all sequences)")
         ax.tick_params(axis="x", rotation=60)
     fig.tight_layout()

@@ -207,7 +207,7 @@ class Engine:
 
         Keywords (validated by GenerateConfig): sampler ["scr"], max_new_tokens [128], temperature [1.0],
         top_p [1.0], seed [0], stop [none], eos_token_id [model + tokenizer EOS; [] never stops],
-        batch_size [8], and SamplerConfig's knobs (chunk_size, window, margin, pilot, salvage,
+        batch_size [8], and SamplerConfig's knobs (chunk_size, window, margin, quantile, pilot, salvage,
         threshold, max_rejections, candidates, adaptive_chunk, max_chunk_size) on top of `config`.
         aggregator ["product"], lam [1.0], anchor [the base under the plain prompt] and proposal [the
         anchor; a Policy or "anchor" / "merged" / "prompt", see mpg.proposals] build the target.

@@ -62,3 +62,35 @@ def test_speed_benchmark_runs_on_a_tiny_model(tmp_path):
     assert all(run["tokens"] == 2 * 4 for run in fused)  # both prompts, no early EOS
     assert r["runs"]["scr:2|prompted|n2|b1"][0]["acceptance_rate"] is not None
     assert r["runs"]["mod|prompted|n2|b1"][0]["calls_per_token"] >= 3  # one forward per policy per token
+
+
+def test_separate_full_models_score_as_their_adapters():
+    """The `full` kind: an expert merged into its own copy of the base gives the logits its LoRA gives."""
+    import copy
+
+    import speed
+    import torch
+    from tiny import add_lora
+
+    from mpg import Attribute, Engine
+
+    engine = Engine(add_lora(tiny_model(seed=0), ["x", "y"], alpha=8), tiny_tokenizer())
+    engine.adapters["base"] |= {"x", "y"}
+    attrs = [Attribute.expert("x", "b a", 1.0, name="x"), Attribute.expert("y", "a", 1.0, name="y")]
+    full = speed.separate_full_models(engine, attrs)
+    assert [a.num.model for a in full] == ["full_x", "full_y"] and all(a.num.adapter is None for a in full)
+    assert [a.den for a in full] == [a.den for a in attrs]  # denominators stay on the base
+    ids = torch.tensor([[1, 2, 3, 2]])
+    for name in ("x", "y"):
+        ref = copy.deepcopy(engine.models["base"])
+        ref.set_adapter(name)
+        with torch.no_grad():
+            want = ref(input_ids=ids).logits
+            got = engine.models[f"full_{name}"](input_ids=ids).logits
+            with ref.disable_adapter():
+                bare = ref(input_ids=ids).logits
+        assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+        assert not torch.allclose(got, bare, atol=1e-3)  # the adapter did change the model
+    out = engine.generate("a b", full, sampler="fused", max_new_tokens=3, eos_token_id=[])
+    models = {label.split("[")[0] for label in out.stats[0].forward_passes}  # labels: model[context]
+    assert len(out.token_ids[0]) == 3 and models == {"base", "full_x", "full_y"}

@@ -28,7 +28,8 @@ class SamplerConfig:
 
     chunk_size: int = 4  # k: tokens drafted per round (speculative, scr)
     window: int = 32  # scr: sliding window of observed log-weights per prefix length
-    margin: float = 0.0  # scr: log M_t = window max + margin (nats)
+    margin: float = 0.0  # scr: log M_t = window quantile + margin (nats)
+    quantile: float = 1.0  # scr: which quantile of the window is the bound (1.0: its maximum)
     pilot: int = 32  # scr: drafts scored in one batch to seed an empty window
     salvage: bool = True  # scr: keep the longest accepted prefix of a rejected chunk
     threshold: float | None = None  # scr: fixed log-bound log M for every prefix length (exact mode)
@@ -44,6 +45,9 @@ class SamplerConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         if not isinstance(self.margin, (int, float)) or not (self.margin == self.margin) or self.margin < 0:
             raise ValueError(f"margin must be a number >= 0, got {self.margin!r}")
+        q = self.quantile
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not (0 < q <= 1):
+            raise ValueError(f"quantile must be a number in (0, 1], got {q!r}")
         if not isinstance(self.adaptive_chunk, bool):
             raise ValueError(f"adaptive_chunk must be True or False, got {self.adaptive_chunk!r}")
         if self.adaptive_chunk and self.max_chunk_size < self.chunk_size:

@@ -44,7 +44,7 @@ class ScrState:
     def new(cls, config: SamplerConfig) -> "ScrState":
         if config.threshold is not None:
             return cls(FixedBound(config.threshold))
-        return cls(WindowBound(config.window, config.margin))
+        return cls(WindowBound(config.window, config.margin, config.quantile))
 
 
 def propose(batch: Batch, ks: list[int], n: int, need: list[bool] | None = None):

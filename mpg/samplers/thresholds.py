@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import torch
 
-__all__ = ["FixedBound", "WindowBound"]
+__all__ = ["FixedBound", "WindowBound", "window_quantile"]
 
 
 class WindowBound:
-    """log M_t = max of the last `window` observed a_t + margin. An empty window uses the current a_t."""
+    """log M_t = the `quantile` of the last `window` observed a_t (nearest rank; 1.0: their maximum) +
+    margin. An empty window uses the current a_t.
 
-    def __init__(self, window: int, margin: float):
-        self.window, self.margin = window, margin
+    A quantile below 1 lowers the bound: more drafts pass (acceptance rises), and every a_t above the
+    bound is a clip, which biases the kept chunks toward the proposal (SPEC section 3, step 6).
+    """
+
+    def __init__(self, window: int, margin: float, quantile: float = 1.0):
+        self.window, self.margin, self.quantile = window, margin, quantile
         self.history: list[deque] = []
 
     def ready(self, length: int) -> bool:
@@ -24,7 +30,7 @@ class WindowBound:
         out = a.clone()
         for t in range(a.numel()):
             if t < len(self.history) and self.history[t]:
-                out[t] = max(self.history[t])
+                out[t] = window_quantile(self.history[t], self.quantile)
         return out + self.margin
 
     def observe(self, a: torch.Tensor) -> None:
@@ -32,6 +38,13 @@ class WindowBound:
             while len(self.history) <= t:
                 self.history.append(deque(maxlen=self.window))
             self.history[t].append(v)
+
+
+def window_quantile(values, q: float) -> float:
+    """Nearest-rank q-quantile of the window: the smallest value with at least q of the values at or
+    below it (q = 1: the maximum)."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(q * len(ordered)), 1) - 1]
 
 
 class FixedBound:
