@@ -13,9 +13,8 @@ base alone vs the base with 4 LoRA adapters (fresh processes). Writes JSON, Mark
     .venv/bin/python benchmarks/speed.py --max-new-tokens 128 --repeats 3 --out out/speed
     .venv/bin/python benchmarks/speed.py --n 4 --kinds lora --batch 1 --samplers fused,scr:4 --repeats 1   # quick
 
-The composed target is `--composition` (default: the one persona(), the CLI and the main job use,
-mpg.personas.DEFAULT_COMPOSITION); `--compositions 'A;B'` runs several, the first is the one the goals
-read. Attribute kinds: `lora` (the shipped experts as LoRA adapters on one base), `prompted` (trait
+The composed target is the composition persona(), the CLI and the main job use
+(mpg.personas.DEFAULT_COMPOSITION) unless `--compositions 'A;B'` names others; the goals read the first. Attribute kinds: `lora` (the shipped experts as LoRA adapters on one base), `prompted` (trait
 prompts, no adapters) and `full` (the paper's setting: each expert merged into its own copy of the
 base, so MOD-style decoding reads n + 1 sets of weights per token). `--device cuda --dtype bfloat16`
 runs engine and floor on a GPU in bf16 (the floor always runs in the engine's dtype).
@@ -507,12 +506,12 @@ def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
         return [k.split("|")[0] for k in summary if k.endswith(f"|{kind}|n{n}|b{b}")]
 
     if "lora" in kinds:
-        exact = [med(f"{s}|lora|n{n}|b1", "vs_floor") for s in keys("lora", 1)]
         exact = [
-            x
-            for s, x in zip(keys("lora", 1), exact)
-            if x is not None and s.split(":")[0] in ("fused", "speculative")
+            med(f"{s}|lora|n{n}|b1", "vs_floor")
+            for s in keys("lora", 1)
+            if s.split(":")[0] in ("fused", "speculative")
         ]
+        exact = [x for x in exact if x is not None]
         if exact:
             out["fastest_exact_vs_floor"] = max(exact)
         if med(f"scr:4|lora|n{n}|b1") and med(f"fused|lora|n{n}|b1"):

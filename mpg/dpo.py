@@ -180,7 +180,7 @@ def train_dpo(
             loss = dpo_loss(lp[:1], lp[1:], ref[i, :1], ref[i, 1:], beta)
             (loss / len(chunk)).backward()
             margin = float(((lp[0] - ref[i, 0]) - (lp[1] - ref[i, 1])).detach())
-            window.append((float(loss), margin))
+            window.append((float(loss.detach()), margin))
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -2,7 +2,7 @@
 # Train the shipped experts (mpg/experts/) from ../shared/data with the documented settings:
 # four MBTI axis adapters and two role-play adapters, one after the other, each with its model card.
 #   bash scripts/train-experts.sh [DATA_DIR] [OUT_DIR] [EXPERT ...]   (e.g. ... mbti_s_n mbti_t_f)
-# Per-axis pairs and epochs (issue 12): S/N and T/F get more pairs and epochs with the shared-prompt DPO
+# Per-axis pairs and epochs (issue 12): S/N (480 distinct pairs, one epoch) and T/F (240 x 2) use the shared-prompt DPO
 # loop (mpg/dpo.py); E/I and J/P keep the settings and trainer (TRL's DPOTrainer) they were shipped with:
 # J/P with 3 epochs over its 160 pairs scored lower held-out (0.649 vs 0.676, docs/results.md). Each
 # expert trains on a seeded subset and leaves the rest of its train.jsonl unseen: the fidelity judges
@@ -18,7 +18,7 @@ bash scripts/setup-env.sh train >/dev/null
 want() { [[ "$ONLY" == "  " || "$ONLY" == *" $1 "* ]]; }
 declare -A MBTI=(
   [e_i]="--max-train 160 --epochs 1 --trainer trl"
-  [s_n]="--max-train 320 --epochs 1.5"
+  [s_n]="--max-train 480 --epochs 1"
   [t_f]="--max-train 240 --epochs 2"
   [j_p]="--max-train 160 --epochs 1 --trainer trl"
 )

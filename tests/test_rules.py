@@ -135,3 +135,23 @@ def test_scr_round_reports_clips_of_every_judged_candidate():
         max_rejections=16,
     )
     assert r == ScrRound(winner=1, kept=1, judged=1, rejections=0, clips=1, fallback=False, empty_rounds=0)
+
+
+@pytest.mark.parametrize("q,want", [(1.0, 9.0), (0.9, 8.0), (0.7, 6.0), (0.5, 4.0), (0.25, 2.0), (0.05, 0.0)])
+def test_window_bound_quantile_is_nearest_rank(q, want):
+    """log M_t = the window's nearest-rank q-quantile (+ margin); q = 1 is the maximum (SCR's default)."""
+    from mpg.samplers.thresholds import WindowBound
+
+    bound = WindowBound(window=32, margin=0.5, quantile=q)
+    for v in range(10):  # prefix length 1 sees 0..9 (in a shuffled order: the rank, not the order, counts)
+        bound.observe(torch.tensor([float((v * 7) % 10)]))
+    got = bound.log_bounds(torch.tensor([100.0, 3.0]))  # t = 2 has no history: its own a_t
+    assert got.tolist() == [want + 0.5, 3.5]
+
+
+@pytest.mark.parametrize("q", [0, 1.5, -0.1, True, "0.9"])
+def test_sampler_config_rejects_a_bad_quantile(q):
+    from mpg.samplers import SamplerConfig
+
+    with pytest.raises(ValueError, match="quantile"):
+        SamplerConfig(quantile=q).validate()

@@ -94,3 +94,27 @@ def test_separate_full_models_score_as_their_adapters():
     out = engine.generate("a b", full, sampler="fused", max_new_tokens=3, eos_token_id=[])
     models = {label.split("[")[0] for label in out.stats[0].forward_passes}  # labels: model[context]
     assert len(out.token_ids[0]) == 3 and models == {"base", "full_x", "full_y"}
+
+
+def test_goals_read_the_first_composition_at_n_max():
+    import speed
+
+    def s(tps, floor=None, mod=None, acc=None):
+        m = lambda v: {"median": v, "min": v, "max": v}  # noqa: E731
+        return {"tokens_per_s": m(tps), "vs_floor": m(floor), "vs_mod": m(mod), "acceptance_rate": m(acc)}
+
+    summary = {
+        "fused|lora|n4|b1": s(4.0, 0.5),
+        "speculative:4|lora|n4|b1": s(3.0, 0.4, acc=0.8),
+        "scr:4|lora|n4|b1": s(1.0, 0.1, acc=0.4),
+        "fused|lora|n4|b8": s(8.0, 0.6),
+        "fused|lora|n4|b1|product,lam=1,weights=given,anchor=base": s(9.0, 0.9),  # not the first composition
+        "mod|full|n4|b1": s(1.0, 0.1, 1.0),
+        "speculative:4|full|n4|b1": s(2.5, 0.3, 2.5),
+        "scr:4|full|n4|b1": s(2.0, 0.2, 2.0),
+    }
+    g = speed.goals(summary, [4], ["lora", "full"])
+    assert g["fastest_exact_vs_floor"] == 0.5
+    assert g["scr_default_acceptance"] == 0.4 and g["scr_default_vs_fused"] == 0.25
+    assert g["batch8_over_batch1"] == {"fused": 2.0}
+    assert g["full_models_best_drafted_vs_mod"] == 2.5

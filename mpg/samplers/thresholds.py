@@ -44,7 +44,7 @@ def window_quantile(values, q: float) -> float:
     """Nearest-rank q-quantile of the window: the smallest value with at least q of the values at or
     below it (q = 1: the maximum)."""
     ordered = sorted(values)
-    return ordered[max(math.ceil(q * len(ordered)), 1) - 1]
+    return ordered[max(math.ceil(q * len(ordered) - 1e-9), 1) - 1]  # 0.07 * 100 is 7.000000000000001
 
 
 class FixedBound:
