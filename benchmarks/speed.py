@@ -505,15 +505,13 @@ def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
     def keys(kind, b):  # sampler specs measured for this kind at batch b (first composition only)
         return [k.split("|")[0] for k in summary if k.endswith(f"|{kind}|n{n}|b{b}")]
 
+    def best(kind, metric, samplers):  # the best median of `metric` among these samplers at batch 1
+        vals = [med(f"{s}|{kind}|n{n}|b1", metric) for s in keys(kind, 1) if s.split(":")[0] in samplers]
+        return max((v for v in vals if v is not None), default=None)
+
     if "lora" in kinds:
-        exact = [
-            med(f"{s}|lora|n{n}|b1", "vs_floor")
-            for s in keys("lora", 1)
-            if s.split(":")[0] in ("fused", "speculative")
-        ]
-        exact = [x for x in exact if x is not None]
-        if exact:
-            out["fastest_exact_vs_floor"] = max(exact)
+        if best("lora", "vs_floor", ("fused", "speculative")) is not None:
+            out["fastest_exact_vs_floor"] = best("lora", "vs_floor", ("fused", "speculative"))
         if med(f"scr:4|lora|n{n}|b1") and med(f"fused|lora|n{n}|b1"):
             out["scr_default_acceptance"] = med(f"scr:4|lora|n{n}|b1", "acceptance_rate")
             out["scr_default_vs_fused"] = med(f"scr:4|lora|n{n}|b1") / med(f"fused|lora|n{n}|b1")
@@ -524,15 +522,8 @@ def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
         }
         if b8:
             out["batch8_over_batch1"] = b8
-    if "full" in kinds:
-        drafted = [
-            med(f"{s}|full|n{n}|b1", "vs_mod")
-            for s in keys("full", 1)
-            if s.split(":")[0] in ("speculative", "scr")
-        ]
-        drafted = [x for x in drafted if x is not None]
-        if drafted:
-            out["full_models_best_drafted_vs_mod"] = max(drafted)
+    if "full" in kinds and best("full", "vs_mod", ("speculative", "scr")) is not None:
+        out["full_models_best_drafted_vs_mod"] = best("full", "vs_mod", ("speculative", "scr"))
     return out
 
 

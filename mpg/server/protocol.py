@@ -211,7 +211,8 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
     except (ValueError, FileNotFoundError) as e:
         raise RequestError(str(e), "persona") from None
     anchor = replace(p.anchor, steering=steer) if steer else p.anchor
-    target = Target(p.attributes, aggregator or p.aggregator, float(p.lam if lam is None else lam), anchor)
+    # the persona's own composition where the request names no aggregator / lam (Persona.target)
+    target = replace(p.target(aggregator=aggregator, lam=None if lam is None else float(lam)), anchor=anchor)
     if proposal == "prompt":
         try:
             target = replace(target, proposal=prompt_proposal(target))
