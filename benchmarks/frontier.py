@@ -1,10 +1,11 @@
 """Fidelity against fluency for every composition of the MBTI experts (issue 12): JSON + PNG + table.
 
 Each point is one way of imposing a type: the composed target (mpg.composition) over a grid of
-aggregator x lam x weight rule x anchor, BILLY at several steering strengths, and the single points
-`prompt` (the multi-trait system prompt) and `base`. Every point answers the same free-form items
-(mpg.eval.freeform.mbti_items: balanced types, qa and held-out prefs instructions) with the same seeds,
-sampled with `fused` (exact p_1; the fastest exact sampler here). For every point:
+aggregator x lam x weight rule x anchor x plausibility constraint, BILLY at several steering
+strengths, and the single points `prompt` (the multi-trait system prompt) and `base`. Every point
+answers the same free-form items (mpg.eval.freeform.mbti_items: balanced types, qa and held-out prefs
+instructions) with the same seeds, sampled with `fused` (exact p_1; the fastest exact sampler here).
+For every point:
 
 - fidelity: mean per-axis judge accuracy (the MBTI judge, trained only on pairs no expert saw): each
   answer's share of its type's four letters the judge recognises, averaged over answers, with a 95%
@@ -63,6 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--weights", default="given,sum1", help=f"weight rules among {', '.join(WEIGHT_RULES)}")
     ap.add_argument("--anchors", default="base,prompt", help=f"among {', '.join(ANCHORS)}")
     ap.add_argument(
+        "--plausibilities",
+        default="0",
+        help="plausibility constraints alpha to sweep (0: none; 0.1 is contrastive decoding's)",
+    )
+    ap.add_argument(
         "--compositions",
         default=None,
         help="';'-separated compositions to run instead of the grid, e.g. 'product,lam=0.5;mixture,lam=1'",
@@ -89,8 +95,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     try:
         args.lams = [float(x) for x in args.lams.split(",") if x.strip()]
         args.alphas = [float(x) for x in args.alphas.split(",") if x.strip()]
+        args.plausibilities = [float(x) for x in args.plausibilities.split(",") if x.strip()]
     except ValueError as e:
-        ap.error(f"--lams / --alphas take comma-separated numbers: {e}")
+        ap.error(f"--lams / --alphas / --plausibilities take comma-separated numbers: {e}")
     args.types = (
         list(TYPES)
         if args.types.strip().lower() == "all"
@@ -111,13 +118,17 @@ def compositions(args, ap) -> list[Composition]:
         except ValueError as e:
             ap.error(f"--compositions: {e}")
     out = []
-    for agg, lam, rule, anchor in itertools.product(
-        args.aggregators.split(","), args.lams, args.weights.split(","), args.anchors.split(",")
+    for agg, lam, rule, anchor, alpha in itertools.product(
+        args.aggregators.split(","),
+        args.lams,
+        args.weights.split(","),
+        args.anchors.split(","),
+        args.plausibilities or [0.0],
     ):
         if agg.strip() == "mixture" and rule.strip() == "sum1":
             continue
         try:
-            out.append(Composition(agg.strip(), lam, rule.strip(), anchor.strip()))
+            out.append(Composition(agg.strip(), lam, rule.strip(), anchor.strip(), alpha))
         except ValueError as e:
             ap.error(str(e))
     return list(dict.fromkeys(out))
@@ -272,7 +283,11 @@ def write_plot(results: dict, path: Path) -> None:
             ms=9 if kind in ("prompt", "base") else 5,
         )
         label = (
-            m.removeprefix(COMPOSE).replace(",weights=", " ").replace(",anchor=", " ").replace(",lam=", " ")
+            m.removeprefix(COMPOSE)
+            .replace(",weights=", " ")
+            .replace(",anchor=", " ")
+            .replace(",lam=", " ")
+            .replace(",plausibility=", " alpha ")
         )
         ax.annotate(label, (x, f["mean"]), fontsize=5.5, alpha=0.8, xytext=(3, 2), textcoords="offset points")
     limit = results["points"]["prompt"]["ppl_ratio_to_base"] * results["ppl_budget"]

@@ -5,9 +5,11 @@ Shapes: n = attributes, V = vocabulary, T = chunk positions. `...` is any leadin
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["aggregate", "chunk_log_weights", "token_target_logits"]
+__all__ = ["aggregate", "chunk_log_weights", "plausible", "token_target_logits"]
 
 
 def aggregate(ratios: torch.Tensor, weights: torch.Tensor, aggregator: str, lam: float) -> torch.Tensor:
@@ -26,6 +28,20 @@ def aggregate(ratios: torch.Tensor, weights: torch.Tensor, aggregator: str, lam:
     raise ValueError(f"unknown aggregator {aggregator!r}")
 
 
+def plausible(logits: torch.Tensor, anchor_lp: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The target kept to the anchor's plausible tokens: those the anchor gives at least `alpha` times
+    the probability of its most likely token (the adaptive plausibility constraint of contrastive
+    decoding, Li et al. 2023). The composition then only chooses among tokens the anchor finds
+    fluent; the anchor's argmax always stays, so the set is never empty. alpha 0: no constraint.
+
+    logits, anchor_lp: [..., V]  ->  [..., V] (-inf outside the set)
+    """
+    if alpha <= 0:
+        return logits
+    keep = anchor_lp >= anchor_lp.amax(-1, keepdim=True) + math.log(alpha)  # [..., V]
+    return logits.masked_fill(~keep, float("-inf"))
+
+
 def token_target_logits(
     anchor_lp: torch.Tensor,
     num_lp: torch.Tensor,
@@ -33,15 +49,17 @@ def token_target_logits(
     weights: torch.Tensor,
     aggregator: str,
     lam: float,
+    plausibility: float = 0.0,
 ) -> torch.Tensor:
     """Unnormalised log p~_1 over the vocabulary (k = 1 target).
 
     anchor_lp:        [..., V]    log pi_0(. | h)
     num_lp, den_lp:   [..., n, V] log num_i(. | h), log den_i(. | h)
-    returns           [..., V]    log pi_0 + A_w(lam * (num - den)); log_softmax of it is log p_1
+    returns           [..., V]    log pi_0 + A_w(lam * (num - den)), kept to the anchor's plausible
+                                  tokens when plausibility > 0; log_softmax of it is log p_1
     """
     ratios = (num_lp - den_lp).transpose(-1, -2)  # [..., V, n]
-    return anchor_lp + aggregate(ratios, weights, aggregator, lam)
+    return plausible(anchor_lp + aggregate(ratios, weights, aggregator, lam), anchor_lp, plausibility)
 
 
 def chunk_log_weights(
@@ -53,15 +71,24 @@ def chunk_log_weights(
     aggregator: str,
     lam: float,
     temperature: float = 1.0,
+    anchor_top: torch.Tensor | None = None,
+    plausibility: float = 0.0,
 ) -> torch.Tensor:
     """Cumulative importance log-weights a_t = log p~_t(c_1..c_t) / T - log q_T(c_1..c_t), t = 1..T.
 
     anchor_tok:    [..., T]    log pi_0(c_t | h, c_<t)
     num_tok/den_tok: [..., n, T]
     proposal_tok:  [..., T]    log q_T(c_t | ...) of the distribution the chunk was actually drawn from
+    anchor_top:    [..., T]    log max_v pi_0(v | h, c_<t); needed when plausibility > 0: a chunk
+                               prefix holding a token below plausibility x that has target mass 0
     returns        [..., T]
     """
     anchor_cum = anchor_tok.cumsum(-1)  # [..., T]
     ratio_cum = (num_tok - den_tok).cumsum(-1).transpose(-1, -2)  # [..., T, n]
     target = anchor_cum + aggregate(ratio_cum, weights, aggregator, lam)  # [..., T]
+    if plausibility > 0:
+        if anchor_top is None:
+            raise ValueError("plausibility > 0 needs anchor_top, the anchor's top log-prob per position")
+        cut = (anchor_tok < anchor_top + math.log(plausibility)).cummax(-1).values  # [..., T]
+        target = target.masked_fill(cut, float("-inf"))
     return target / temperature - proposal_tok.cumsum(-1)

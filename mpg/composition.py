@@ -16,7 +16,10 @@ sweep them and the CLI, `persona()` and the main job can share one default:
               ratios are typically large no longer drown the others; the mean keeps the total strength
               comparable with "given", so lam means the same under both rules;
 - anchor: "base" (the base model under the user's plain prompt) or "prompt" (the base under one system
-  prompt naming every trait of the persona: the multi-trait prompt, which the composition then tilts).
+  prompt naming every trait of the persona: the multi-trait prompt, which the composition then tilts);
+- plausibility alpha (default 0: none): the token-level target is kept to the tokens the anchor gives at
+  least alpha times its most likely token's probability (`mpg.aggregators.plausible`), so that a strong
+  composition only chooses among continuations the anchor finds fluent.
 
 Mixture weights are normalised to sum 1 by the engine whatever the rule (SPEC), so "sum1" and "given"
 coincide there.
@@ -51,6 +54,7 @@ class Composition:
     lam: float = 1.0
     weights: str = "given"
     anchor: str = "base"
+    plausibility: float = 0.0
 
     def __post_init__(self):
         if self.aggregator not in AGGREGATORS:
@@ -63,11 +67,15 @@ class Composition:
             raise ValueError(f"unknown anchor {self.anchor!r}; choose one of {', '.join(ANCHORS)}")
         if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
+        p = self.plausibility
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ValueError(f"plausibility must be a number in [0, 1) (0: no constraint), got {p!r}")
 
     @property
     def name(self) -> str:
-        """'product,lam=0.5,weights=spread,anchor=prompt' (what `parse` reads back)."""
-        return f"{self.aggregator},lam={self.lam:g},weights={self.weights},anchor={self.anchor}"
+        """'product,lam=0.5,weights=spread,anchor=prompt[,plausibility=0.1]' (what `parse` reads back)."""
+        name = f"{self.aggregator},lam={self.lam:g},weights={self.weights},anchor={self.anchor}"
+        return name + (f",plausibility={self.plausibility:g}" if self.plausibility else "")
 
     @classmethod
     def parse(cls, spec: str) -> "Composition":
@@ -80,15 +88,15 @@ class Composition:
             key, eq, value = p.partition("=")
             if not eq:
                 key, value = "aggregator", key
-            if key not in ("aggregator", "lam", "weights", "anchor"):
+            if key not in ("aggregator", "lam", "weights", "anchor", "plausibility"):
                 raise ValueError(
-                    f"composition field {key!r} is unknown; use aggregator, lam, weights, anchor"
+                    f"composition field {key!r} is unknown; use aggregator, lam, weights, anchor, plausibility"
                 )
-            if key == "lam":
+            if key in ("lam", "plausibility"):
                 try:
                     value = float(value)
                 except ValueError:
-                    raise ValueError(f"composition lam {value!r} is not a number") from None
+                    raise ValueError(f"composition {key} {value!r} is not a number") from None
             kw[key] = value
         return cls(**kw)
 

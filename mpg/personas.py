@@ -58,8 +58,10 @@ SHIPPED_EXPERTS = Path(__file__).parent / "experts"
 # The composition persona() (and so the CLI, the server and the main job) uses unless told otherwise:
 # the fidelity-fluency frontier's choice (benchmarks/frontier.py, docs/results.md): the best judged
 # fidelity among compositions whose answers' perplexity under the base stays within 1.5x the
-# multi-trait prompt's. Every stronger point derailed the text (product, lam 1: perplexity 22x the base's).
-DEFAULT_COMPOSITION = Composition("mixture", 0.5, "given", "base")
+# multi-trait prompt's. Without the plausibility constraint every strong point derailed the text
+# (product, lam 1: perplexity 22x the base's); with it (alpha 0.1) the same strength stays below the
+# base's own perplexity.
+DEFAULT_COMPOSITION = Composition("product", 1.0, "given", "base", plausibility=0.1)
 
 
 @dataclass(frozen=True)
@@ -73,14 +75,18 @@ class Persona:
     needs_prompt: bool = True  # False for role-play: its context is complete without a user prompt
     aggregator: str = "product"
     lam: float = 1.0
+    plausibility: float = 0.0
 
     def target(self, **overrides) -> Target:
-        """The composed target; `aggregator=` / `lam=` override the composition's."""
+        """The composed target; `aggregator=` / `lam=` / `plausibility=` override the composition's."""
         return Target(
             self.attributes,
             overrides.get("aggregator") or self.aggregator,
             lam=self.lam if overrides.get("lam") is None else overrides["lam"],
             anchor=self.anchor,
+            plausibility=(
+                self.plausibility if overrides.get("plausibility") is None else overrides["plausibility"]
+            ),
         )
 
     def describe(self) -> str:
@@ -256,7 +262,7 @@ def persona(
     attrs = apply_weight_rule(attrs, comp.weights, spreads)
     if comp.anchor == "prompt" and needs_prompt:
         anchor = multi_trait_policy(mbti, [t for t, _ in traits])
-    return Persona(tuple(attrs), anchor, needs_prompt, comp.aggregator, comp.lam)
+    return Persona(tuple(attrs), anchor, needs_prompt, comp.aggregator, comp.lam, comp.plausibility)
 
 
 def multi_trait_policy(mbti: str | None, traits: list[str] = ()) -> Policy:

@@ -107,6 +107,9 @@ class Target:
     anchor: Policy = field(default_factory=Policy)
     # None: draft from the anchor; a name in PROPOSALS: built from the target by generate()
     proposal: Policy | str | None = None
+    # > 0: p~_1 kept to the tokens the anchor gives >= plausibility x its top token's probability
+    # (SPEC section 2, token-level targets only: fused, speculative)
+    plausibility: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "attributes", tuple(self.attributes))
@@ -123,6 +126,7 @@ class Target:
             ("lam", 1.0),
             ("anchor", policy),
             ("proposal", proposal),
+            ("plausibility", 0.0),
         ):
             object.__setattr__(t, name, value)
         if not isinstance(policy, Policy) or not (proposal is None or isinstance(proposal, Policy)):
@@ -186,3 +190,6 @@ def validate_target(t: Target) -> None:
             )
     if not isinstance(t.lam, (int, float)) or not math.isfinite(t.lam) or t.lam < 0:
         raise ValueError(f"lam (strength) must be a finite number >= 0, got {t.lam!r}")
+    p = t.plausibility
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"plausibility must be a number in [0, 1) (0: no constraint), got {p!r}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .aggregators import chunk_log_weights, token_target_logits
+from .aggregators import token_target_logits
 from .distributions import temper
 from .policies import Policy, Target
 
@@ -73,6 +73,7 @@ class TargetRows:
     weights: torch.Tensor  # [n] as the aggregator uses them (mixture weights sum to 1)
     aggregator: str
     lam: float
+    plausibility: float = 0.0
 
     def token_logprobs(self, lp: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
         """lp: [P, T, V] policy log-probs -> [T, V] log p_1 after temperature and top-p."""
@@ -83,25 +84,9 @@ class TargetRows:
             self.weights.to(lp.device),
             self.aggregator,
             self.lam,
+            self.plausibility,
         )  # [T, V]
         return temper(logits, temperature, top_p)
-
-    def chunk_log_weights(
-        self, tok_lp: torch.Tensor, q_tok: torch.Tensor, temperature: float
-    ) -> torch.Tensor:
-        """tok_lp: [P, ..., T] log-probs of the drafted tokens; q_tok: [..., T]. Returns a_t [..., T]."""
-        num = tok_lp[self.num].movedim(0, -2)  # [..., n, T]
-        den = tok_lp[self.den].movedim(0, -2)  # [..., n, T]
-        return chunk_log_weights(
-            tok_lp[self.anchor],
-            num,
-            den,
-            q_tok,
-            self.weights.to(tok_lp.device),
-            self.aggregator,
-            self.lam,
-            temperature,
-        )
 
 
 @dataclass(frozen=True)
@@ -151,6 +136,7 @@ class PolicyTable:
             torch.tensor(target.normalised_weights(), dtype=torch.float32),
             target.aggregator,
             float(target.lam),
+            float(target.plausibility),
         )
         return cls(t.policies, t.contexts, t.asked, t.row_of, rows)
 

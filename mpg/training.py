@@ -26,6 +26,7 @@ __all__ = [
     "ROLEPLAY_FIELDS",
     "ExpertSettings",
     "infer_contexts",
+    "mirrored_pairs",
     "load_preferences",
     "model_card",
     "preference_metrics",
@@ -49,6 +50,9 @@ class ExpertSettings:
     grad_accum: int = 2
     max_length: int = 256
     max_train: int | None = None  # a seeded random subset of N training pairs (None: all)
+    # MBTI pairs: also train each pair from the other side (its prompt for the other letter, chosen and
+    # rejected swapped): two prompt-conditioned contrasts per distinct answer pair (issue 12, J/P)
+    mirror_sides: bool = False
     bf16: bool | None = None  # bf16 autocast (None: where the hardware has it; ~1.7x on AVX512-BF16 CPUs)
     precompute_ref: bool = True  # reference log-probs in one no-grad pass before training
     seed: int = 0
@@ -206,6 +210,31 @@ def infer_contexts(rows: list[dict]) -> dict[str, str]:
     return contexts
 
 
+def mirrored_pairs(rows: list[dict], contexts: dict[str, str]) -> list[dict]:
+    """Each MBTI pair as the other side would be asked it: that side's prompt template around the same
+    instruction, chosen and rejected swapped (the answer in P style is the one a P prompt prefers).
+
+    rows: {prompt, side, instruction, chosen, rejected}; contexts: infer_contexts() of the file, which
+    must hold exactly the two sides of one axis.
+    """
+    if len(contexts) != 2 or "roleplay" in contexts:
+        raise ValueError(
+            "mirroring needs MBTI pairs of exactly two sides; these pairs have "
+            + (", ".join(sorted(contexts)) or "none")
+        )
+    other = dict(zip(contexts, reversed(list(contexts))))
+    return [
+        {
+            "prompt": contexts[other[r["side"]]].replace("{prompt}", r["instruction"]),
+            "side": other[r["side"]],
+            "instruction": r["instruction"],
+            "chosen": r["rejected"],
+            "rejected": r["chosen"],
+        }
+        for r in rows
+    ]
+
+
 def train_expert(
     train_file: str | Path,
     out_dir: str | Path,
@@ -228,6 +257,10 @@ def train_expert(
     if s.max_train and s.max_train < len(train_rows):  # a seeded random subset: files may be sorted by side
         keep = sorted(random.Random(s.seed).sample(range(len(train_rows)), s.max_train))
         train_rows = [train_rows[i] for i in keep]
+    contexts = infer_contexts(train_rows)
+    distinct_pairs = len(train_rows)  # the subset the expert saw (its judge trains on the rest)
+    if s.mirror_sides:
+        train_rows = train_rows + mirrored_pairs(train_rows, contexts)
     base_path = Path(base) if base is not None else default_base_path()
     base_name = str(base) if base is not None else DEFAULT_BASE_NAME
     tok = AutoTokenizer.from_pretrained(base_path)
@@ -261,7 +294,8 @@ def train_expert(
     cfg["base_model_name_or_path"] = base_name
     cfg_path.write_text(json.dumps(cfg, indent=2))
     metrics = {
-        "train_pairs": len(train_rows),
+        "train_pairs": distinct_pairs,
+        "training_examples": len(train_rows),  # mirrored pairs included
         "train_seconds": round(train_s, 1),
         # load + tokenise + reference log-probs + training: what the 60-minute budget counts
         "wall_seconds_to_adapter": round(time.perf_counter() - t_start, 1),
@@ -286,7 +320,7 @@ def train_expert(
         f"{'with' if _cpu_has_bf16() else 'no'} AVX512-BF16/AMX), torch threads {torch.get_num_threads()}, "
         f"{'bf16 autocast' if use_bf16 else 'float32'}",
     }
-    write_expert_info(out_dir, peft_model, tok, infer_contexts(train_rows), base_name)
+    write_expert_info(out_dir, peft_model, tok, contexts, base_name)
     (out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
     (out_dir / "README.md").write_text(model_card(record))
     import shutil
@@ -382,7 +416,12 @@ def model_card(r: dict) -> str:
         "of an mpg target (`Attribute.expert`).",
         "",
         f"- base model: `{r['base']}`",
-        f"- training data: `{r['train_file']}` ({m['train_pairs']} pairs)",
+        f"- training data: `{r['train_file']}` ({m['train_pairs']} pairs"
+        + (
+            f", each also from the other side: {m['training_examples']} training pairs)"
+            if r["settings"].get("mirror_sides")
+            else ")"
+        ),
         f"- settings: `{json.dumps(r['settings'])}`",
         f"- training time: {m['train_seconds']} s in the trainer"
         + (" (reference log-probs included)" if r["settings"].get("trainer") == "shared-prompt" else "")

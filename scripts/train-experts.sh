@@ -2,9 +2,10 @@
 # Train the shipped experts (mpg/experts/) from ../shared/data with the documented settings:
 # four MBTI axis adapters and two role-play adapters, one after the other, each with its model card.
 #   bash scripts/train-experts.sh [DATA_DIR] [OUT_DIR] [EXPERT ...]   (e.g. ... mbti_s_n mbti_t_f)
-# Per-axis pairs and epochs (issue 12): S/N (480 distinct pairs, one epoch) and T/F (240 x 2) use the shared-prompt DPO
-# loop (mpg/dpo.py); E/I and J/P keep the settings and trainer (TRL's DPOTrainer) they were shipped with:
-# J/P with 3 epochs over its 160 pairs scored lower held-out (0.649 vs 0.676, docs/results.md). Each
+# Per-axis pairs and epochs (issue 12): S/N (480 distinct pairs, one epoch), T/F (240 x 2) and J/P (160 pairs,
+# each also from the other side: --mirror-sides; a third epoch over the same 160 had scored lower, 0.649)
+# use the shared-prompt DPO loop (mpg/dpo.py); E/I keeps the settings and trainer (TRL's DPOTrainer) it
+# was shipped with (docs/results.md). Each
 # expert trains on a seeded subset and leaves the rest of its train.jsonl unseen: the fidelity judges
 # train only on that rest (mpg/eval/judge.py reads each expert's subset from its metrics.json). Each
 # MBTI expert's ratio spread (for weights=spread compositions) is measured on its test pairs after.
@@ -20,7 +21,7 @@ declare -A MBTI=(
   [e_i]="--max-train 160 --epochs 1 --trainer trl"
   [s_n]="--max-train 480 --epochs 1"
   [t_f]="--max-train 240 --epochs 2"
-  [j_p]="--max-train 160 --epochs 1 --trainer trl"
+  [j_p]="--max-train 160 --epochs 1 --mirror-sides"
 )
 for axis in e_i s_n t_f j_p; do
   want "mbti_$axis" || continue

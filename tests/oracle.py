@@ -63,7 +63,19 @@ def exact_distribution(
     def chunk_lp(policy, prefix, chunk):
         return sum(float(lp(policy, prefix + chunk[:t])[c]) for t, c in enumerate(chunk))
 
+    alpha = getattr(target, "plausibility", 0.0)
+
+    def implausible(prefix, chunk):
+        """Some token of the chunk is below alpha x the anchor's top probability at its position."""
+        for t, c in enumerate(chunk):
+            a = lp(target.anchor, prefix + chunk[:t])
+            if alpha and float(a[c]) < float(a.max()) + math.log(alpha):
+                return True
+        return False
+
     def log_target(prefix, chunk):
+        if implausible(prefix, chunk):
+            return -math.inf
         ratios = [
             target.lam * (chunk_lp(a.num, prefix, chunk) - chunk_lp(a.den, prefix, chunk)) for a in attrs
         ]

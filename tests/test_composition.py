@@ -3,9 +3,11 @@
 import json
 
 import pytest
+import torch
 from oracle import check_sampler
 from tiny import EOS
 
+from mpg.aggregators import plausible
 from mpg.composition import (
     Composition,
     apply_weight_rule,
@@ -47,6 +49,84 @@ def test_composition_parses_and_names_round_trip():
     ]:
         with pytest.raises(ValueError, match=match):
             Composition.parse(bad)
+
+
+def test_plausibility_parses_names_and_validates():
+    c = Composition.parse("product,lam=1,plausibility=0.1")
+    assert c.plausibility == 0.1 and c.name == "product,lam=1,weights=given,anchor=base,plausibility=0.1"
+    assert Composition.parse(c.name) == c
+    assert "plausibility" not in Composition().name  # names of earlier points stay as they were
+    for bad in ("product,plausibility=1", "product,plausibility=-0.1", "product,plausibility=x"):
+        with pytest.raises(ValueError, match="plausibility"):
+            Composition.parse(bad)
+    with pytest.raises(ValueError, match=r"plausibility must be a number in \[0, 1\)"):
+        Target((Attribute.expert("x", None),), plausibility=1.5)
+
+
+def test_plausible_keeps_the_tokens_the_anchor_finds_likely():
+    anchor = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()  # [V]
+    logits = torch.tensor([0.0, 5.0, -1.0, 9.0])  # [V]: the composition's favourite is token 3
+    kept = plausible(logits, anchor, 0.2)  # tokens with p >= 0.2 * 0.5 = 0.1
+    assert kept[:3].tolist() == logits[:3].tolist() and kept[3] == -torch.inf
+    assert torch.equal(plausible(logits, anchor, 0.0), logits)
+    assert torch.isfinite(plausible(logits, anchor, 0.99)).tolist() == [True, False, False, False]
+
+
+@pytest.mark.parametrize("sampler,k", [("fused", 1), ("speculative", 2)])
+def test_token_samplers_sample_the_plausibility_constrained_target(engine, sampler, k):
+    """The constrained law p_1(c) ~ anchor(c) exp(A(lam l(c))) 1[anchor(c) >= alpha max anchor], by
+    enumeration, against the samplers; the constraint must change the law for the test to mean anything."""
+    from oracle import exact_distribution, tv, tv_tolerance
+
+    attrs = (Attribute.expert("x", "b a", 1.0, name="E"), Attribute.expert("y", "a", 1.0, name="N"))
+    target = Target(attrs, "product", lam=1.5, plausibility=0.3)
+    free = exact_distribution(engine, Target(attrs, "product", lam=1.5), "a b", 2, 1, EOS)
+    constrained = exact_distribution(engine, target, "a b", 2, 1, EOS)
+    assert tv(free, constrained) > 2 * tv_tolerance(constrained, 1000)
+    check_sampler(engine, target, sampler, 2, k, "a b", EOS, 1000, 1)
+
+
+def test_scr_with_true_bound_samples_the_plausibility_constrained_pk(engine):
+    """Chunk level: p~_k(c) is zero once any token of c is below alpha x the anchor's top probability
+    at its position. SCR with a true bound (exact rejection sampling) against that law, enumerated."""
+    from oracle import exact_distribution
+
+    attrs = (Attribute.expert("x", "b a", 1.0, name="E"), Attribute.expert("y", "a", 1.0, name="N"))
+    target = Target(attrs, "mixture", lam=1.5, plausibility=0.3)
+    bound = [float("-inf")]
+    exact_distribution(engine, target, "a b", 2, 2, EOS, max_log_weight=bound)
+    out, _ = check_sampler(
+        engine,
+        target,
+        "scr",
+        2,
+        2,
+        "a b",
+        EOS,
+        1000,
+        2,
+        threshold=bound[0] + 1e-6,
+        salvage=False,
+        max_rejections=10**9,
+        candidates=8,
+    )
+    assert sum(s.clips for s in out.stats) == 0 and sum(s.rejections for s in out.stats) > 0
+
+
+def test_likelihood_scores_leave_the_plausibility_truncation_out(engine):
+    """Like top-p, the constraint truncates sampling; scored options keep the untruncated target's
+    log-probabilities (lm-eval's convention), else an implausible option would score -inf."""
+    from dataclasses import replace
+
+    from mpg.eval.likelihood import continuation_ids, target_logliks
+
+    attrs = (Attribute.expert("x", "b a", 1.0, name="E"),)
+    free = Target(attrs, "product", lam=1.5)
+    options = [continuation_ids(engine, t) for t in ("a", "b", "a b")]
+    for mode in ("token", "chunk"):
+        got, _ = target_logliks(engine, replace(free, plausibility=0.99), "a b", options, mode)
+        want, _ = target_logliks(engine, free, "a b", options, mode)
+        assert torch.isfinite(got).all() and torch.equal(got, want)
 
 
 def test_weight_rules_follow_their_definitions():

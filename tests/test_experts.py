@@ -11,7 +11,7 @@ from mpg.engine import Engine
 from mpg.expert_file import write_expert_info
 from mpg.personas import AXIS_ADAPTERS, ROLEPLAY_ADAPTERS, persona
 from mpg.policies import Policy
-from mpg.training import infer_contexts, load_preferences
+from mpg.training import infer_contexts, load_preferences, mirrored_pairs
 
 CHAT = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
 
@@ -68,6 +68,32 @@ def test_contexts_are_recovered_from_the_training_prompts():
     assert infer_contexts(rp) == {
         "roleplay": "Play:\nProfile: {profile}\nPersonalities: {personality}\nNow begin."
     }
+
+
+def test_mirrored_pairs_ask_the_other_side_with_the_answers_swapped():
+    rows = [
+        {
+            "prompt": "Be E:Say hi.",
+            "side": "E",
+            "instruction": "Say hi.",
+            "chosen": "Hi all!",
+            "rejected": "hi",
+        },
+        {"prompt": "Be I:Count.", "side": "I", "instruction": "Count.", "chosen": "1", "rejected": "1 2 3!"},
+    ]
+    contexts = infer_contexts(rows)
+    assert mirrored_pairs(rows, contexts) == [
+        {
+            "prompt": "Be I:Say hi.",
+            "side": "I",
+            "instruction": "Say hi.",
+            "chosen": "hi",
+            "rejected": "Hi all!",
+        },
+        {"prompt": "Be E:Count.", "side": "E", "instruction": "Count.", "chosen": "1 2 3!", "rejected": "1"},
+    ]
+    with pytest.raises(ValueError, match="exactly two sides; these pairs have E"):
+        mirrored_pairs(rows[:1], infer_contexts(rows[:1]))
 
 
 # ---- DPO training end to end on a tiny model ---------------------------------------------------

@@ -554,7 +554,8 @@ def test_answers_sampled_elsewhere_score_like_answers_sampled_here(tmp_path, tok
 
 
 def test_frontier_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
-    """benchmarks/frontier.py, reduced: two types x 2 items, 3 tokens, a 2 x 2 x 3 x 2 grid and BILLY."""
+    """benchmarks/frontier.py, reduced: two types x 2 items, 3 tokens, a 2 x 2 x 3 x 2 grid (aggregator x
+    plausibility x weight rule x anchor, one lam) and BILLY."""
     pytest.importorskip("matplotlib")
     spec = importlib.util.spec_from_file_location("frontier_benchmark", ROOT / "benchmarks" / "frontier.py")
     frontier = importlib.util.module_from_spec(spec)
@@ -563,7 +564,8 @@ def test_frontier_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
     mbti.spreads = {c: 1.0 + 0.5 * i for i, c in enumerate("ESTJINFP")}
     out = tmp_path / "frontier"
     argv = ["--data", str(data), "--out", str(out), "--types", "ENTJ,ISFP", "--per-type", "2"]
-    argv += ["--max-new-tokens", "3", "--lams", "0.5,1", "--weights", "given,sum1,spread", "--alphas", "1"]
+    argv += ["--max-new-tokens", "3", "--lams", "1", "--plausibilities", "0,0.3"]
+    argv += ["--weights", "given,sum1,spread", "--alphas", "1"]
     argv += [
         "--vectors",
         str(tmp_path / "vectors"),
@@ -576,9 +578,10 @@ def test_frontier_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
     assert frontier.main(argv, engine=_tiny_engine(tokenizer), experts=mbti, judges=judges) == 0
     results = json.loads((out / "results.json").read_text())
     points = results["points"]
-    # product: 2 lams x 3 rules x 2 anchors; mixture: sum1 coincides with given -> 2 x 2 x 2
+    # product: 2 plausibilities x 3 rules x 2 anchors; mixture: sum1 coincides with given -> 2 x 2 x 2
     composed = [m for m in points if m.startswith("compose:")]
     assert len(composed) == 12 + 8 and {"base", "prompt", "billy:alpha=1"} <= set(points)
+    assert len([m for m in composed if m.endswith(",plausibility=0.3")]) == 10
     for p in points.values():
         assert p["answers"] == 4 and _in_unit(p["fidelity"]) and p["ppl"]["mean"] > 0
     assert points["base"]["ppl_ratio_to_base"] == pytest.approx(1.0)

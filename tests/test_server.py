@@ -103,10 +103,9 @@ def offline(setup, prompt, seed, n, mbti="ENTJ", **kw):
     """What generate() gives for this request offline."""
     root, engine = setup
     p = persona(engine, mbti, experts=root / "experts")
-    kw = {"aggregator": p.aggregator, "lam": p.lam, **kw}  # the default composition's unless asked
-    return engine.generate(
-        prompt, list(p.attributes), anchor=p.anchor, seed=seed, max_new_tokens=n, **kw
-    ).texts[0]
+    # the default composition's (plausibility included) unless aggregator / lam are asked
+    target = p.target(aggregator=kw.pop("aggregator", None), lam=kw.pop("lam", None))
+    return engine.generate(prompt, target=target, seed=seed, max_new_tokens=n, **kw).texts[0]
 
 
 def test_models_and_health(client, server):

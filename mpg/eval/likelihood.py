@@ -11,6 +11,11 @@ formulas (mpg.aggregators), applied to the option tokens instead of sampled ones
   so it cancels when options after the same h are compared. For scr with chunk size k it is exactly
   p_k's comparison when every option has at most k tokens.
 
+Sampling truncations are not part of either score, as in lm-eval (whose loglikelihood ignores
+generation settings): neither top-p nor the target's plausibility constraint. A truncated target
+gives a fixed option probability 0 whenever one of its tokens falls outside the anchor's plausible
+set, so a forced choice between two such options would have no answer.
+
 Each policy scores the continuation after its own context (SPEC section 1). Contexts are left-padded and
 every model group runs one forward over its rows (policy contexts, with LoRA adapters chosen per row,
 steering deltas per row), then one per option on the context's KV cache. Over many prompts

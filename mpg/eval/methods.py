@@ -167,7 +167,13 @@ def composed_target(
     spreads = attribute_spreads(attributes, experts) if composition.weights == "spread" else None
     attrs = apply_weight_rule(attributes, composition.weights, spreads)
     anchor = prompt_policy(mbti_type) if composition.anchor == "prompt" else Policy()
-    return Target(tuple(attrs), composition.aggregator, lam=composition.lam, anchor=anchor)
+    return Target(
+        tuple(attrs),
+        composition.aggregator,
+        lam=composition.lam,
+        anchor=anchor,
+        plausibility=composition.plausibility,
+    )
 
 
 def generate_kwargs(method: Method | str) -> dict:

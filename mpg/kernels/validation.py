@@ -39,6 +39,7 @@ def chunk_weights(
     aggregator: str,
     lam: float,
     temperature: float,
+    plausibility: float = 0.0,
 ) -> torch.Tensor:
     """Cumulative log importance weights a_t of drafted chunks (SPEC section 3, SCR step 2).
 
@@ -48,4 +49,10 @@ def chunk_weights(
     tok_lp = token_lp_fn(logits, tokens.expand(*logits.shape[:-1]))  # [P, ..., T]
     n = tok_lp[num].movedim(0, -2)  # [..., n, T]
     d = tok_lp[den].movedim(0, -2)  # [..., n, T]
-    return chunk_log_weights(tok_lp[anchor], n, d, q_tok, weights, aggregator, lam, temperature)
+    top = None
+    if plausibility > 0:
+        lg = logits[anchor].float()  # [..., T, V]
+        top = lg.amax(-1) - torch.logsumexp(lg, -1)  # [..., T]
+    return chunk_log_weights(
+        tok_lp[anchor], n, d, q_tok, weights, aggregator, lam, temperature, top, plausibility
+    )

@@ -70,6 +70,7 @@ def propose(batch: Batch, ks: list[int], n: int, need: list[bool] | None = None)
         t.aggregator,
         t.lam,
         batch.temperature,
+        t.plausibility,
     )  # [B, n, K]
     return toks, lengths, a.cpu(), logits
 
