@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sampler",
         default="fused",
         choices=["fused", "speculative", "scr"],
-        help="fused (default: exact, and at the default composition 12x faster than scr on a CPU), "
+        help="fused (default: exact, and at the default composition 8-12x faster than scr on a CPU), "
         "speculative, or scr (the MPG paper's chunk-level sampler)",
     )
     g.add_argument(
