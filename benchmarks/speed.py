@@ -510,8 +510,8 @@ def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
         return max((v for v in vals if v is not None), default=None)
 
     if "lora" in kinds:
-        if best("lora", "vs_floor", ("fused", "speculative")) is not None:
-            out["fastest_exact_vs_floor"] = best("lora", "vs_floor", ("fused", "speculative"))
+        if (fastest := best("lora", "vs_floor", ("fused", "speculative"))) is not None:
+            out["fastest_exact_vs_floor"] = fastest
         if med(f"scr:4|lora|n{n}|b1") and med(f"fused|lora|n{n}|b1"):
             out["scr_default_acceptance"] = med(f"scr:4|lora|n{n}|b1", "acceptance_rate")
             out["scr_default_vs_fused"] = med(f"scr:4|lora|n{n}|b1") / med(f"fused|lora|n{n}|b1")
@@ -522,8 +522,8 @@ def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
         }
         if b8:
             out["batch8_over_batch1"] = b8
-    if "full" in kinds and best("full", "vs_mod", ("speculative", "scr")) is not None:
-        out["full_models_best_drafted_vs_mod"] = best("full", "vs_mod", ("speculative", "scr"))
+    if "full" in kinds and (drafted := best("full", "vs_mod", ("speculative", "scr"))) is not None:
+        out["full_models_best_drafted_vs_mod"] = drafted
     return out
 
 

@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .policies import AGGREGATORS, Attribute
+from .policies import AGGREGATORS, Attribute, check_plausibility
 
 __all__ = [
     "ANCHORS",
@@ -67,9 +67,7 @@ class Composition:
             raise ValueError(f"unknown anchor {self.anchor!r}; choose one of {', '.join(ANCHORS)}")
         if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
-        p = self.plausibility
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-            raise ValueError(f"plausibility must be a number in [0, 1) (0: no constraint), got {p!r}")
+        check_plausibility(self.plausibility)
 
     @property
     def name(self) -> str:

@@ -78,15 +78,13 @@ class Persona:
     plausibility: float = 0.0
 
     def target(self, **overrides) -> Target:
-        """The composed target; `aggregator=` / `lam=` / `plausibility=` override the composition's."""
+        """The composed target; `aggregator=` / `lam=` override the composition's."""
         return Target(
             self.attributes,
             overrides.get("aggregator") or self.aggregator,
             lam=self.lam if overrides.get("lam") is None else overrides["lam"],
             anchor=self.anchor,
-            plausibility=(
-                self.plausibility if overrides.get("plausibility") is None else overrides["plausibility"]
-            ),
+            plausibility=self.plausibility,
         )
 
     def describe(self) -> str:

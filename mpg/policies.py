@@ -107,8 +107,8 @@ class Target:
     anchor: Policy = field(default_factory=Policy)
     # None: draft from the anchor; a name in PROPOSALS: built from the target by generate()
     proposal: Policy | str | None = None
-    # > 0: p~_1 kept to the tokens the anchor gives >= plausibility x its top token's probability
-    # (SPEC section 2, token-level targets only: fused, speculative)
+    # > 0: the target kept to the tokens the anchor gives >= plausibility x its top token's probability
+    # (mpg.aggregators.plausible; at chunk level, zero from a chunk's first implausible token)
     plausibility: float = 0.0
 
     def __post_init__(self):
@@ -157,6 +157,12 @@ class Target:
         return w
 
 
+def check_plausibility(p) -> None:
+    """The plausibility constraint's alpha: a number in [0, 1) (a Target's and a Composition's)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"plausibility must be a number in [0, 1) (0: no constraint), got {p!r}")
+
+
 def validate_target(t: Target) -> None:
     if not t.attributes:
         raise ValueError(
@@ -190,6 +196,4 @@ def validate_target(t: Target) -> None:
             )
     if not isinstance(t.lam, (int, float)) or not math.isfinite(t.lam) or t.lam < 0:
         raise ValueError(f"lam (strength) must be a finite number >= 0, got {t.lam!r}")
-    p = t.plausibility
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
-        raise ValueError(f"plausibility must be a number in [0, 1) (0: no constraint), got {p!r}")
+    check_plausibility(t.plausibility)
