@@ -28,15 +28,17 @@ from mpg import Engine
 from mpg.aggregators import token_target_logits
 from mpg.bench_args import EVAL_PROMPTS
 from mpg.eval.likelihood import policy_logprobs
-from mpg.personas import persona
+from mpg.personas import DEFAULT_COMPOSITION, persona
 from mpg.policies import PROPOSALS, Target
 from mpg.proposals import resolve_proposal
+from mpg.samplers.common import proposal_logprobs
 
 
 def distances(q_lp: torch.Tensor, p_lp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """q_lp, p_lp: [T, V] log-probs -> per-token KL(q || p) [T] and TV(q, p) [T]."""
     q = q_lp.exp()
-    kl = (q * (q_lp - p_lp)).sum(-1)  # [T]
+    # q = 0 terms are 0 (p may be 0 there too: the plausibility constraint); q > 0 = p: KL is inf
+    kl = torch.where(q > 0, q * (q_lp - p_lp), 0.0).sum(-1)  # [T]
     tv = 0.5 * (q - p_lp.exp()).abs().sum(-1)  # [T]
     return kl, tv
 
@@ -46,12 +48,15 @@ def target_logprobs(target: Target, lp: torch.Tensor, index: dict) -> torch.Tens
     num = torch.stack([lp[index[a.num]] for a in target.attributes], -2)  # [T, n, V]
     den = torch.stack([lp[index[a.den]] for a in target.attributes], -2)  # [T, n, V]
     w = torch.tensor(target.normalised_weights(), dtype=lp.dtype)  # [n]
-    logits = token_target_logits(lp[index[target.anchor]], num, den, w, target.aggregator, target.lam)
+    logits = token_target_logits(
+        lp[index[target.anchor]], num, den, w, target.aggregator, target.lam, target.plausibility
+    )  # [T, V]
     return torch.log_softmax(logits, -1)  # [T, V]
 
 
 def teacher_forced(engine, target: Target, proposals: dict, prompts, responses) -> dict:
-    """Mean per-token KL(q || p_1) and TV(q, p_1) of each proposal along the given responses."""
+    """Mean per-token KL(q || p_1) and TV(q, p_1) of each proposal (as drafts are drawn from it) along
+    the given responses."""
     per = {name: {"kl": [], "tv": []} for name in proposals}
     for prompt, y in zip(prompts, responses):
         if not y:
@@ -62,7 +67,9 @@ def teacher_forced(engine, target: Target, proposals: dict, prompts, responses) 
         lp = lp[:, 0]  # [P, T, V]
         p_lp = target_logprobs(target, lp, index)  # [T, V]
         for name, q in proposals.items():
-            kl, tv = distances(lp[index[q]], p_lp)
+            # what drafts are drawn from: the proposal kept to its own plausible set (T = 1, top_p = 1)
+            q_lp = proposal_logprobs(lp[index[q]], 1.0, 1.0, target.plausibility)  # [T, V]
+            kl, tv = distances(q_lp, p_lp)
             per[name]["kl"] += kl.tolist()
             per[name]["tv"] += tv.tolist()
     return {
@@ -115,6 +122,7 @@ def write(args, argv, p, prompts, rows, wall_s: float) -> None:
         "persona": args.persona,
         "attributes": p.describe(),
         "prompts": prompts,
+        "plausibility": args.plausibility,
         "max_new_tokens": args.max_new_tokens,
         "scr_tokens": args.scr_tokens,
         "chunk_size": args.chunk_size,
@@ -128,7 +136,7 @@ def write(args, argv, p, prompts, rows, wall_s: float) -> None:
     }
     (out / "results.json").write_text(json.dumps(record, indent=2))
     lines = [
-        f"{args.persona}, {len(prompts)} prompts, speculative {args.max_new_tokens} / scr {args.scr_tokens} "
+        f"{args.persona}, product, plausibility {args.plausibility:g}, {len(prompts)} prompts, speculative {args.max_new_tokens} / scr {args.scr_tokens} "
         f"tokens each, k = {args.chunk_size} (adaptive: up to {args.max_chunk_size}), seed {args.seed}",
         "",
         "| lam | proposal | KL(q‖p1) /token | TV(q,p1) /token | 1 − TV | spec acc. | spec acc. adaptive "
@@ -164,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-size", type=int, default=4)
     ap.add_argument("--max-chunk-size", type=int, default=16, help="adaptive chunk: the largest k")
     ap.add_argument("--lams", default="1,0.5")
+    ap.add_argument(
+        "--plausibility",
+        type=float,
+        default=DEFAULT_COMPOSITION.plausibility,
+        help="the target's plausibility alpha (default: the default composition's)",
+    )
     ap.add_argument("--proposals", default=",".join(PROPOSALS))
     ap.add_argument(
         "--scr-adaptive",
@@ -184,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     scr_adaptive = names if args.scr_adaptive == "all" else args.scr_adaptive.split(",")
     rows = []
     for li, lam in enumerate(float(x) for x in args.lams.split(",")):
-        target = Target(p.attributes, "product", lam, p.anchor)
+        target = Target(p.attributes, "product", lam, p.anchor, plausibility=args.plausibility)
         targets = {n: resolve_proposal(engine, target, n) for n in names}
         responses = None
         for n, t in targets.items():

@@ -23,6 +23,7 @@ runs engine and floor on a GPU in bf16 (the floor always runs in the engine's dt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -195,7 +196,8 @@ def targets(engine, kind: str, n: int, vectors, composition: str):
         engine, spec, experts="prompted" if kind == "prompted" else "shipped", composition=composition
     )
     attrs = separate_full_models(engine, p.attributes) if kind == "full" else p.attributes
-    target = Target(tuple(attrs), p.aggregator, lam=p.lam, anchor=p.anchor)
+    # the persona's own target (every composition option, plausibility included), on `attrs`
+    target = dataclasses.replace(p.target(), attributes=tuple(attrs))
     name = f"merged_{spec}"
     if name not in engine.vectors:
         engine.add_steering_vector(name, vectors(spec))

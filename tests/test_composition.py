@@ -86,6 +86,29 @@ def test_token_samplers_sample_the_plausibility_constrained_target(engine, sampl
     check_sampler(engine, target, sampler, 2, k, "a b", EOS, 1000, 1)
 
 
+def test_drafts_stay_inside_the_plausible_set(engine):
+    """The proposal is kept to its own plausible tokens at the target's alpha (samplers.common.
+    proposal_logprobs). At lam 0 the target IS the constrained anchor, so with the anchor drafting every
+    drafted token must be accepted; an untruncated anchor would draft tokens of target mass 0."""
+    from oracle import exact_distribution, tv
+
+    attrs = (Attribute.expert("x", "b a", 1.0, name="E"),)
+    target = Target(attrs, "product", lam=0.0, plausibility=0.3)
+    free = exact_distribution(engine, Target(attrs, "product", lam=0.0), "a b", 3, 1, EOS)
+    assert tv(free, exact_distribution(engine, target, "a b", 3, 1, EOS)) > 0.05  # mass outside the set
+    out = engine.generate(
+        ["a b"] * 8,
+        target=target,
+        sampler="speculative",
+        chunk_size=3,
+        max_new_tokens=6,
+        seed=0,
+        eos_token_id=[],
+    )
+    drafted = sum(s.drafted_tokens for s in out.stats)
+    assert drafted >= 8 * 3 and sum(s.accepted_tokens for s in out.stats) == drafted
+
+
 def test_scr_with_true_bound_samples_the_plausibility_constrained_pk(engine):
     """Chunk level: p~_k(c) is zero once any token of c is below alpha x the anchor's top probability
     at its position. SCR with a true bound (exact rejection sampling) against that law, enumerated."""

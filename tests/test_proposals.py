@@ -17,7 +17,7 @@ from mpg.engine import Engine
 from mpg.personas import TRAITS, prompted_mbti
 from mpg.policies import Attribute, Policy, Target
 from mpg.proposals import concat_lora, merge_coefficients, merged_proposal, prompt_proposal
-from mpg.samplers.common import next_chunk_size
+from mpg.samplers.common import next_chunk_size, proposal_logprobs
 
 PROMPT = "a b"
 S = 1000  # oracle samples per test, as in test_oracles.py
@@ -252,3 +252,20 @@ def test_a_named_proposal_in_the_target_is_built_by_generate(eng):
         PROMPT, target=Target(PRODUCT.attributes, proposal="merged"), sampler="speculative", max_new_tokens=3
     )
     assert any(label.startswith("proposal:base+mpg_merged_") for label in out.batches[0].forward_passes)
+
+
+def test_proposal_distances_under_a_plausibility_constraint():
+    """benchmarks/proposals.py measures q as drafts are drawn from it (kept to its plausible set): a
+    target of mass 0 where q has mass gives an infinite KL, not NaN; the kept proposal matches it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    from proposals import distances
+
+    logits = torch.tensor([[2.0, 2.0, 0.0]])  # [T=1, V=3]
+    p_lp = torch.log_softmax(torch.tensor([[2.0, 2.0, float("-inf")]]), -1)  # the constrained anchor
+    kl, tv = distances(torch.log_softmax(logits, -1), p_lp)
+    assert kl.item() == float("inf") and 0 < tv.item() < 1
+    kl, tv = distances(proposal_logprobs(logits, 1.0, 1.0, 0.5), p_lp)  # 0.5: e^0 < 0.5 e^2 is dropped
+    assert abs(kl.item()) < 1e-6 and abs(tv.item()) < 1e-6

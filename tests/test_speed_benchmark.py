@@ -118,3 +118,17 @@ def test_goals_read_the_first_composition_at_n_max():
     assert g["scr_default_acceptance"] == 0.4 and g["scr_default_vs_fused"] == 0.25
     assert g["batch8_over_batch1"] == {"fused": 2.0}
     assert g["full_models_best_drafted_vs_mod"] == 2.5
+
+
+def test_targets_keep_every_composition_option(tmp_path):
+    """The benchmarked target is the persona's own: a plausibility constraint is not dropped on the way
+    (it once was, so 'the default composition' ran without its constraint)."""
+    import speed
+
+    from mpg import Engine
+
+    engine = Engine(tiny_model(seed=0), tiny_tokenizer())
+    vectors, _ = speed.vector_source(engine, str(tmp_path / "none"))
+    target, _ = speed.targets(engine, "prompted", 2, vectors, "mixture,lam=0.5,plausibility=0.1")
+    assert (target.aggregator, target.lam, target.plausibility) == ("mixture", 0.5, 0.1)
+    assert len(target.attributes) == 2

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..aggregators import plausible
 from ..distributions import sample, temper
 from ..policy_table import TargetRows
 from ..scoring import MultiPolicyScorer, PolicyGroup
@@ -207,6 +208,20 @@ def gather_tokens(lp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return lp.gather(-1, idx).squeeze(-1)
 
 
+def proposal_logprobs(
+    logits: torch.Tensor, temperature: float, top_p: float, plausibility: float
+) -> torch.Tensor:
+    """What drafts are drawn from: the proposal kept to its OWN plausible tokens at the target's alpha,
+    then tempered. With the anchor as proposal this is exactly the target's support, so no draft is
+    spent on a token the target gives mass 0 (at alpha 0.1 the base drafts one there often). Any q
+    leaves speculative exact; scr's law is p_k restricted to chunks q can draw, as with top-p.
+
+    logits: [..., V] -> [..., V] log-probs (-inf outside the plausible set and the top-p nucleus)
+    """
+    logits = plausible(logits.float(), torch.log_softmax(logits.float(), -1), plausibility)  # [..., V]
+    return temper(logits, temperature, top_p)
+
+
 def draft(
     batch: Batch, ks: list[int], n: int, need: list[bool] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
@@ -224,7 +239,10 @@ def draft(
         if need is None or need[b]:
             u[b, :, :k] = s.uniforms(n, k)
     logits = group.feed(batch.ys)[:, 0]  # [B, V] (the drafter has one row per sequence)
-    q = temper(logits, batch.temperature, batch.top_p).unsqueeze(1).expand(B, n, -1)  # [B, n, V]
+    alpha = batch.target.plausibility
+    q = (
+        proposal_logprobs(logits, batch.temperature, batch.top_p, alpha).unsqueeze(1).expand(B, n, -1)
+    )  # [B, n, V]
     eos = torch.tensor(sorted(batch.eos), dtype=torch.long, device=logits.device)
     toks, qs = [], []
     for t in range(K):
@@ -234,7 +252,7 @@ def draft(
         done = torch.stack(toks, 2)  # [B, n, t+1]
         if t + 1 == K or bool(torch.isin(done, eos).any(2).all()):
             break
-        q = temper(group.extend_branches(tok), batch.temperature, batch.top_p)  # [B, n, V]
+        q = proposal_logprobs(group.extend_branches(tok), batch.temperature, batch.top_p, alpha)  # [B, n, V]
     toks = torch.stack(toks, 2)  # [B, n, T], T <= K
     is_eos = torch.isin(toks, eos)  # [B, n, T]
     first = torch.where(is_eos.any(2), is_eos.int().argmax(2) + 1, toks.shape[2])  # [B, n]
