@@ -225,7 +225,8 @@ def proposal_logprobs(
 def draft(
     batch: Batch, ks: list[int], n: int, need: list[bool] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
-    """Draw n alternative chunks per sequence from the tempered proposal, one forward per token for all.
+    """Draw n alternative chunks per sequence from the proposal (`proposal_logprobs`: kept to its
+    plausible set, tempered), one forward per token for all.
 
     ks: each sequence's chunk size (K = max). returns tokens [B, n, K], q log-probs [B, n, K, V] of the
     distributions sampled from, and lengths [B][n]: k_b, or up to and including the first EOS.
