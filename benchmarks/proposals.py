@@ -136,8 +136,8 @@ def write(args, argv, p, prompts, rows, wall_s: float) -> None:
     }
     (out / "results.json").write_text(json.dumps(record, indent=2))
     lines = [
-        f"{args.persona}, product, plausibility {args.plausibility:g}, {len(prompts)} prompts, speculative {args.max_new_tokens} / scr {args.scr_tokens} "
-        f"tokens each, k = {args.chunk_size} (adaptive: up to {args.max_chunk_size}), seed {args.seed}",
+        f"{args.persona}, product, plausibility {args.plausibility:g}, {len(prompts)} prompts, "
+        f"speculative {args.max_new_tokens} / scr {args.scr_tokens} tokens each, k = {args.chunk_size} (adaptive: up to {args.max_chunk_size}), seed {args.seed}",
         "",
         "| lam | proposal | KL(q‖p1) /token | TV(q,p1) /token | 1 − TV | spec acc. | spec acc. adaptive "
         "(tokens/round) | scr acc. | scr acc. adaptive | scr pilot tokens (fixed → adaptive) |",

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-__all__ = ["aggregate", "chunk_log_weights", "plausible", "token_target_logits"]
+__all__ = ["aggregate", "chunk_log_weights", "implausible", "plausible", "token_target_logits"]
 
 
 def aggregate(ratios: torch.Tensor, weights: torch.Tensor, aggregator: str, lam: float) -> torch.Tensor:
@@ -38,8 +38,17 @@ def plausible(logits: torch.Tensor, anchor_lp: torch.Tensor, alpha: float) -> to
     """
     if alpha <= 0:
         return logits
-    keep = anchor_lp >= anchor_lp.amax(-1, keepdim=True) + math.log(alpha)  # [..., V]
-    return logits.masked_fill(~keep, float("-inf"))
+    out = implausible(anchor_lp, anchor_lp.amax(-1, keepdim=True), alpha)  # [..., V]
+    return logits.masked_fill(out, float("-inf"))
+
+
+def implausible(lp: torch.Tensor, top: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The constraint's rule, shared by the token and chunk levels: lp below log(alpha) + top, with
+    lp and top on the same scale (log-probs, or raw logits: the normaliser cancels). alpha > 0.
+
+    lp: [...]; top: broadcastable to lp  ->  [...] bool
+    """
+    return lp < top + math.log(alpha)
 
 
 def token_target_logits(
@@ -89,6 +98,6 @@ def chunk_log_weights(
     if plausibility > 0:
         if anchor_top is None:
             raise ValueError("plausibility > 0 needs anchor_top, the anchor's top log-prob per position")
-        cut = (anchor_tok < anchor_top + math.log(plausibility)).cummax(-1).values  # [..., T]
+        cut = implausible(anchor_tok, anchor_top, plausibility).cummax(-1).values  # [..., T]
         target = target.masked_fill(cut, float("-inf"))
     return target / temperature - proposal_tok.cumsum(-1)

@@ -215,10 +215,10 @@ class Engine:
         Temperature and top-p act on the target: fused and speculative sample exactly
         top_p(softmax(log p~_1 / T)); scr targets p~_k^(1/T) restricted to chunks drawn from the
         proposal's own top-p nucleus (and, with a plausibility constraint, its own plausible set:
-        drafts are kept there, samplers.common.proposal_logprobs). T = 1, top_p = 1 gives exactly SPEC's p_1 / p_k; T = 0 is greedy
-        decoding of p_1 (fused, speculative). Prompts are generated `batch_size` at a time, sharing every
-        forward pass; each keeps its own random stream (seed * 1_000_003 + its index), so a seed gives
-        the same output for the same batch size.
+        drafts are kept there, samplers.common.proposal_logprobs). T = 1, top_p = 1 gives exactly
+        SPEC's p_1 / p_k; T = 0 is greedy decoding of p_1 (fused, speculative). Prompts are generated
+        `batch_size` at a time, sharing every forward pass; each keeps its own random stream
+        (seed * 1_000_003 + its index), so a seed gives the same output for the same batch size.
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         target = build_target(target, policy, attributes, aggregator, lam, anchor, proposal, engine=self)

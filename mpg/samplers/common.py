@@ -218,8 +218,10 @@ def proposal_logprobs(
 
     logits: [..., V] -> [..., V] log-probs (-inf outside the plausible set and the top-p nucleus)
     """
-    logits = plausible(logits.float(), torch.log_softmax(logits.float(), -1), plausibility)  # [..., V]
-    return temper(logits, temperature, top_p)
+    logits = logits.float()  # [..., V]
+    # the rule is relative to the row's own top token, so raw logits serve as their own reference:
+    # no log-softmax beyond temper's (this runs once per drafted token)
+    return temper(plausible(logits, logits, plausibility), temperature, top_p)
 
 
 def draft(
@@ -253,7 +255,8 @@ def draft(
         done = torch.stack(toks, 2)  # [B, n, t+1]
         if t + 1 == K or bool(torch.isin(done, eos).any(2).all()):
             break
-        q = proposal_logprobs(group.extend_branches(tok), batch.temperature, batch.top_p, alpha)  # [B, n, V]
+        logits = group.extend_branches(tok)  # [B, n, V]
+        q = proposal_logprobs(logits, batch.temperature, batch.top_p, alpha)  # [B, n, V]
     toks = torch.stack(toks, 2)  # [B, n, T], T <= K
     is_eos = torch.isin(toks, eos)  # [B, n, T]
     first = torch.where(is_eos.any(2), is_eos.int().argmax(2) + 1, toks.shape[2])  # [B, n]
