@@ -64,7 +64,8 @@ def _generate(args) -> int:
     if streamer is None:
         print(out.texts[0])
     if args.stats:
-        print(json.dumps(out.stats[0].as_dict(), indent=2, default=str), file=sys.stderr)
+        stats = {k: None if isinstance(v, float) and v != v else v for k, v in out.stats[0].as_dict().items()}
+        print(json.dumps(stats, indent=2, default=str), file=sys.stderr)  # NaN (nothing drafted): null
     return 0
 
 

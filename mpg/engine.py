@@ -205,7 +205,7 @@ class Engine:
     ) -> GenerateOutput:
         """Sample from the composed target (or from `target=`, or from one `policy=` alone) for each prompt.
 
-        Keywords (validated by GenerateConfig): sampler ["scr"], max_new_tokens [128], temperature [1.0],
+        Keywords (validated by GenerateConfig): sampler ["fused"], max_new_tokens [128], temperature [1.0],
         top_p [1.0], seed [0], stop [none], eos_token_id [model + tokenizer EOS; [] never stops],
         batch_size [8], and SamplerConfig's knobs (chunk_size, window, margin, quantile, pilot, salvage,
         threshold, max_rejections, candidates, adaptive_chunk, max_chunk_size) on top of `config`.

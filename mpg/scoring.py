@@ -29,8 +29,9 @@ import collections
 import contextlib
 
 import torch
-from transformers import DynamicCache
 
+from .aggregators import implausible
+from .kv_cache import GrowingCache
 from .steering import steered
 
 __all__ = ["HeadCache", "MultiPolicyScorer", "PolicyGroup", "shared_heads"]
@@ -38,6 +39,10 @@ __all__ = ["HeadCache", "MultiPolicyScorer", "PolicyGroup", "shared_heads"]
 COMPACT_MIN_HOLES = 64  # compact when at least this many columns are holes for the fullest row ...
 COMPACT_FRACTION = 0.25  # ... and they are at least this share of the cache
 
+
+# Model types whose logits are exactly the output embedding applied to the decoder's last hidden state
+# (no soft-capping or scaling after it), so a group may apply that embedding itself, to some tokens only.
+HEAD_SKIP_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 SHARED_HEAD_MIN = 4  # a context head is prefilled on its own (and cached) when it is at least this long
 
@@ -124,7 +129,7 @@ class PolicyGroup:
         self.valid = torch.zeros(N, 0, dtype=torch.bool)  # [N, C]
         self.col_branch = torch.zeros(0, dtype=torch.long)  # [C]
         self.branch_len = 0  # tokens fed so far into the open branches (same for every branch)
-        self.cache = DynamicCache()
+        self.cache = GrowingCache()
         self.forward_passes = 0
         heads = shared_heads(contexts, family, head_hint) if family is not None else [0] * N
         if any(heads):
@@ -176,7 +181,7 @@ class PolicyGroup:
                     head_cache.put(key[f], kv[f])
             self.adapters, self.steer_deltas = adapters, deltas
         N, C = len(contexts), max(heads)
-        self.cache = DynamicCache()
+        self.cache = GrowingCache()
         for layer in range(len(kv[fams[0]])):
             k0 = kv[fams[0]][layer][0]  # [H, L, D]
             ks = k0.new_zeros(N, k0.shape[0], C, k0.shape[2])  # [N, H, C, D]
@@ -193,10 +198,13 @@ class PolicyGroup:
         return len(self.adapters)
 
     # ---- the one forward ----------------------------------------------------------------------
-    def _forward(self, ids, feed_valid, feed_pos, feed_branch, keep_logits: int) -> torch.Tensor:
+    def _forward(
+        self, ids, feed_valid, feed_pos, feed_branch, keep_logits: int, hidden: bool = False
+    ) -> torch.Tensor:
         """Append a feed of W columns to every row. ids, feed_valid, feed_pos: [N, W]; feed_branch: [W].
 
-        Returns logits of the last `keep_logits` columns: [N, keep_logits, V].
+        Returns logits of the last `keep_logits` columns: [N, keep_logits, V]; with `hidden`, the
+        decoder's last hidden states there instead, [N, keep_logits, H] (`head` turns them into logits).
         """
         valid = torch.cat([self.valid, feed_valid], 1)  # [N, C+W]
         branch = torch.cat([self.col_branch, feed_branch])  # [C+W]
@@ -211,20 +219,49 @@ class PolicyGroup:
         if self.is_peft and self.lora is None:
             kwargs["adapter_names"] = [a if a is not None else "__base__" for a in self.adapters]
         rows_ctx = self.lora.rows(self.adapters) if self.lora is not None else contextlib.nullcontext()
+        inputs = dict(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.unsqueeze(1).to(self.device),
+            position_ids=feed_pos.to(self.device),
+            cache=self.cache,
+            use_cache=True,
+        )
         with rows_ctx, steered(self.model, self.steer_deltas):
-            out = self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.unsqueeze(1).to(self.device),
-                position_ids=feed_pos.to(self.device),
-                cache=self.cache,
-                use_cache=True,
-                logits_to_keep=keep_logits,
-                **kwargs,
-            )
+            if hidden:
+                if not self.head_skippable:
+                    raise RuntimeError("this group's model cannot return hidden states (head_skippable)")
+                out = self._decoder(**inputs)
+            else:
+                out = self.model(**inputs, logits_to_keep=keep_logits, **kwargs)
         self.cache = out.cache
         self.valid, self.col_branch = valid, branch
         self.forward_passes += 1
-        return out.logits
+        return out.last_hidden_state[:, -keep_logits:] if hidden else out.logits
+
+    @property
+    def head_skippable(self) -> bool:
+        """Whether `feed(..., hidden=True)` works here: the model's logits are exactly `head` applied to
+        its decoder's last hidden states (HEAD_SKIP_MODEL_TYPES; the head not under an accelerate
+        hook, which may hold its weights elsewhere), and rows do not pick their adapters through PEFT's
+        own mixed-batch path (`adapter_names`, even all "__base__": without it PEFT would apply its
+        active adapter to every row), which only the full forward takes."""
+        base = self.model.get_base_model() if self.is_peft else self.model
+        head = base.get_output_embeddings()
+        return (
+            getattr(base.config, "model_type", None) in HEAD_SKIP_MODEL_TYPES
+            and head is not None
+            and not hasattr(head, "_hf_hook")
+            and not (self.is_peft and self.lora is None)
+        )
+
+    @property
+    def _decoder(self):
+        return (self.model.get_base_model() if self.is_peft else self.model).get_decoder()
+
+    @property
+    def head(self) -> torch.nn.Module:
+        """The output embedding: logits = head(last hidden state) (when `head_skippable`)."""
+        return (self.model.get_base_model() if self.is_peft else self.model).get_output_embeddings()
 
     # ---- feeding -------------------------------------------------------------------------------
     def pending(self, ys: list[list[int]]) -> list[list[int]]:
@@ -237,12 +274,14 @@ class PolicyGroup:
             out.append(s_tail)
         return out
 
-    def feed(self, ys: list[list[int]], branches: torch.Tensor | None = None) -> torch.Tensor:
+    def feed(
+        self, ys: list[list[int]], branches: torch.Tensor | None = None, hidden: bool = False
+    ) -> torch.Tensor:
         """Feed each row's pending tokens, then n branch chunks of T tokens side by side.
 
         ys: the response of every sequence; branches: [N, n, T] (row-wise) or None.
         returns logits [N, 1 + n*T, V]: column 0 predicts the first branch token (or the next token),
-        column 1 + j*T + t the token after branch j's token t.
+        column 1 + j*T + t the token after branch j's token t (hidden: last hidden states, [.., H]).
         """
         pend = self.pending(ys)
         M = max(len(p) for p in pend)
@@ -266,7 +305,7 @@ class PolicyGroup:
             fbranch[M:] = torch.arange(1, n + 1).repeat_interleave(T)
         self.consumed = self.consumed + m
         self.branch_len = T
-        return self._forward(ids, fvalid, fpos, fbranch, keep_logits=1 + n * T)
+        return self._forward(ids, fvalid, fpos, fbranch, keep_logits=1 + n * T, hidden=hidden)
 
     def extend_branches(self, tokens: torch.Tensor) -> torch.Tensor:
         """Add one token to each of the n open branches. tokens: [N, n] -> logits [N, n, V]."""
@@ -414,26 +453,79 @@ class MultiPolicyScorer:
     def __init__(self, groups: list[PolicyGroup], index: list[tuple[int, int]], n_seqs: int):
         self.groups, self.index, self.n_seqs = groups, index, n_seqs
 
-    def score(self, ys: list[list[int]], chunks: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self,
+        ys: list[list[int]],
+        chunks: torch.Tensor | None = None,
+        support: tuple[int, float] | None = None,
+    ) -> torch.Tensor:
         """Raw next-token logits [B, P, n, K+1, V] of every policy before each chunk token and after it.
 
         ys: each sequence's accepted response; chunks: [B, n, K] drafted alternatives (None: K = 0, n = 1).
+        support: (anchor policy, alpha): only the anchor's logits are complete; every other policy's
+        are exact on the tokens the anchor finds plausible at that position and 0 elsewhere (needs
+        `head_skippable`; see `_logits_on_support` for when that is all a target reads).
         """
         B = self.n_seqs
         n, K = (1, 0) if chunks is None else chunks.shape[1:]
+        feeds = [
+            g.feed(ys, None if chunks is None else chunks[g.row_seq], hidden=support is not None)
+            for g in self.groups
+        ]  # per group [N_g, 1 + n*K, V] (hidden: [N_g, 1 + n*K, H])
+        if support is not None:
+            feeds = self._logits_on_support(feeds, *support)
         outs = []
-        for g in self.groups:
-            R = g.rows // B
-            branches = None if chunks is None else chunks[g.row_seq]  # [N, n, K]
-            lg = g.feed(ys, branches)  # [N, 1 + n*K, V]
+        for g, lg in zip(self.groups, feeds):
             first = lg[:, :1].unsqueeze(1).expand(-1, n, 1, -1)  # [N, n, 1, V]
             rest = lg[:, 1:].reshape(g.rows, n, K, lg.shape[-1])  # [N, n, K, V]
-            outs.append(torch.cat([first, rest], 2).reshape(B, R, n, K + 1, -1))  # [B, R, n, K+1, V]
+            outs.append(
+                torch.cat([first, rest], 2).reshape(B, g.rows // B, n, K + 1, -1)
+            )  # [B, R, n, K+1, V]
+        return self._by_policy(outs)
+
+    def _by_policy(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        """Per-group logits [B, R_g, n, K+1, V] -> [B, P, n, K+1, V] in policy order."""
         if len(outs) == 1 and [r for _, r in self.index] == list(range(outs[0].shape[1])):
             return outs[0]
-        return torch.stack(
-            [outs[gi][:, r].to(outs[0].device) for gi, r in self.index], 1
-        )  # [B, P, n, K+1, V]
+        return torch.stack([outs[gi][:, r].to(outs[0].device) for gi, r in self.index], 1)
+
+    @property
+    def head_skippable(self) -> bool:
+        return all(g.head_skippable for g in self.groups)
+
+    def _logits_on_support(self, hidden: list[torch.Tensor], anchor: int, alpha: float) -> list[torch.Tensor]:
+        """Per group, last hidden states [N_g, W, H] -> logits [N_g, W, V]: the anchor's rows over the
+        whole vocabulary, every other row only on the tokens the anchor gives >= alpha / 2 x its top
+        token's probability at some position of the feed (`aggregators.implausible`), 0 elsewhere.
+
+        Why this is enough for a product target kept to the anchor's plausible set (plausibility
+        alpha): the target never reads another policy outside that set, and a weighted sum of log-probs
+        needs no normaliser: a row's log-softmax of this vector differs from its true log-probs by one
+        constant on the set, which the target's own normalisation removes. So the output embedding
+        (49k x 576 on SmolLM2, a fifth of a row's weights) runs in full for the anchor's rows only.
+        Not for a mixture (its terms need true normalisers) nor for SCR's chunk weights (the same).
+        The set is taken at alpha / 2 so that no rounding can leave out a token the target keeps.
+        """
+        B = self.n_seqs
+        ga, ra = self.index[anchor]
+        g_a = self.groups[ga]
+        anchor_rows = torch.arange(B) * (g_a.rows // B) + ra  # [B]
+        full = g_a.head(hidden[ga][anchor_rows.to(hidden[ga].device)])  # [B, W, V]
+        top = full.amax(-1, keepdim=True)  # [B, W, 1]
+        kept = (~implausible(full, top, alpha / 2)).reshape(-1, full.shape[-1]).any(0)  # [V]
+        vocab = kept.nonzero().squeeze(1)  # [U]
+        out = []
+        for gi, (g, h) in enumerate(zip(self.groups, hidden)):
+            head = g.head
+            idx = vocab.to(head.weight.device)
+            bias = None if head.bias is None else head.bias[idx]
+            part = torch.nn.functional.linear(h.to(head.weight.device), head.weight[idx], bias)  # [N, W, U]
+            lg = part.new_zeros(*part.shape[:-1], full.shape[-1])  # [N, W, V]
+            lg[..., idx] = part
+            if gi == ga:
+                lg[anchor_rows.to(lg.device)] = full.to(lg.device)
+            out.append(lg)
+        return out
 
     def absorb(self, other: "MultiPolicyScorer") -> None:
         """Append `other`'s sequences (built for the same policy table layout) after this scorer's."""

@@ -168,6 +168,17 @@ def test_multi_lora_forward_equals_peft_mixed_batch(engine, method):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
     assert (ref[0] - ref[1]).abs().max() > 1e-3  # adapters do change the output
     assert not any(m["module"].disable_adapters for m in ml.layers)  # PEFT state restored
+    # the hooks stay registered (one per layer, however many MultiLoRA objects) and change nothing
+    # outside `rows`; a second layout and the cached first one still match PEFT
+    again = model(input_ids=ids, adapter_names=[n or "__base__" for n in names]).logits
+    assert torch.equal(again, ref)
+    ml2 = MultiLoRA(model, method)
+    for names_now in (names[::-1], names):
+        with ml2.rows(names_now):
+            got = model(input_ids=ids).logits
+        want = model(input_ids=ids, adapter_names=[n or "__base__" for n in names_now]).logits
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert all(len(m["module"]._forward_hooks) == 1 for m in ml.layers)
 
 
 def test_fused_token_logprobs_equal_the_reference():
@@ -175,6 +186,53 @@ def test_fused_token_logprobs_equal_the_reference():
     logits = torch.randn(5, 2, 3, 4, 50, generator=g) * 4  # [P, B, n, T, V]
     toks = torch.randint(0, 50, (2, 3, 4), generator=g).expand(5, -1, -1, -1)
     torch.testing.assert_close(token_logprobs_fused(logits, toks), token_logprobs_reference(logits, toks))
+
+
+@torch.inference_mode()
+def test_scores_on_the_anchors_plausible_set_give_the_product_target_of_full_scores(engine):
+    """score(support=...) runs the output embedding over the vocabulary for the anchor only and for the
+    other rows on the anchor's plausible tokens: the product target (and so fused's law) built from it
+    equals the one built from full logits, token after token, on two models (groups)."""
+    import dataclasses
+
+    table = engine.policy_table(dataclasses.replace(TARGET, plausibility=0.6), PROMPTS)  # 5 tokens
+    rows = table.rows
+    full_scorer, cut_scorer = engine.build_scorer(table), engine.build_scorer(table)
+    assert cut_scorer.head_skippable and len(cut_scorer.groups) == 2
+    ys, g, skipped = [[] for _ in PROMPTS], torch.Generator().manual_seed(0), 0
+    for _ in range(4):
+        full = full_scorer.score(ys)  # [B, P, 1, 1, V]
+        cut = cut_scorer.score(ys, support=(rows.anchor, rows.plausibility))
+        for b in range(len(PROMPTS)):
+            want = rows.token_logprobs(torch.log_softmax(full[b, :, 0].float(), -1), 1.0, 1.0)  # [1, V]
+            got = rows.token_logprobs(torch.log_softmax(cut[b, :, 0].float(), -1), 1.0, 1.0)
+            torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+            assert torch.equal(cut[b, rows.anchor], full[b, rows.anchor])
+            skipped += int((cut[b, rows.num[0], 0, 0] == 0).sum())
+            ys[b].append(int(torch.multinomial(want[0].exp(), 1, generator=g)))
+        full_scorer.commit([len(y) for y in ys])
+        cut_scorer.commit([len(y) for y in ys])
+    assert skipped > 0  # the other rows really were scored on fewer tokens
+
+
+@pytest.mark.parametrize("sampler", ["fused", "speculative"])
+def test_token_samplers_score_a_plausible_product_on_the_plausible_set_only(engine, monkeypatch, sampler):
+    """fused and speculative ask for full logits only where the target needs them: not for a product
+    kept to the anchor's plausible set; a mixture (its terms need true normalisers) gets full logits."""
+    import dataclasses
+
+    supports = []
+    score = scoring.MultiPolicyScorer.score
+    monkeypatch.setattr(
+        scoring.MultiPolicyScorer,
+        "score",
+        lambda self, *a, **k: supports.append(k.get("support")) or score(self, *a, **k),
+    )
+    for aggregator, want in (("product", (0, 0.1)), ("mixture", None)):
+        supports.clear()
+        t = dataclasses.replace(TARGET, aggregator=aggregator, plausibility=0.1)
+        out = engine.generate("a b", target=t, sampler=sampler, max_new_tokens=3, seed=0, eos_token_id=[])
+        assert len(out.token_ids[0]) == 3 and supports and set(supports) == {want}
 
 
 def test_mod_style_reference_samples_what_fused_samples(engine):

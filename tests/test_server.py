@@ -122,10 +122,14 @@ def test_chat_and_completion_give_the_offline_text(client, setup):
     assert r.choices[0].finish_reason in ("stop", "length")
     assert r.usage.completion_tokens >= 1 and r.usage.prompt_tokens == 2  # "a b" under the anchor
     stats = r.model_extra["mpg"]
-    assert stats["seed"] == 7 and stats["sampler"] == "scr" and 0 <= stats["acceptance_rate"] <= 1
+    assert stats["seed"] == 7 and stats["sampler"] == "fused" and stats["acceptance_rate"] is None
     assert {"clips", "fallbacks", "drafted_tokens"} <= set(stats)
-    c = client.completions.create(model="mpg-isfp", prompt="b a", max_tokens=9, seed=3)
-    assert c.choices[0].text == offline(setup, "b a", 3, 9, mbti="ISFP")
+    c = client.completions.create(
+        model="mpg-isfp", prompt="b a", max_tokens=9, seed=3, extra_body={"sampler": "scr"}
+    )
+    assert c.choices[0].text == offline(setup, "b a", 3, 9, mbti="ISFP", sampler="scr")
+    stats = c.model_extra["mpg"]
+    assert stats["sampler"] == "scr" and 0 <= stats["acceptance_rate"] <= 1 and stats["drafted_tokens"] > 0
 
 
 def test_persona_knobs_through_extra_body(client, setup):

@@ -49,7 +49,12 @@ def test_cli_device_map_and_its_errors(folders, capsys):
     args = ["generate", "a b", "--base", str(folders / "base"), "--experts", "prompted", "--persona", "E"]
     args += ["--sampler", "fused", "--max-new-tokens", "3", "--no-stream", "--stats"]
     assert cli_main([*args, "--device-map", json.dumps(DEVICE_MAP)]) == 0
-    assert capsys.readouterr().out.strip()
+    out = capsys.readouterr()
+    assert out.out.strip()
+    stats = json.loads(
+        out.err[out.err.index("{") :], parse_constant=lambda c: pytest.fail(f"{c} is not JSON")
+    )
+    assert stats["new_tokens"] == 3 and stats["acceptance_rate"] is None  # fused drafts nothing: null
     assert cli_main([*args, "--device-map", "{not json"]) != 0
     assert "--device-map is not valid JSON" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown dtype 'float13'"):

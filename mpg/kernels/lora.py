@@ -6,6 +6,8 @@ index 0 means "no adapter" (bare base weights); adapter i >= 1 is stack entry i 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 __all__ = [
@@ -71,6 +73,18 @@ def lora_delta_gathered(x: torch.Tensor, A_rows: torch.Tensor, B_rows: torch.Ten
     return torch.bmm(torch.bmm(x, A_rows), B_rows)
 
 
+ROW_CACHE_SIZE = 16  # row layouts whose per-layer tensors MultiLoRA keeps
+
+
+def _add_active_delta(module, args, output):
+    """Forward hook of a LoRA layer: inside `MultiLoRA.rows`, add the rows' deltas; else change nothing."""
+    active = getattr(module, "_mpg_lora_active", None)
+    if active is None:
+        return None
+    multi, spec, t = active
+    return output + multi._delta(spec, t, args[0]).to(output.dtype)
+
+
 class MultiLoRA:
     """Runs a PEFT model's LoRA adapters per row with `lora_delta_stacked` instead of PEFT's masked loop.
 
@@ -121,7 +135,7 @@ class MultiLoRA:
                     "B_rows": B_rows,
                 }
             )
-        self._row_adapter = None
+        self._row_cache: dict[tuple[int, ...], list] = {}
 
     @staticmethod
     def supports(peft_model) -> bool:
@@ -132,50 +146,56 @@ class MultiLoRA:
             not m.lora_variant and not m.merged and not m.lora_embedding_A for m in layers
         )
 
-    def _hook(self, spec):
-        def hook(module, args, output):
-            x = args[0]
-            if self.method == "stacked":
-                mask = spec["masks"]
-                return output + lora_delta_stacked(
-                    x.to(spec["A_cat"].dtype), spec["A_cat"], spec["B_cat"], mask
-                ).to(output.dtype)
-            return output + lora_delta_gathered(
-                x.to(spec["A_rows"].dtype), spec["A_rows_g"], spec["B_rows_g"]
-            ).to(output.dtype)
+    def _delta(self, spec, t, x: torch.Tensor) -> torch.Tensor:
+        """The rows' LoRA deltas of one layer: x [N, T, I] -> [N, T, O] (t: that layer's row tensors)."""
+        if self.method == "stacked":
+            return lora_delta_stacked(x.to(spec["A_cat"].dtype), spec["A_cat"], spec["B_cat"], t)
+        A_rows, B_rows = t
+        return lora_delta_gathered(x.to(A_rows.dtype), A_rows, B_rows)
 
-        return hook
+    def _row_tensors(self, row_adapter: tuple[int, ...]) -> list:
+        """Per layer, what the hook needs for these rows: the stacked kernel's column mask [N, 1, R_tot],
+        or the gathered kernel's (A_rows [N, I, r], B_rows [N, r, O]). Cached by the rows' adapters (a
+        decode step repeats the previous step's rows), at most ROW_CACHE_SIZE layouts."""
+        hit = self._row_cache.get(row_adapter)
+        if hit is not None:
+            return hit
+        out = []
+        for spec in self.layers:
+            ra = torch.tensor(row_adapter, device=spec["A_cat"].device)  # [N]
+            if self.method == "stacked":
+                out.append(
+                    (spec["owner"].unsqueeze(0) == ra.unsqueeze(1)).to(spec["A_cat"].dtype).unsqueeze(1)
+                )  # [N, 1, R_tot]
+            else:
+                out.append((spec["A_rows"][ra], spec["B_rows"][ra]))  # [N, I, r], [N, r, O]
+        if len(self._row_cache) >= ROW_CACHE_SIZE:
+            self._row_cache.clear()
+        self._row_cache[row_adapter] = out
+        return out
 
     def rows(self, adapter_names: list[str | None]):
-        """Context manager: the next forwards run row i with adapter adapter_names[i] (None: bare weights)."""
-        import contextlib
+        """Context manager: the next forwards run row i with adapter adapter_names[i] (None: bare weights).
 
-        row_adapter = torch.tensor([self.index[a] if a is not None else 0 for a in adapter_names])  # [N]
+        Announced mutation: from the first use on, each PEFT LoRA layer carries one forward hook
+        (`_add_active_delta`; registering 120 hooks per forward cost ~5 ms a decode step). Outside this
+        context it returns None, which leaves every output as PEFT computed it."""
+        row_adapter = tuple(self.index[a] if a is not None else 0 for a in adapter_names)
+        return self._rows(self._row_tensors(row_adapter))
 
-        @contextlib.contextmanager
-        def ctx():
-            handles = []
+    @contextlib.contextmanager
+    def _rows(self, per_layer: list):
+        for spec, t in zip(self.layers, per_layer):
+            m = spec["module"]
+            if not getattr(m, "_mpg_lora_hooked", False):  # one hook per layer, whichever MultiLoRA asks
+                m.register_forward_hook(_add_active_delta)
+                m._mpg_lora_hooked = True
+            # plain attributes, set in __dict__: nn.Module.__setattr__'s checks cost ~1 ms a forward here
+            m.__dict__["_mpg_lora_active"] = (self, spec, t)
+            m.__dict__["_disable_adapters"] = True
+        try:
+            yield
+        finally:
             for spec in self.layers:
-                dev = spec["A_cat"].device
-                ra = row_adapter.to(dev)
-                if self.method == "stacked":
-                    spec["masks"] = (
-                        (spec["owner"].unsqueeze(0) == ra.unsqueeze(1)).to(spec["A_cat"].dtype).unsqueeze(1)
-                    )  # [N, 1, R_tot]
-                else:
-                    spec["A_rows_g"], spec["B_rows_g"] = (
-                        spec["A_rows"][ra],
-                        spec["B_rows"][ra],
-                    )  # [N, I, r], [N, r, O]
-                m = spec["module"]
-                m._disable_adapters = True
-                handles.append(m.register_forward_hook(self._hook(spec)))
-            try:
-                yield
-            finally:
-                for spec, h in zip(self.layers, handles):
-                    h.remove()
-                    spec["module"]._disable_adapters = False
-                    spec.pop("masks", None), spec.pop("A_rows_g", None), spec.pop("B_rows_g", None)
-
-        return ctx()
+                spec["module"].__dict__["_mpg_lora_active"] = None
+                spec["module"].__dict__["_disable_adapters"] = False

@@ -165,6 +165,15 @@ class Batch:
     def ys(self) -> list[list[int]]:
         return [s.y for s in self.seqs]
 
+    def support(self) -> tuple[int, float] | None:
+        """(anchor, alpha) when a sampler that reads p_1 token by token may score the other policies on
+        the anchor's plausible tokens only (`MultiPolicyScorer.score(support=...)`): a product target
+        kept to that set, on models that can return hidden states. None: full logits."""
+        t = self.target
+        if t.aggregator == "product" and t.plausibility > 0 and self.scorer.head_skippable:
+            return t.anchor, t.plausibility
+        return None
+
     def advance(self, steps: list[Advance]) -> None:
         """Append each sequence's tokens, record its counts, and keep in every cache what agrees."""
         for s, step in zip(self.seqs, steps):

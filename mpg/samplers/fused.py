@@ -11,7 +11,7 @@ __all__ = ["fused_step"]
 
 
 def fused_step(batch: Batch) -> None:
-    logits = batch.scorer.score(batch.ys)  # [B, P, 1, 1, V]
+    logits = batch.scorer.score(batch.ys, support=batch.support())  # [B, P, 1, 1, V]
     steps = []
     for b, s in enumerate(batch.seqs):
         lp = torch.log_softmax(logits[b, :, 0].float(), -1)  # [P, 1, V]

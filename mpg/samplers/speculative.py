@@ -17,7 +17,7 @@ __all__ = ["speculative_step"]
 def speculative_step(batch: Batch) -> None:
     ks = batch.chunk_sizes()
     toks, q_all, lengths = draft(batch, ks, 1)  # [B, 1, K], [B, 1, K, V]
-    logits = batch.scorer.score(batch.ys, toks)  # [B, P, 1, K+1, V]
+    logits = batch.scorer.score(batch.ys, toks, support=batch.support())  # [B, P, 1, K+1, V]
     steps = []
     for b, s in enumerate(batch.seqs):
         L = lengths[b][0]

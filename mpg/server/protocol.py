@@ -277,8 +277,6 @@ def parse_request(
         for k in ("temperature", "top_p", "stop", "sampler", "chunk_size")
         if body.get(k) is not None
     }
-    if knobs.get("temperature") == 0 and "sampler" not in knobs:
-        knobs["sampler"] = "fused"  # greedy decoding (clients send temperature 0 often); scr has no T = 0
     _number(body, "chunk_size", 1, 64, integer=True)  # bounded work per round
     try:
         cfg = GenerateConfig.from_kwargs(max_new_tokens=max_tokens, seed=seed, **knobs)
