@@ -64,8 +64,7 @@ def _generate(args) -> int:
     if streamer is None:
         print(out.texts[0])
     if args.stats:
-        stats = {k: None if isinstance(v, float) and v != v else v for k, v in out.stats[0].as_dict().items()}
-        print(json.dumps(stats, indent=2, default=str), file=sys.stderr)  # NaN (nothing drafted): null
+        print(json.dumps(out.stats[0].as_json(), indent=2, default=str), file=sys.stderr)
     return 0
 
 

@@ -119,6 +119,8 @@ class PolicyGroup:
             raise ValueError("a policy context tokenised to nothing")
         self.model, self.is_peft, self.lora, self.pad_id = model, is_peft, lora, pad_id
         self.device = next(model.parameters()).device
+        self._base = model.get_base_model() if is_peft else model  # the CausalLM under any PEFT wrapper
+        self.head_skippable = self._can_skip_head()  # fixed for the group's life (absorb: same model)
         self.adapters = list(adapters)
         N = len(contexts)
         self.row_seq = torch.tensor(row_seq if row_seq is not None else [0] * N)  # [N]
@@ -230,7 +232,7 @@ class PolicyGroup:
             if hidden:
                 if not self.head_skippable:
                     raise RuntimeError("this group's model cannot return hidden states (head_skippable)")
-                out = self._decoder(**inputs)
+                out = self._base.get_decoder()(**inputs)
             else:
                 out = self.model(**inputs, logits_to_keep=keep_logits, **kwargs)
         self.cache = out.cache
@@ -238,30 +240,24 @@ class PolicyGroup:
         self.forward_passes += 1
         return out.last_hidden_state[:, -keep_logits:] if hidden else out.logits
 
-    @property
-    def head_skippable(self) -> bool:
+    def _can_skip_head(self) -> bool:
         """Whether `feed(..., hidden=True)` works here: the model's logits are exactly `head` applied to
         its decoder's last hidden states (HEAD_SKIP_MODEL_TYPES; the head not under an accelerate
         hook, which may hold its weights elsewhere), and rows do not pick their adapters through PEFT's
         own mixed-batch path (`adapter_names`, even all "__base__": without it PEFT would apply its
         active adapter to every row), which only the full forward takes."""
-        base = self.model.get_base_model() if self.is_peft else self.model
-        head = base.get_output_embeddings()
+        head = self.head
         return (
-            getattr(base.config, "model_type", None) in HEAD_SKIP_MODEL_TYPES
+            getattr(self._base.config, "model_type", None) in HEAD_SKIP_MODEL_TYPES
             and head is not None
             and not hasattr(head, "_hf_hook")
             and not (self.is_peft and self.lora is None)
         )
 
     @property
-    def _decoder(self):
-        return (self.model.get_base_model() if self.is_peft else self.model).get_decoder()
-
-    @property
     def head(self) -> torch.nn.Module:
         """The output embedding: logits = head(last hidden state) (when `head_skippable`)."""
-        return (self.model.get_base_model() if self.is_peft else self.model).get_output_embeddings()
+        return self._base.get_output_embeddings()
 
     # ---- feeding -------------------------------------------------------------------------------
     def pending(self, ys: list[list[int]]) -> list[list[int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +19,7 @@ __all__ = [
     "Sequence",
     "SequenceStats",
     "draft",
+    "finite_or_none",
     "gather_tokens",
     "prompt_rng",
 ]
@@ -62,6 +64,11 @@ class SamplerConfig:
             raise ValueError(f"threshold must be a finite log-bound, got {self.threshold!r}")
 
 
+def finite_or_none(x):
+    """x, or None where x is a non-finite float (JSON has no NaN or infinity)."""
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
 @dataclass
 class SequenceStats:
     new_tokens: int = 0
@@ -96,6 +103,10 @@ class SequenceStats:
             acceptance_rate=self.acceptance_rate, clip_rate=self.clip_rate, tokens_per_s=self.tokens_per_s
         )
         return d
+
+    def as_json(self) -> dict:
+        """`as_dict` with undefined rates (NaN: nothing drafted, no time) as None, which JSON has."""
+        return {k: finite_or_none(v) for k, v in self.as_dict().items()}
 
     def record(self, step: "Advance") -> None:
         """The one place a sampler's per-round counts reach the statistics."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import time
 import uuid
 
@@ -18,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..samplers.common import finite_or_none
 from .metrics import Metrics
 from .protocol import Presets, RequestError, parse_request
 from .scheduler import Job, Scheduler
@@ -66,10 +66,6 @@ class ChoiceText:
         return out
 
 
-def _finite(x):
-    return None if isinstance(x, float) and not math.isfinite(x) else x
-
-
 def mpg_stats(spec, members) -> dict:
     """The response's extra `mpg` field: the persona, seed, sampler and the sampler's counts."""
     per = [{k: getattr(m.seq.stats, k) for k in STAT_FIELDS} for m in members]
@@ -82,7 +78,8 @@ def mpg_stats(spec, members) -> dict:
         "acceptance_rate": acc,
         **total,
         "choices": [
-            {**p, "acceptance_rate": _finite(m.seq.stats.acceptance_rate)} for p, m in zip(per, members)
+            {**p, "acceptance_rate": finite_or_none(m.seq.stats.acceptance_rate)}
+            for p, m in zip(per, members)
         ],
     }
 
