@@ -39,8 +39,8 @@ class GenerateOutput:
 class GenerateConfig:
     """Every `generate()` setting besides the prompts and the target, validated on construction."""
 
-    # fused: exact, and at the default composition the fastest on every machine measured (scr, the
-    # paper's sampler, is ~10x slower there on a CPU: docs/results.md#speed); scr stays one keyword away
+    # fused: exact, and at the default composition the fastest sampler on a CPU (scr, the paper's
+    # sampler, ran ~10x slower there: docs/results.md#speed); scr stays one keyword away
     sampler: str = "fused"
     max_new_tokens: int = 128
     temperature: float = 1.0
