@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import ANSWER_VOCAB, add_lora, tiny_model, tiny_tokenizer  # noqa: E402
 
 from mpg.engine import Engine  # noqa: E402
+
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # one worker per core (scripts/test.sh): a second BLAS thread per worker would only contend
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -170,7 +170,7 @@ def _run(base_dir, data: Path, out: Path, processes: int) -> str:
         launch += ["--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port())]
         launch += ["--mixed_precision", "no", "--dynamo_backend", "no"]
         cmd = [str(ACCELERATE), *launch, *lm_eval]
-    proc = subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True, timeout=150)
+    proc = subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stderr
 
