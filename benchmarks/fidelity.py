@@ -210,7 +210,7 @@ def run(
     n_layers = engine.models["base"].config.num_hidden_layers
     layer = args.layer if args.layer is not None else 2 * n_layers // 3
     mbti_methods = [m for m in args.methods if m in MBTI_METHODS or m.startswith((COMPOSE, BILLY_AT))]
-    rp_methods = [m for m in args.methods if m in ROLEPLAY_METHODS]
+    rp_methods = [m for m in args.methods if m in ROLEPLAY_METHODS or m.startswith(COMPOSE)]
     if args.generate_only:  # sampling only: the parts scored by judges, without the judges
         args.parts = [p for p in args.parts if p in ("freeform", "roleplay")]
     if judges is None and ({"freeform", "roleplay"} & set(args.parts)) and not args.generate_only:
@@ -323,6 +323,7 @@ def run(
         else:
             contexts = ff.roleplay_contexts(engine, items, experts=roleplay_experts)
             summary = ff.score_roleplay(engine, rows, items, judges[1], embed, contexts, progress=progress)
+            paired_roleplay(rows, summary, baseline="base", seed=args.seed)
             results["parts"]["roleplay"] = {"items": len(items), "methods": summary, "answers": rows}
         results["timings_s"]["roleplay"] = time.perf_counter() - t0
     results["config"] = {
@@ -363,6 +364,18 @@ def paired_comparison(rows: list[dict], summary: dict, baseline: str = "prompt",
             continue
         summary[m]["mean_axis"] = bounded_mean_ci([score[(m, i)] for i in mine])
         if m != baseline and all((baseline, i) in score for i in mine):
+            summary[m][f"vs_{baseline}"] = paired_bootstrap_ci(
+                [score[(m, i)] for i in mine], [score[(baseline, i)] for i in mine], seed=seed
+            )
+
+
+def paired_roleplay(rows: list[dict], summary: dict, baseline: str = "base", seed: int = 0) -> None:
+    """Per method: the paired difference of its role-play judge score to `baseline` (the role-play
+    prompt alone) on the same profiles and seeds, 95% bootstrap ("vs_<baseline>"). In place."""
+    score = {(r["method"], r["id"]): r["judge_score"] for r in rows if r.get("judge_score") is not None}
+    for m in summary:
+        mine = [r["id"] for r in rows if r["method"] == m]
+        if mine and m != baseline and all((baseline, i) in score and (m, i) in score for i in mine):
             summary[m][f"vs_{baseline}"] = paired_bootstrap_ci(
                 [score[(m, i)] for i in mine], [score[(baseline, i)] for i in mine], seed=seed
             )
@@ -417,6 +430,7 @@ def table_rows(results: dict) -> list[dict]:
             row.update(
                 {
                     "rp judge": r[m]["judge_score"],
+                    "rp vs base": r[m].get("vs_base"),
                     "rp cos ref": r[m].get("reference_cosine"),
                     "rp ppl": r[m].get("ppl"),
                     "rp tok/s": r[m].get("tokens_per_s"),
@@ -438,6 +452,7 @@ MAIN_COLUMNS = [
     "ff distinct-1",
     "ff distinct-2",
     "rp judge",
+    "rp vs base",
 ]
 EXTRA_COLUMNS = [*(f"q {n}" for n in AXIS_NAMES), "q type", "ff tok/s", "rp cos ref", "rp ppl", "rp tok/s"]
 
@@ -466,7 +481,8 @@ def write_table(results: dict, path: Path) -> None:
         "each answer's share of its type's letters judged right, mean [t 95% CI]; vs prompt: paired "
         "difference of that share to `prompt` on the same items and seeds [bootstrap 95% CI]; ppl: "
         "perplexity under the plain base (geometric mean [95% CI]); distinct-n: per-answer mean [95% CI]. "
-        "rp judge: role-play judge p(in persona), mean [95% CI]; rp cos ref: MiniLM cosine to the reference "
+        "rp judge: role-play judge p(in persona), mean [95% CI]; rp vs base: paired difference of it to "
+        "`base` (the role-play prompt alone) on the same profiles and seeds [bootstrap 95% CI]; rp cos ref: MiniLM cosine to the reference "
         "answer. 'reference': the judges on the data's reference answers.",
     ]
     if "judges" in results:

@@ -111,6 +111,13 @@ def test_billy_and_roleplay(engine):
     assert roleplay_target(engine, "base", "p", "q", experts=rp).anchor == Policy(template="a {prompt}")
     assert roleplay_target(engine, "expert_profile", "p", "q", experts=rp).anchor.adapter == "y"
     assert roleplay_target(engine, "scr_k8", "p", "q", experts=rp).aggregator == "mixture"
+    # a composition: its aggregator, lam, weight rule and plausibility; the role-play prompt stays the anchor
+    t = roleplay_target(
+        engine, "compose:product,lam=0.5,weights=sum1,anchor=prompt,plausibility=0.1", "p", "q", experts=rp
+    )
+    assert (t.aggregator, t.lam, t.plausibility) == ("product", 0.5, 0.1)
+    assert t.anchor == Policy(template="a {prompt}") and [a.weight for a in t.attributes] == [0.5, 0.5]
+    assert [a.num.adapter for a in t.attributes] == ["x", "y"]
     with pytest.raises(ValueError, match="not a role-play method"):
         roleplay_target(engine, "prompt", "p", "q", experts=rp)
 

@@ -441,8 +441,13 @@ def test_benchmark_end_to_end_on_tiny_model(tmp_path, tokenizer, data, judges):
             assert s["answers"] == 4 and s["ppl"]["ppl"] is None or s["ppl"]["ppl"] >= 1.0
             assert s["tokens_per_s"] > 0
     assert f["methods"]["reference"]["answers"] == 1  # one qa_ENTJ item with its reference
+    rp_score = {(a["method"], a["id"]): a["judge_score"] for a in r["answers"]}
     for m, s in r["methods"].items():
         assert _in_unit(s["judge_score"]), m
+        if m not in ("base", "reference"):  # paired to the role-play prompt alone, profile by profile
+            ids = [a["id"] for a in r["answers"] if a["method"] == m]
+            diff = sum(rp_score[(m, i)] - rp_score[("base", i)] for i in ids) / len(ids)
+            assert s["vs_base"]["n"] == 2 and s["vs_base"]["mean"] == pytest.approx(diff), m
     # the same prompts and seeds for every method: per item, only the method changes
     prompts = {m: [a["prompt"] for a in f["answers"] if a["method"] == m] for m in MBTI_METHODS}
     assert len({tuple(p) for p in prompts.values()}) == 1

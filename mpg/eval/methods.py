@@ -268,9 +268,10 @@ def roleplay_target(
 ) -> Target:
     """The target a method samples for a role-play persona (profile + personality)."""
     m = get_method(method)
-    if m.name not in ROLEPLAY_METHODS:
+    if m.name not in ROLEPLAY_METHODS and m.composition is None:
         raise ValueError(
-            f"method {m.name!r} is not a role-play method; choose one of {', '.join(ROLEPLAY_METHODS)}"
+            f"method {m.name!r} is not a role-play method; choose one of {', '.join(ROLEPLAY_METHODS)} "
+            f"or {COMPOSE}<composition>"
         )
     if callable(experts):
         attrs, anchor = experts(profile, personality)
@@ -281,4 +282,11 @@ def roleplay_target(
     if m.name in ("expert_personality", "expert_profile"):
         i = 0 if m.name == "expert_personality" else 1  # mpg.personas.ROLEPLAY_ADAPTERS order
         return alone(attrs[i].num)
+    if m.composition is not None:
+        # as persona() composes a role-play persona: the role-play prompt stays the anchor (it already
+        # names the profile and the personality), whatever the composition's anchor
+        c = m.composition
+        spreads = attribute_spreads(attrs, experts) if c.weights == "spread" else None
+        attrs = apply_weight_rule(attrs, c.weights, spreads)
+        return Target(tuple(attrs), c.aggregator, lam=c.lam, anchor=anchor, plausibility=c.plausibility)
     return Target(tuple(attrs), m.aggregator, anchor=anchor)

@@ -1,0 +1,55 @@
+"""Probe (issue 12): the plausibility set widened from the anchor's to the union of the anchor's and
+every expert's. Not an option of mpg: it was measured and did not win (docs/results.md, "Fourth pass").
+
+The shipped constraint (`mpg.aggregators.plausible`) keeps the target to the tokens the anchor gives at
+least alpha x its top token's probability. Here a token also stays when some expert numerator (the
+expert LoRA under its own context) gives it at least beta x that expert's top (beta = $UNION_BETA,
+default alpha): every kept token is one some fluent policy would write, so the experts' own style words
+are no longer cut. Sampled with `fused` (exact for this law: it reads p_1 token by token); the
+head-skipping support path is turned off, since the union needs every expert's full logits.
+
+Run as benchmarks/fidelity.py (same arguments), with the composition's plausibility as alpha:
+
+    UNION_BETA=0.5 .venv/bin/python benchmarks/probes/plausible_union.py --generate-only --parts freeform \
+        --max-new-tokens 40 --freeform-types ENTJ,ESFP,ISTP,INFJ,ESTJ,ENFP,ISFJ,INTP --freeform-per-type 4 \
+        --methods "compose:product,lam=1,plausibility=0.1" --no-billy --out out/probe/union_l1_b05
+
+then score the answers with benchmarks/fidelity.py --answers (same method name).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+import mpg.policy_table as policy_table
+import mpg.samplers.common as common
+from mpg.aggregators import aggregate, implausible
+from mpg.samplers.common import temper
+
+
+def union_token_logprobs(self, lp: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """TargetRows.token_logprobs with the union rule. lp: [P, T, V] -> [T, V] log p_1."""
+    anchor, num, den = lp[self.anchor], lp[self.num], lp[self.den]  # [T, V], [n, T, V], [n, T, V]
+    ratios = (num - den).permute(1, 2, 0)  # [T, V, n]
+    logits = anchor + aggregate(ratios, self.weights.to(lp.device), self.aggregator, self.lam)  # [T, V]
+    alpha = self.plausibility
+    if alpha > 0:
+        beta = float(os.environ.get("UNION_BETA", alpha))
+        cut = implausible(anchor, anchor.amax(-1, keepdim=True), alpha)  # [T, V]
+        for expert in num:  # [T, V]: cut only what no expert finds plausible either
+            cut &= implausible(expert, expert.amax(-1, keepdim=True), beta)
+        logits = logits.masked_fill(cut, float("-inf"))
+    return temper(logits, temperature, top_p)
+
+
+if __name__ == "__main__":
+    policy_table.TargetRows.token_logprobs = union_token_logprobs
+    common.Batch.support = lambda self: None  # full logits for every row
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import fidelity
+
+    sys.exit(fidelity.main(sys.argv[1:]))
