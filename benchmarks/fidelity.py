@@ -482,8 +482,9 @@ def write_table(results: dict, path: Path) -> None:
         "difference of that share to `prompt` on the same items and seeds [bootstrap 95% CI]; ppl: "
         "perplexity under the plain base (geometric mean [95% CI]); distinct-n: per-answer mean [95% CI]. "
         "rp judge: role-play judge p(in persona), mean [95% CI]; rp vs base: paired difference of it to "
-        "`base` (the role-play prompt alone) on the same profiles and seeds [bootstrap 95% CI]; rp cos ref: MiniLM cosine to the reference "
-        "answer. 'reference': the judges on the data's reference answers.",
+        "`base` (the role-play prompt alone) on the same profiles and seeds [bootstrap 95% CI]; rp cos "
+        "ref: MiniLM cosine to the reference answer. 'reference': the judges on the data's reference "
+        "answers.",
     ]
     if "judges" in results:
         notes += [
