@@ -360,19 +360,21 @@ def paired_comparison(rows: list[dict], summary: dict, baseline: str = "prompt",
     score = {(r["method"], r["id"]): sum(r["axis_hits"]) / 4 for r in rows}
     for m in summary:
         mine = [r["id"] for r in rows if r["method"] == m]
-        if not mine:
-            continue
-        summary[m]["mean_axis"] = bounded_mean_ci([score[(m, i)] for i in mine])
-        if m != baseline and all((baseline, i) in score for i in mine):
-            summary[m][f"vs_{baseline}"] = paired_bootstrap_ci(
-                [score[(m, i)] for i in mine], [score[(baseline, i)] for i in mine], seed=seed
-            )
+        if mine:
+            summary[m]["mean_axis"] = bounded_mean_ci([score[(m, i)] for i in mine])
+    paired_to_baseline(score, rows, summary, baseline, seed)
 
 
 def paired_roleplay(rows: list[dict], summary: dict, baseline: str = "base", seed: int = 0) -> None:
     """Per method: the paired difference of its role-play judge score to `baseline` (the role-play
     prompt alone) on the same profiles and seeds, 95% bootstrap ("vs_<baseline>"). In place."""
     score = {(r["method"], r["id"]): r["judge_score"] for r in rows if r.get("judge_score") is not None}
+    paired_to_baseline(score, rows, summary, baseline, seed)
+
+
+def paired_to_baseline(score: dict, rows: list[dict], summary: dict, baseline: str, seed: int) -> None:
+    """summary[m]["vs_<baseline>"]: method m's paired difference to `baseline` over the items both
+    answered (score: {(method, id): value}), for every method that shares all its items with it."""
     for m in summary:
         mine = [r["id"] for r in rows if r["method"] == m]
         if mine and m != baseline and all((baseline, i) in score and (m, i) in score for i in mine):

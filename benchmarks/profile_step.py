@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="out/profile_step.json")
     args = ap.parse_args(argv)
 
+    from speed import floor_run  # the speed benchmark's floor: the same context, sampling and settings
     from transformers import AutoModelForCausalLM
 
     from mpg import Engine
@@ -78,18 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     target = persona(engine, args.persona).target()
     rows = len(target.policies())
     floor = AutoModelForCausalLM.from_pretrained(default_base_path()).eval()
-    enc = engine.tokenizer.apply_chat_template(
-        [{"role": "user", "content": args.prompt}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    )
     n = args.max_new_tokens
-    kw = dict(max_new_tokens=n, min_new_tokens=n, do_sample=True, pad_token_id=engine.tokenizer.eos_token_id)
 
     def run_floor():
-        with torch.inference_mode():
-            floor.generate(**enc, **kw)
+        floor_run(floor, engine.tokenizer, [args.prompt], n, seed=0)
 
     def run_engine():
         engine.generate(

@@ -27,15 +27,18 @@ import torch
 
 import mpg.policy_table as policy_table
 import mpg.samplers.common as common
-from mpg.aggregators import aggregate, implausible
+from mpg.aggregators import implausible, token_target_logits
 from mpg.samplers.common import temper
 
 
 def union_token_logprobs(self, lp: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     """TargetRows.token_logprobs with the union rule. lp: [P, T, V] -> [T, V] log p_1."""
     anchor, num, den = lp[self.anchor], lp[self.num], lp[self.den]  # [T, V], [n, T, V], [n, T, V]
-    ratios = (num - den).permute(1, 2, 0)  # [T, V, n]
-    logits = anchor + aggregate(ratios, self.weights.to(lp.device), self.aggregator, self.lam)  # [T, V]
+    w = self.weights.to(lp.device)  # [n]
+    # the unconstrained target, then the union's cut in place of the anchor's own
+    logits = token_target_logits(
+        anchor, num.transpose(0, 1), den.transpose(0, 1), w, self.aggregator, self.lam
+    )
     alpha = self.plausibility
     if alpha > 0:
         beta = float(os.environ.get("UNION_BETA", alpha))

@@ -161,12 +161,20 @@ def get_method(method: Method | str) -> Method:
 
 
 def composed_target(
-    attributes: list[Attribute], composition: Composition, mbti_type: str, experts: Experts = "shipped"
+    attributes: list[Attribute],
+    composition: Composition,
+    mbti_type: str | None,
+    experts: Experts = "shipped",
+    *,
+    anchor: Policy | None = None,
 ) -> Target:
-    """The MBTI type's attributes composed as `composition` says (weight rule, lam, anchor)."""
+    """The attributes composed as `composition` says (weight rule, lam, anchor, plausibility).
+    anchor: a fixed anchor that wins over the composition's (role-play's own prompt); else the base,
+    or with anchor=prompt the base under the MBTI type's multi-trait prompt."""
     spreads = attribute_spreads(attributes, experts) if composition.weights == "spread" else None
     attrs = apply_weight_rule(attributes, composition.weights, spreads)
-    anchor = prompt_policy(mbti_type) if composition.anchor == "prompt" else Policy()
+    if anchor is None:
+        anchor = prompt_policy(mbti_type) if composition.anchor == "prompt" else Policy()
     return Target(
         tuple(attrs),
         composition.aggregator,
@@ -285,8 +293,5 @@ def roleplay_target(
     if m.composition is not None:
         # as persona() composes a role-play persona: the role-play prompt stays the anchor (it already
         # names the profile and the personality), whatever the composition's anchor
-        c = m.composition
-        spreads = attribute_spreads(attrs, experts) if c.weights == "spread" else None
-        attrs = apply_weight_rule(attrs, c.weights, spreads)
-        return Target(tuple(attrs), c.aggregator, lam=c.lam, anchor=anchor, plausibility=c.plausibility)
+        return composed_target(attrs, m.composition, None, experts, anchor=anchor)
     return Target(tuple(attrs), m.aggregator, anchor=anchor)
