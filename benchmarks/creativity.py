@@ -290,7 +290,7 @@ def main(argv=None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = load_items(args.tasks, args.per_task)
-    engine = Engine.from_pretrained(args.base, device=args.device)
+    engine = Engine.from_pretrained(args.base, device=args.device, dtype="float32")
     n_layers = engine.models["base"].config.num_hidden_layers
     if args.layer is None:
         args.layer = 2 * n_layers // 3

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from mpg.dpo import answer_logprobs, dpo_loss, reference_logprobs, tokenize_pair
-from mpg.training import _bf16_ok, _conversational, _cpu_name, load_preferences
+from mpg.hardware import bf16_native, cpu_name
+from mpg.training import _conversational, load_preferences
 
 
 def main(argv=None) -> int:
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     rows = load_preferences(args.data)[: args.pairs]
     path = default_base_path()
     tok = AutoTokenizer.from_pretrained(path)
-    bf16 = _bf16_ok(torch.device("cpu"))
+    bf16 = bf16_native(torch.device("cpu"))
     lora = LoraConfig(
         r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM"
     )
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
         "max_length": args.max_length,
         "tokens_prompt_chosen_rejected": tokens,
         "bf16": bf16,
-        "machine": f"{_cpu_name()}, torch threads {torch.get_num_threads()}",
+        "machine": f"{cpu_name()}, torch threads {torch.get_num_threads()}",
         "speedup": out["trl"]["seconds_per_step"] / out["shared_prompt"]["seconds_per_step"],
         "loss_difference": abs(out["trl"]["loss"] - out["shared_prompt"]["loss"]),
         **out,

@@ -91,6 +91,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
     )
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", help="the engine's dtype: float32 (default) or bfloat16")
     ap.add_argument(
         "--experts", default="shipped", help="'shipped', 'prompted' or a folder of expert adapters"
     )
@@ -543,7 +544,7 @@ def main(argv=None, *, engine=None, experts=None, roleplay_experts=None, judges=
     )
     t0 = time.perf_counter()
     if engine is None:
-        engine = Engine.from_pretrained(args.base, device=args.device)
+        engine = Engine.from_pretrained(args.base, device=args.device, dtype=args.dtype)
     results = run(
         args,
         engine,

@@ -314,7 +314,7 @@ def main(argv=None, *, engine=None, experts=None, judges=None, embed=None, vecto
     command = "benchmarks/frontier.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    engine = engine or Engine.from_pretrained(args.base, device=args.device)
+    engine = engine or Engine.from_pretrained(args.base, device=args.device, dtype="float32")
     results = run(args, engine, experts=experts or args.experts, judges=judges, embed=embed, vectors=vectors)
     if args.generate_only:
         ff.save_answers(

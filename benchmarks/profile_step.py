@@ -1,12 +1,14 @@
-"""Where a decode step's time goes: cProfile of one sampler run against plain generate() of the base.
+"""Where a decode step's time goes: a profile of one sampler run against plain generate() of the base.
 
 Runs the floor (plain `generate()` of the bare base) and the engine (default: `fused` at the default
-composition, ENTJ from the shipped LoRA experts) on one prompt under cProfile, and with `--matmul`
-times the decoder's projection matmuls alone at 1 row and at the target's row count, with weights
-too large for the cache (as in decoding). Writes JSON (the top functions by own time, per run) and
-prints the same as a table.
+composition, ENTJ from the shipped LoRA experts) on `--batch` prompts (the speed benchmark's), under
+cProfile (Python functions by own time) or `--profiler torch` (torch ops by own CPU time, grouped by
+input shape). Also times the prefill alone (each side's second 1-token run) and, with `--matmul`, the
+decoder's projection matmuls alone at 1 row and at the target's row count, with weights too large for
+the cache (as in decoding). Writes JSON and prints the same as tables.
 
     .venv/bin/python benchmarks/profile_step.py --max-new-tokens 128 --matmul --out out/profile_step.json
+    .venv/bin/python benchmarks/profile_step.py --batch 8 --max-new-tokens 16 --profiler torch --out out/profile_b8.json
 """
 
 from __future__ import annotations
@@ -37,13 +39,40 @@ def profiled(fn) -> tuple[float, list[dict]]:
     return wall, sorted(rows, key=lambda r: -r["own_s"])
 
 
-def projection_matmuls_ms(cfg, rows: int, reps: int = 5) -> float:
+def torch_profiled(fn, top: int) -> tuple[float, list[dict]]:
+    """(wall seconds, torch ops by own CPU time, grouped by input shapes) of fn()."""
+    from torch.profiler import ProfilerActivity, profile
+
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    wall = time.perf_counter() - t0
+    events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    rows = [
+        {
+            "function": f"{e.key} {e.input_shapes}",
+            "calls": e.count,
+            "own_s": e.self_cpu_time_total / 1e6,
+            "cumulative_s": e.cpu_time_total / 1e6,
+        }
+        for e in events[:top]
+    ]
+    return wall, rows
+
+
+def wall_of(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def projection_matmuls_ms(cfg, rows: int, dtype=torch.float32, reps: int = 5) -> float:
     """One decode step's q, k, v, o, gate, up, down matmuls over all layers at `rows` rows (ms)."""
     H, F, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     kv = cfg.num_key_value_heads * (H // cfg.num_attention_heads)
     shapes = [(H, H), (kv, H), (kv, H), (H, H), (F, H), (F, H), (H, F)]  # [out, in]
-    weights = [[torch.randn(o, i) for o, i in shapes] for _ in range(L)]  # cold: far larger than L2
-    x = {n: torch.randn(rows, 1, n) for n in (H, F)}  # [rows, 1, in]
+    weights = [[torch.randn(o, i, dtype=dtype) for o, i in shapes] for _ in range(L)]  # cold: >> L2
+    x = {n: torch.randn(rows, 1, n, dtype=dtype) for n in (H, F)}  # [rows, 1, in]
 
     def step():
         for layer in weights:
@@ -61,50 +90,84 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sampler", default="fused")
     ap.add_argument("--persona", default="ENTJ")
-    ap.add_argument("--prompt", default="How would you spend a free weekend?")
+    ap.add_argument("--batch", type=int, default=1, help="prompts generated together (the speed benchmark's)")
+    ap.add_argument("--profiler", default="cprofile", choices=["cprofile", "torch"])
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--top", type=int, default=15, help="functions listed per run")
     ap.add_argument("--matmul", action="store_true", help="also time the projection matmuls alone")
+    ap.add_argument(
+        "--dtype", default=None, help="float32 or bfloat16 (engine and floor; default: the engine's default)"
+    )
     ap.add_argument("--out", default="out/profile_step.json")
     args = ap.parse_args(argv)
+    if args.dtype is None:
+        from mpg.hardware import default_dtype
 
-    from speed import floor_run  # the speed benchmark's floor: the same context, sampling and settings
+        args.dtype = str(default_dtype(getattr(args, "device", "cpu"))).removeprefix("torch.")
+    if args.dtype not in ("float32", "bfloat16"):
+        ap.error(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
+    dtype = getattr(torch, args.dtype)
+
+    from speed import PROMPTS, floor_run  # the speed benchmark's prompts and floor
     from transformers import AutoModelForCausalLM
 
     from mpg import Engine
     from mpg.default_model import default_base_path
     from mpg.personas import persona
 
-    engine = Engine.from_pretrained()
+    if not 1 <= args.batch <= len(PROMPTS):
+        ap.error(f"--batch must be 1..{len(PROMPTS)}")
+    engine = Engine.from_pretrained(dtype=dtype)
     target = persona(engine, args.persona).target()
     rows = len(target.policies())
-    floor = AutoModelForCausalLM.from_pretrained(default_base_path()).eval()
-    n = args.max_new_tokens
+    floor = AutoModelForCausalLM.from_pretrained(default_base_path(), dtype=dtype).eval()
+    prompts = PROMPTS[: args.batch]
 
-    def run_floor():
-        floor_run(floor, engine.tokenizer, [args.prompt], n, seed=0)
+    def run_floor(n=args.max_new_tokens):
+        floor_run(floor, engine.tokenizer, prompts, n, seed=0)
 
-    def run_engine():
+    def run_engine(n=args.max_new_tokens):
         engine.generate(
-            args.prompt, target=target, sampler=args.sampler, max_new_tokens=n, seed=0, eos_token_id=[]
+            prompts,
+            target=target,
+            sampler=args.sampler,
+            max_new_tokens=n,
+            seed=0,
+            eos_token_id=[],
+            batch_size=len(prompts),
         )
 
-    engine.generate(
-        args.prompt, target=target, sampler=args.sampler, max_new_tokens=2, eos_token_id=[]
-    )  # warm
-    run_floor()
-    result = {"rows": rows, "sampler": args.sampler, "persona": args.persona, "max_new_tokens": n, "runs": {}}
+    run_engine(2)  # warm: first use builds kernels, LoRA stacks, caches
+    run_floor(2)
+    n = args.max_new_tokens
+    result = {
+        "dtype": args.dtype,
+        "batch": args.batch,
+        "rows": rows,
+        "sampler": args.sampler,
+        "persona": args.persona,
+        "max_new_tokens": n,
+        "profiler": args.profiler,
+        "prefill_s": {"floor": wall_of(lambda: run_floor(1)), args.sampler: wall_of(lambda: run_engine(1))},
+        "runs": {},
+    }
+    print(f"prefill alone (a 1-token run), s: {result['prefill_s']}")
     for name, fn in (("floor", run_floor), (args.sampler, run_engine)):
-        wall, funcs = profiled(fn)
-        result["runs"][name] = {"wall_s": wall, "tokens_per_s": n / wall, "top": funcs[: args.top]}
-        print(f"\n{name}: {wall:.1f} s, {n / wall:.2f} tokens/s (under cProfile)")
-        for f in funcs[: args.top]:
+        if args.profiler == "torch":
+            wall, funcs = torch_profiled(fn, args.top)
+        else:
+            wall, funcs = profiled(fn)
+            funcs = funcs[: args.top]
+        tokens = n * len(prompts)
+        result["runs"][name] = {"wall_s": wall, "tokens_per_s": tokens / wall, "top": funcs}
+        print(f"\n{name}: {wall:.1f} s, {tokens / wall:.2f} tokens/s (under {args.profiler})")
+        for f in funcs:
             print(
                 f"  {f['own_s']:7.2f} s own {f['cumulative_s']:7.2f} s cum {f['calls']:7d}x  {f['function']}"
             )
     if args.matmul:
         cfg = engine.models["base"].config
-        result["projection_matmuls_ms"] = {str(r): projection_matmuls_ms(cfg, r) for r in (1, rows)}
+        result["projection_matmuls_ms"] = {str(r): projection_matmuls_ms(cfg, r, dtype) for r in (1, rows)}
         print(f"\nprojection matmuls of one step (ms), by rows: {result['projection_matmuls_ms']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args.scr_tokens = args.scr_tokens or args.max_new_tokens
     t_start = time.perf_counter()
 
-    engine = Engine.from_pretrained(args.base)
+    engine = Engine.from_pretrained(args.base, dtype="float32")
     p = persona(engine, args.persona, experts=args.experts)
     prompts = [EVAL_PROMPTS[i % len(EVAL_PROMPTS)] for i in range(args.prompts)]
     names = args.proposals.split(",")

@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--out", default="out/samplers_quick.json")
     args = ap.parse_args()
 
-    engine = Engine.from_pretrained()
+    engine = Engine.from_pretrained(dtype="float32")
     attrs = prompted_mbti(args.persona)
     ids = engine.tokenizer(args.prompt).input_ids
     t0 = time.perf_counter()  # floor: plain generate() of the base model, same length, sampling

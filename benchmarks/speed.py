@@ -238,7 +238,9 @@ def summarise(runs: list[dict], key: str) -> dict:
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
 
 
-def memory_probe(base: str | None, adapters: int, lora_kernel: str = "stacked") -> dict:
+def memory_probe(
+    base: str | None, adapters: int, lora_kernel: str = "stacked", dtype: str = "float32"
+) -> dict:
     """RSS of a fresh process: before any model, peak while generating 16 tokens with fused (the
     weights are memory-mapped, so they become resident while the first forward touches them), and
     after generating once freed heap is returned to the system (malloc_trim): the steady state."""
@@ -248,7 +250,7 @@ from benchmarks.speed import PeakRSS, rss_mib
 from mpg import Engine
 from mpg.personas import expert_mbti, prompted_mbti
 before = rss_mib()
-e = Engine.from_pretrained({base!r}, lora_kernel={lora_kernel!r})
+e = Engine.from_pretrained({base!r}, lora_kernel={lora_kernel!r}, dtype={dtype!r})
 attrs = expert_mbti(e, "ENTJ"[:{adapters}]) if {adapters} else prompted_mbti("E")
 with PeakRSS() as m:
     e.generate("How would you spend a free weekend?", attrs, sampler="fused", max_new_tokens=16, eos_token_id=[])
@@ -294,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         help="';'-separated compositions, e.g. 'mixture,lam=0.5;product,lam=1' (default: the default composition)",
     )
     ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (engine and floor)")
-    ap.add_argument("--dtype", default="float32", help="float32 or bfloat16 (engine and floor)")
+    ap.add_argument(
+        "--dtype", default=None, help="float32 or bfloat16 (engine and floor; default: the engine's default)"
+    )
     ap.add_argument("--batch", default="1,8")
     ap.add_argument(
         "--samplers",
@@ -337,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         ]
     except ValueError as e:
         ap.error(f"--compositions: {e}")
+    if args.dtype is None:
+        from mpg.hardware import default_dtype
+
+        args.dtype = str(default_dtype(getattr(args, "device", "cpu"))).removeprefix("torch.")
     if args.dtype not in ("float32", "bfloat16"):
         ap.error(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
     dtype = getattr(torch, args.dtype)
@@ -417,9 +425,9 @@ def main(argv: list[str] | None = None) -> int:
             ]
     memory = {}
     if not args.no_memory:
-        memory["base_alone"] = memory_probe(args.base, 0)
-        memory["base_plus_4_lora"] = memory_probe(args.base, 4)
-        memory["base_plus_4_lora_gathered"] = memory_probe(args.base, 4, "gathered")
+        memory["base_alone"] = memory_probe(args.base, 0, dtype=args.dtype)
+        memory["base_plus_4_lora"] = memory_probe(args.base, 4, dtype=args.dtype)
+        memory["base_plus_4_lora_gathered"] = memory_probe(args.base, 4, "gathered", dtype=args.dtype)
         a, b4 = memory["base_alone"]["peak_rss_mib"], memory["base_plus_4_lora"]["peak_rss_mib"]
         memory["ratio_4_lora_to_base"] = b4 / a
         memory["steady_ratio_4_lora_to_base"] = (

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="out/steered_proposal")
     args = ap.parse_args(argv)
 
-    engine = Engine.from_pretrained(args.base)
+    engine = Engine.from_pretrained(args.base, dtype="float32")
     letters = list(parse_mbti(args.persona))
     vectors = load_or_extract(engine, args.vectors, letters)
     n_layers = engine.models["base"].config.num_hidden_layers

@@ -77,7 +77,7 @@ def benchmark_inputs(args, names: list[str]):
     from .engine import Engine  # not at import: parsing the options needs no model code
     from .steering_analysis import load_or_extract
 
-    engine = Engine.from_pretrained(args.base)
+    engine = Engine.from_pretrained(args.base, dtype="float32")  # as every figure was measured
     vectors = load_or_extract(
         engine,
         args.vectors,

@@ -7,6 +7,11 @@ import json
 import shlex
 import sys
 
+DTYPE_HELP = (
+    "float32, bfloat16, float16 or auto (the checkpoint's); default: bfloat16 on a CPU with native bf16 "
+    "(AVX512-BF16 / AMX), float32 elsewhere"
+)
+
 
 def _trait(text: str) -> tuple[str, float]:
     """'TEXT' or 'TEXT::WEIGHT' -> (text, weight)."""
@@ -236,6 +241,9 @@ def _info(args) -> int:
     print(
         f"default model cache: {cached} ({'converted' if (cached / 'config.json').exists() else 'not yet converted'})"
     )
+    from .hardware import cpu_name, default_dtype
+
+    print(f"default dtype on the CPU: {str(default_dtype('cpu')).removeprefix('torch.')} ({cpu_name()})")
     from .personas import SHIPPED_EXPERTS
 
     folders = sorted(d for d in SHIPPED_EXPERTS.glob("*") if (d / "adapter_config.json").exists())
@@ -296,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         help="shard the base across devices with accelerate: 'auto', 'balanced', or a JSON object "
         "{module: device} (e.g. '{\"model.layers.0\": 0, ...}'); default: one device",
     )
-    g.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto")
+    g.add_argument("--dtype", default=None, help=DTYPE_HELP)
     g.add_argument(
         "--sampler",
         default="fused",
@@ -355,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--max-batch", type=int, default=16, help="sequences generated together at most")
     s.add_argument("--max-queue", type=int, default=64, help="requests waiting at most (more: HTTP 429)")
     s.add_argument("--max-tokens", type=int, default=1024, help="the largest max_tokens a request may ask")
-    s.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto")
+    s.add_argument("--dtype", default=None, help=DTYPE_HELP)
     s.add_argument(
         "--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM"
     )

@@ -70,7 +70,7 @@ class Engine:
         *,
         adapters: dict[str, str] | None = None,
         device: str = "cpu",
-        dtype: torch.dtype | str = torch.float32,
+        dtype: torch.dtype | str | None = None,
         device_map: str | dict | None = None,
         offload_folder: str | Path | None = None,
         **kwargs,
@@ -81,17 +81,22 @@ class Engine:
         loading ("auto", "balanced", ... or an explicit {module name: device} dict; "disk" entries need
         `offload_folder`). The engine feeds inputs to the first device and reads logits from the last;
         adapters, steering, the scorer and the samplers work unchanged. Without it, the whole model goes
-        to `device`. dtype: a torch dtype or its name ("bfloat16", "auto")."""
+        to `device`. dtype: a torch dtype or its name ("bfloat16", "auto": the checkpoint's); None:
+        `mpg.hardware.default_dtype(device)`, bfloat16 on a CPU with native bf16 (AVX512-BF16 / AMX),
+        where it decodes 1.5-1.7x faster than float32, and float32 elsewhere."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .default_model import default_base_path
+        from .hardware import default_dtype
 
         path = Path(path) if path is not None else default_base_path()
         if not (path / "config.json").exists():
             raise FileNotFoundError(
                 f"base model folder {path} has no config.json (not a Hugging Face model folder)"
             )
-        if isinstance(dtype, str) and dtype != "auto":
+        if dtype is None:
+            dtype = default_dtype(device)
+        elif isinstance(dtype, str) and dtype != "auto":
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
                 raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
             dtype = getattr(torch, dtype)

@@ -228,17 +228,22 @@ class PolicyGroup:
             cache=self.cache,
             use_cache=True,
         )
+        if hidden and not self.head_skippable:
+            raise RuntimeError("this group's model cannot return hidden states (head_skippable)")
         with rows_ctx, steered(self.model, self.steer_deltas):
-            if hidden:
-                if not self.head_skippable:
-                    raise RuntimeError("this group's model cannot return hidden states (head_skippable)")
+            if self.head_skippable:  # the head applied here, to a contiguous slice (see below)
                 out = self._base.get_decoder()(**inputs)
             else:
                 out = self.model(**inputs, logits_to_keep=keep_logits, **kwargs)
         self.cache = out.cache
         self.valid, self.col_branch = valid, branch
         self.forward_passes += 1
-        return out.last_hidden_state[:, -keep_logits:] if hidden else out.logits
+        if not self.head_skippable:
+            return out.logits
+        # Contiguous: a strided [N, K, H] slice (K < W, as in a prefill) sends torch's linear to a bmm
+        # over a per-row copy of the 49k-row head (measured: 0.56 s per 9-row bf16 prefill on the CPU).
+        last = out.last_hidden_state[:, -keep_logits:].contiguous()  # [N, K, H]
+        return last if hidden else self.head(last)
 
     def _can_skip_head(self) -> bool:
         """Whether `feed(..., hidden=True)` works here: the model's logits are exactly `head` applied to

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .expert_file import write_expert_info
+from .hardware import bf16_native, cpu_has_bf16, cpu_name
 from .stats import wilson_interval
 
 __all__ = [
@@ -112,30 +113,6 @@ def _pair_logprobs(model, tok, row: dict, max_length: int, bf16: bool) -> list[f
         return answer_logprobs(model, pair.prompt, [pair.chosen, pair.rejected]).tolist()
 
 
-def _bf16_ok(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16()
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 @torch.inference_mode()
 def preference_metrics(
     peft_model,
@@ -159,7 +136,7 @@ def preference_metrics(
 
     peft_model.eval()
     if bf16 is None:
-        bf16 = _bf16_ok(next(peft_model.parameters()).device)
+        bf16 = bf16_native(next(peft_model.parameters()).device)
     margins, adapter_wins, base_wins = [], 0, 0
     for r in tqdm(rows, desc="held-out pairs", disable=not progress):
         a_c, a_r = _pair_logprobs(peft_model, tok, r, max_length, bf16)
@@ -269,7 +246,7 @@ def train_expert(
     use_bf16 = (
         s.bf16
         if s.bf16 is not None
-        else _bf16_ok(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        else bf16_native(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     )
     if s.trainer not in ("shared-prompt", "trl"):
         raise ValueError(f"unknown trainer {s.trainer!r}; choose 'shared-prompt' or 'trl'")
@@ -316,8 +293,8 @@ def train_expert(
         "settings": asdict(s),
         "metrics": metrics,
         "command": command,
-        "machine": f"{_cpu_name()} ({platform.machine()} {platform.system()}, "
-        f"{'with' if _cpu_has_bf16() else 'no'} AVX512-BF16/AMX), torch threads {torch.get_num_threads()}, "
+        "machine": f"{cpu_name()} ({platform.machine()} {platform.system()}, "
+        f"{'with' if cpu_has_bf16() else 'no'} AVX512-BF16/AMX), torch threads {torch.get_num_threads()}, "
         f"{'bf16 autocast' if use_bf16 else 'float32'}",
     }
     write_expert_info(out_dir, peft_model, tok, contexts, base_name)

@@ -16,6 +16,19 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def float32_by_default():
+    """Engines load in float32 on every machine: the default is bf16 only on CPUs with native bf16
+    (mpg.hardware.default_dtype), and CI hardware varies. Session-scoped, so that it is in force before
+    any module-scoped fixture builds an engine. test_hardware.py tests the default itself; a server or
+    CLI run in a subprocess is not covered and is given --dtype float32."""
+    import mpg.hardware
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mpg.hardware, "default_dtype", lambda device: torch.float32)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return tiny_tokenizer()

@@ -63,6 +63,8 @@ def start_server(root, *extra):
         str(root / "base"),
         "--experts",
         str(root / "experts"),
+        "--dtype",
+        "float32",  # as the offline engine beside it (the default is bf16 on CPUs with native bf16)
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the test process computes the offline texts beside it
     proc = subprocess.Popen(
