@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dtype is None:
         from mpg.hardware import default_dtype
 
-        args.dtype = str(default_dtype(getattr(args, "device", "cpu"))).removeprefix("torch.")
+        args.dtype = str(default_dtype("cpu")).removeprefix("torch.")
     if args.dtype not in ("float32", "bfloat16"):
         ap.error(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
     dtype = getattr(torch, args.dtype)

@@ -39,7 +39,8 @@ def bf16_native(device: torch.device | str) -> bool:
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """The engine's dtype when none is asked: bfloat16 on a CPU with native bf16, where it was measured
-    faster than float32 for the floor and for every sampler (docs/results.md, "bf16 on the CPU"), and
-    float32 everywhere else (on CUDA the two were not measured side by side)."""
+    faster than float32 for plain decoding and for `fused` at batch 1 and 8, with the same persona
+    fidelity (docs/results.md, "bf16 on the CPU"), and float32 everywhere else (on CUDA the two were
+    not measured side by side)."""
     device = torch.device(device)
     return torch.bfloat16 if device.type == "cpu" and bf16_native(device) else torch.float32
