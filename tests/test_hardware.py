@@ -23,6 +23,8 @@ def test_engine_loads_in_the_default_dtype_and_samples_reproducibly(monkeypatch,
     engine = Engine.from_pretrained(base_dir)
     assert engine.models["base"].dtype == torch.bfloat16
     assert Engine.from_pretrained(base_dir, dtype="float32").models["base"].dtype == torch.float32
+    sharded = Engine.from_pretrained(base_dir, device_map={"": "cpu"})  # spans devices: float32 as before
+    assert sharded.models["base"].dtype == torch.float32
     attrs = [Attribute.prompted("a b"), Attribute.prompted("b")]
     kw = dict(sampler="fused", max_new_tokens=6, seed=3, eos_token_id=[])
     a = engine.generate(["a b", "b"], attrs, **kw)
