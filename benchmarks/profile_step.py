@@ -100,13 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default="out/profile_step.json")
     args = ap.parse_args(argv)
-    if args.dtype is None:
-        from mpg.hardware import default_dtype
-
-        args.dtype = str(default_dtype("cpu")).removeprefix("torch.")
-    if args.dtype not in ("float32", "bfloat16"):
+    if args.dtype not in (None, "float32", "bfloat16"):
         ap.error(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
-    dtype = getattr(torch, args.dtype)
 
     from speed import PROMPTS, floor_run  # the speed benchmark's prompts and floor
     from transformers import AutoModelForCausalLM
@@ -117,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not 1 <= args.batch <= len(PROMPTS):
         ap.error(f"--batch must be 1..{len(PROMPTS)}")
-    engine = Engine.from_pretrained(dtype=dtype)
+    engine = Engine.from_pretrained(dtype=args.dtype)  # None: the engine's default
+    dtype = engine.models["base"].dtype  # the floor runs in the engine's dtype
+    args.dtype = str(dtype).removeprefix("torch.")
     target = persona(engine, args.persona).target()
     rows = len(target.policies())
     floor = AutoModelForCausalLM.from_pretrained(default_base_path(), dtype=dtype).eval()

@@ -341,14 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
     except ValueError as e:
         ap.error(f"--compositions: {e}")
-    if args.dtype is None:
-        from mpg.hardware import default_dtype
-
-        args.dtype = str(default_dtype(args.device)).removeprefix("torch.")
-    if args.dtype not in ("float32", "bfloat16"):
+    if args.dtype not in (None, "float32", "bfloat16"):
         ap.error(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
-    dtype = getattr(torch, args.dtype)
-    engine = Engine.from_pretrained(args.base, device=args.device, dtype=dtype)
+    engine = Engine.from_pretrained(args.base, device=args.device, dtype=args.dtype)  # None: its default
+    dtype = engine.models["base"].dtype  # the floor runs in the engine's dtype
+    args.dtype = str(dtype).removeprefix("torch.")  # as resolved, for the memory probes and the JSON
     base_path = args.base or default_base_path()
     floor_model = (
         AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype).to(args.device).eval()

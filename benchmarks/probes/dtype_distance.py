@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -20,14 +21,8 @@ import torch
 from mpg import Engine
 from mpg.personas import persona
 
-PROMPTS = [
-    "How would you spend a free weekend?",
-    "What do you do when a plan falls apart at the last minute?",
-    "Describe your ideal team at work.",
-    "How do you decide what to read next?",
-    "What would you change about your city?",
-    "How do you handle a disagreement with a friend?",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from speed import PROMPTS  # noqa: E402  (the speed benchmark's prompts)
 
 
 def teacher_forced(engine: Engine, target, prompt: str, y: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
