@@ -61,7 +61,7 @@ def task_requests(data: str, persona: str, items: int | None) -> list:
 def old_loglikelihood(lm, requests) -> list[tuple[float, bool]]:
     """The plugin's loglikelihood before batching: one target_logliks call (a fresh PolicyScorer) per
     distinct context."""
-    from mpg.eval.likelihood import continuation_ids, target_logliks
+    from mpg.likelihood import continuation_ids, target_logliks
 
     by_context: dict[str, list[int]] = defaultdict(list)
     for i, req in enumerate(requests):

@@ -27,11 +27,11 @@ import torch
 from mpg import Engine
 from mpg.aggregators import token_target_logits
 from mpg.bench_args import EVAL_PROMPTS
-from mpg.eval.likelihood import policy_logprobs
+from mpg.likelihood import policy_logprobs
 from mpg.personas import DEFAULT_COMPOSITION, persona
 from mpg.policies import PROPOSALS, Target
 from mpg.proposals import resolve_proposal
-from mpg.samplers.common import proposal_logprobs
+from mpg.samplers.drafting import proposal_logprobs
 
 
 def distances(q_lp: torch.Tensor, p_lp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

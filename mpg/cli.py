@@ -202,8 +202,9 @@ def _export_steer(args) -> int:
 def _calibrate_expert(args) -> int:
     from tqdm.auto import tqdm
 
-    from .composition import measure_ratio_spread, write_spreads
+    from .composition import measure_ratio_spread
     from .engine import Engine
+    from .expert_file import write_spreads
     from .policies import Attribute
     from .training import load_preferences
 
@@ -266,7 +267,7 @@ def _info(args) -> int:
                 f"x {st.get('epochs')} epochs, "
                 f"{m.get('wall_seconds_to_adapter')} s ({st.get('trainer', 'trl')})"
             )
-        from .composition import expert_spreads
+        from .expert_file import expert_spreads
 
         spreads = expert_spreads(d)
         if spreads:
@@ -309,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         "--sampler",
         default="fused",
         choices=["fused", "speculative", "scr"],
-        help="fused (default: exact, and at the default composition 8-12x faster than scr on a CPU), "
-        "speculative, or scr (the MPG paper's chunk-level sampler)",
+        help="fused (default: exact, and the fastest exact sampler measured here: docs/results.md#speed), "
+        "speculative (exact), or scr (the MPG paper's chunk-level sampler: approximate, see the README)",
     )
     g.add_argument(
         "--composition",
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument(
         "--no-bf16",
         action="store_true",
-        help="train in float32 (bf16 autocast is ~1.7x faster on CPUs with AVX512-BF16)",
+        help="train in float32 (default: bf16 autocast where the CPU has native bf16; docs/results.md#shipped-experts)",
     )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument(

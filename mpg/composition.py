@@ -27,10 +27,8 @@ coincide there.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from .policies import AGGREGATORS, Attribute, check_plausibility
 
@@ -39,9 +37,7 @@ __all__ = [
     "WEIGHT_RULES",
     "Composition",
     "apply_weight_rule",
-    "expert_spreads",
     "measure_ratio_spread",
-    "write_spreads",
 ]
 
 WEIGHT_RULES = ("given", "sum1", "spread")
@@ -99,12 +95,6 @@ class Composition:
         return cls(**kw)
 
 
-def expert_spreads(folder: str | Path) -> dict[str, float]:
-    """{side: ratio spread} stored in an expert folder's mpg_expert.json ({} when never measured)."""
-    info = Path(folder) / "mpg_expert.json"
-    return json.loads(info.read_text()).get("ratio_spread", {}) if info.is_file() else {}
-
-
 def apply_weight_rule(
     attributes: list[Attribute], rule: str, spreads: list[float | None] | None = None
 ) -> list[Attribute]:
@@ -137,7 +127,7 @@ def measure_ratio_spread(
     answer tokens of `pairs` (both chosen and rejected), each answer after the pair's prompt."""
     import torch
 
-    from .eval.likelihood import continuation_ids, policy_logprobs
+    from .likelihood import continuation_ids, policy_logprobs
 
     policies = [attribute.num, attribute.den]
     total, count = 0.0, 0
@@ -150,12 +140,3 @@ def measure_ratio_spread(
     if not count:
         raise ValueError("no answer tokens to measure a ratio spread on")
     return float(torch.tensor(total / count).sqrt())
-
-
-def write_spreads(folder: str | Path, spreads: dict[str, float], source: str) -> None:
-    """Store {side: spread} (and where it was measured) in the expert folder's mpg_expert.json."""
-    info_path = Path(folder) / "mpg_expert.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    info["ratio_spread"] = {k: round(v, 5) for k, v in spreads.items()}
-    info["ratio_spread_source"] = source
-    info_path.write_text(json.dumps(info, indent=2))

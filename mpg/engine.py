@@ -1,34 +1,27 @@
-"""The engine: models and adapters by name, policy contexts, and `generate()` in the transformers idiom."""
+"""The engine: the public face of mpg. Models, adapters and steering vectors by name (`Registry`),
+policy contexts (`ChatRenderer`), and `generate()` in the transformers idiom; it builds the scorer and
+drafter rows a running batch is handed (`prepare`)."""
 
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
-from .expert_file import check_expert_info
+from .chat import HEAD_PROBE, ChatRenderer, Conversation, Prompt, common_prefix, prompt_text
 from .generation import GenerateConfig, GenerateOutput, build_target
 from .policies import Attribute, Policy, Target
-from .policy_table import PolicyTable, check_policy, is_peft, render_context
-from .running import BatchSettings, RunningBatch
-from .samplers import SamplerConfig
-from .samplers.common import Sequence, prompt_rng
-from .scoring import HeadCache, MultiPolicyScorer, PolicyGroup
+from .policy_table import PolicyTable
+from .registry import Registry, check_same_vocab, is_peft
+from .running import Member, Pending, RunningBatch
+from .samplers import SAMPLERS, Batch, SamplerConfig, Sequence, SequenceSettings, prompt_rng
+from .samplers.drafting import PolicyDrafter
+from .scoring import MultiPolicyScorer, PolicyGroup
 from .steering import row_deltas
 from .tokens import eos_token_ids, pad_token_id
 
 __all__ = ["Engine", "GenerateOutput", "check_same_vocab"]
-
-
-HEAD_PROBE = "\x00"  # a prompt no user writes: a context's head is what it shares with the probe's
-
-
-def common_prefix(a, b) -> int:
-    """The number of leading tokens a and b share."""
-    n = min(len(a), len(b))
-    return next((i for i in range(n) if a[i] != b[i]), n)
 
 
 class Engine:
@@ -44,23 +37,10 @@ class Engine:
         head_cache_size: int = 32,
     ):
         """head_cache_size: context heads (a policy's tokens before the prompt) whose keys and values are
-        kept for reuse by later batches (0: none; about 9 MB each for SmolLM2-135M's ~200-token heads)."""
-        model.eval()
-        self.head_cache_size = head_cache_size
-        self._head_caches: dict[str, HeadCache] = {}  # model name -> its heads
-        if lora_kernel not in ("stacked", "gathered", "peft"):
-            raise ValueError(f"lora_kernel must be 'stacked', 'gathered' or 'peft', got {lora_kernel!r}")
-        self.lora_kernel = lora_kernel  # how rows with different LoRA adapters share one forward
-        self._lora_cache: dict = {}
-        self.tokenizer = tokenizer
-        self.models = {"base": model}
-        self.adapters: dict[str, set[str]] = {"base": set()}
-        self.vectors: dict[str, torch.Tensor] = {}  # steering vectors by name: [n_layers, H]
-        self.use_chat_template = (
-            getattr(tokenizer, "chat_template", None) is not None
-            if use_chat_template is None
-            else use_chat_template
-        )
+        kept for reuse by later batches (0: none); lora_kernel: how rows with different LoRA adapters
+        share one forward ("stacked", "gathered", or "peft": PEFT's own mixed batch)."""
+        self.registry = Registry(model, tokenizer, lora_kernel=lora_kernel, head_cache_size=head_cache_size)
+        self.chat = ChatRenderer(tokenizer, use_chat_template)
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -82,8 +62,8 @@ class Engine:
         `offload_folder`). The engine feeds inputs to the first device and reads logits from the last;
         adapters, steering, the scorer and the samplers work unchanged. Without it, the whole model goes
         to `device`. dtype: a torch dtype or its name ("bfloat16", "auto": the checkpoint's); None:
-        `mpg.hardware.default_dtype(device)`, bfloat16 on a CPU with native bf16 (AVX512-BF16 / AMX),
-        where it decodes 1.5-1.7x faster than float32, and float32 elsewhere and with a device_map."""
+        `mpg.hardware.default_dtype(device)`: bfloat16 on a CPU with native bf16 (AVX512-BF16 / AMX),
+        where it measured faster (docs/results.md#speed), float32 elsewhere and with a device_map."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .default_model import default_base_path
@@ -112,90 +92,70 @@ class Engine:
             engine.load_adapter(name, adapter_path)
         return engine
 
+    # ---- the registry's names, read everywhere --------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.registry.tokenizer
+
+    @property
+    def models(self) -> dict:
+        return self.registry.models
+
+    @property
+    def adapters(self) -> dict[str, set[str]]:
+        return self.registry.adapters
+
+    @property
+    def vectors(self) -> dict[str, torch.Tensor]:
+        return self.registry.vectors
+
+    @property
+    def head_cache_size(self) -> int:
+        return self.registry.head_cache_size
+
+    @head_cache_size.setter
+    def head_cache_size(self, n: int) -> None:
+        self.registry.head_cache_size = n
+
+    @property
+    def use_chat_template(self) -> bool:
+        return self.chat.use_chat_template
+
+    # ---- weights ---------------------------------------------------------------------------------
     def load_adapter(self, name: str, path: str | Path, model: str = "base") -> None:
-        """Load a PEFT LoRA adapter folder onto `model` under `name`."""
-        from peft import PeftModel
-
-        path = Path(path)
-        if not (path / "adapter_config.json").exists():
-            raise FileNotFoundError(
-                f"adapter {name!r}: {path} is not a PEFT adapter folder (no adapter_config.json)"
-            )
-        if (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists():
-            from transformers import AutoTokenizer
-
-            check_same_vocab(
-                self.tokenizer, AutoTokenizer.from_pretrained(path), f"adapter {name!r} ({path})"
-            )
-        if model not in self.models:
-            raise ValueError(
-                f"adapter {name!r}: unknown model {model!r}; registered: {', '.join(self.models)}"
-            )
-        base = self.models[model]
-        check_expert_info(name, path, self.tokenizer, base)
-        try:
-            with warnings.catch_warnings():
-                # PEFT 0.21 reads model.is_gradient_checkpointing, which transformers 5.24 deprecates: a
-                # FutureWarning on every load about PEFT's own call, which no mpg user can act on
-                warnings.filterwarnings(
-                    "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
-                )
-                if isinstance(base, PeftModel):
-                    base.load_adapter(str(path), adapter_name=name)
-                else:
-                    self.models[model] = PeftModel.from_pretrained(base, str(path), adapter_name=name)
-        except (RuntimeError, ValueError, KeyError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"adapter {name!r} ({path}) does not fit model {model!r}: {first}") from None
-        self.models[model].eval()
-        self.adapters[model].add(name)
-        self._head_caches.pop(model, None)
+        """Load a PEFT LoRA adapter folder onto `model` under `name` (`Registry.load_adapter`)."""
+        self.registry.load_adapter(name, path, model)
 
     def add_model(self, name: str, model, tokenizer=None) -> None:
         """Register a separate causal LM; it must share the base tokenizer and output vocabulary."""
-        if name in self.models:
-            raise ValueError(f"a model named {name!r} is already registered")
-        if tokenizer is not None:
-            check_same_vocab(self.tokenizer, tokenizer, f"model {name!r}")
-        v_base = self.models["base"].get_output_embeddings().weight.shape[0]
-        v_new = model.get_output_embeddings().weight.shape[0]
-        if v_new != v_base:
-            raise ValueError(
-                f"model {name!r} has an output vocabulary of {v_new} tokens but the base has {v_base}; "
-                "policies must score the same token set"
-            )
-        model.eval()
-        self.models[name] = model
-        self.adapters[name] = set()
+        self.registry.add_model(name, model, tokenizer)
 
     def add_steering_vector(self, name: str, vector: torch.Tensor) -> None:
         """Register a steering vector: [n_layers, H] (one per decoder block) or [H] (the same at every block)."""
-        vector = torch.as_tensor(vector, dtype=torch.float32).detach()
-        n_layers = self.models["base"].config.num_hidden_layers
-        if vector.dim() == 1:
-            vector = vector.unsqueeze(0).expand(n_layers, -1)
-        if vector.dim() != 2 or not torch.isfinite(vector).all():
-            raise ValueError(f"steering vector {name!r} must be a finite [H] or [n_layers, H] tensor")
-        self.vectors[name] = vector
-        self._head_caches.clear()  # cached heads of steered policies may have used the old vector
+        self.registry.add_steering_vector(name, vector)
 
-    # ---- contexts -----------------------------------------------------------------------------
-    def context_ids(self, policy: Policy, prompt: str) -> list[int]:
+    def add_lora_sum(self, name: str, coefficients: dict[str, float], model: str = "base") -> None:
+        """Register one adapter equal to a weighted sum of loaded ones (the "merged" proposal)."""
+        self.registry.add_lora_sum(name, coefficients, model)
+
+    # ---- contexts and validation ------------------------------------------------------------------
+    def context_ids(self, policy: Policy, prompt: Prompt) -> list[int]:
         """Token ids of the policy's context for this prompt (chat template when the tokenizer has one)."""
-        user = policy.template.replace("{prompt}", prompt)
-        tok = self.tokenizer
-        if self.use_chat_template:
-            msgs = [{"role": "system", "content": policy.system}] if policy.system is not None else []
-            msgs.append({"role": "user", "content": user})
-            text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            return tok(text, add_special_tokens=False).input_ids
-        text = (policy.system + "\n\n" if policy.system else "") + user
-        return tok(text).input_ids
+        return self.chat.context_ids(policy, prompt)
+
+    def check_target(self, target: Target) -> None:
+        """A clear error, before any work, if the target or its proposal names weights that are not here."""
+        for p in dict.fromkeys([*target.policies(), target.draft_policy]):
+            self.registry.check_policy(p)
+
+    def check_policies(self, policies: list[Policy]) -> None:
+        for p in dict.fromkeys(policies):
+            self.registry.check_policy(p)
 
     # ---- generation ---------------------------------------------------------------------------
     def generate(
         self,
-        prompts: str | list[str],
+        prompts: Prompt | list[Prompt],
         attributes: list[Attribute] | None = None,
         *,
         target: Target | None = None,
@@ -212,33 +172,39 @@ class Engine:
 
         Keywords (validated by GenerateConfig): sampler ["fused"], max_new_tokens [128], temperature [1.0],
         top_p [1.0], seed [0], stop [none], eos_token_id [model + tokenizer EOS; [] never stops],
-        batch_size [8], and SamplerConfig's knobs (chunk_size, window, margin, quantile, pilot, salvage,
-        threshold, max_rejections, candidates, adaptive_chunk, max_chunk_size) on top of `config`.
-        aggregator ["product"], lam [1.0], anchor [the base under the plain prompt] and proposal [the
-        anchor; a Policy or "anchor" / "merged" / "prompt", see mpg.proposals] build the target.
+        batch_size [8], and the samplers' knobs (chunk_size, adaptive_chunk, max_chunk_size; SCR's
+        window, margin, quantile, pilot, salvage, threshold, max_rejections, candidates) on top of
+        `config`. aggregator ["product"], lam [1.0], anchor [the base under the plain prompt] and proposal
+        [the anchor; a Policy or "anchor" / "merged" / "prompt", see mpg.proposals] build the target.
+        A prompt is a string or an `mpg.chat.Conversation` (earlier turns and the last user message).
 
         Temperature and top-p act on the target: fused and speculative sample exactly
         top_p(softmax(log p~_1 / T)); scr targets p~_k^(1/T) restricted to chunks drawn from the
         proposal's own top-p nucleus (and, with a plausibility constraint, its own plausible set:
-        drafts are kept there, samplers.common.proposal_logprobs). T = 1, top_p = 1 gives exactly
-        SPEC's p_1 / p_k; T = 0 is greedy decoding of p_1 (fused, speculative). Prompts are generated
-        `batch_size` at a time, sharing every forward pass; each keeps its own random stream
+        drafts are kept there, `mpg.samplers.drafting.proposal_logprobs`). T = 1, top_p = 1 gives
+        exactly SPEC's p_1 / p_k; T = 0 is greedy decoding of p_1 (fused, speculative). Prompts are
+        generated `batch_size` at a time, sharing every forward pass; each keeps its own random stream
         (seed * 1_000_003 + its index), so a seed gives the same output for the same batch size.
         """
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        prompts = [prompts] if isinstance(prompts, (str, Conversation)) else list(prompts)
         target = build_target(target, policy, attributes, aggregator, lam, anchor, proposal, engine=self)
         cfg = GenerateConfig.from_kwargs(config, **kwargs)
         check_prompts(prompts, target)
         if streamer is not None and len(prompts) > 1:
             raise ValueError("a streamer needs a single prompt (as in transformers)")
-        for p in [*target.policies(), target.draft_policy]:  # every policy valid before any work
-            check_policy(self, p)
+        self.check_target(target)
         eos = eos_token_ids(self.models["base"], self.tokenizer, cfg.eos_token_id)
+        settings = SequenceSettings(
+            cfg.sampler, float(cfg.temperature), float(cfg.top_p), cfg.sampler_config, eos
+        )
         out = GenerateOutput([], [], [])
         for start in range(0, len(prompts), cfg.batch_size):
             part = prompts[start : start + cfg.batch_size]
-            rngs = [prompt_rng(cfg.seed, start + i) for i in range(len(part))]
-            results, batch_stats, out.policies = self._generate_batch(part, target, cfg, eos, rngs, streamer)
+            seqs = [
+                Sequence(cfg.max_new_tokens, prompt_rng(cfg.seed, start + i), settings)
+                for i in range(len(part))
+            ]
+            results, batch_stats, out.policies = self._generate_batch(part, target, seqs, cfg.stop, streamer)
             batch_stats.prompts = list(range(start, start + len(part)))
             out.batches.append(batch_stats)
             for ids, text, st in results:
@@ -247,82 +213,11 @@ class Engine:
                 out.stats.append(st)
         return out
 
-    def policy_table(self, target: Target, prompts: str | list[str]) -> PolicyTable:
-        """The target's distinct policies, their contexts for these prompts and the target's rows."""
-        return PolicyTable.for_target(self, target, [prompts] if isinstance(prompts, str) else list(prompts))
-
-    def build_scorer(self, table: PolicyTable) -> MultiPolicyScorer:
-        """One PolicyGroup per model holding every prompt's rows of the table's policies."""
-        groups, index = [], [None] * len(table.policies)
-        for name, members in table.by_model():
-            groups.append(
-                self.policy_group(
-                    name, [table.policies[i] for i in members], [table.contexts[i] for i in members]
-                )
-            )
-            for r, i in enumerate(members):
-                index[i] = (len(groups) - 1, r)
-        return MultiPolicyScorer(groups, index, len(table.contexts[0]))
-
-    def policy_group(
-        self, name: str, policies: list[Policy], contexts: list[tuple], *, multi_lora: bool = True
-    ) -> PolicyGroup:
-        """Rows b * R + r: prompt b, policy r, all on model `name`; contexts[r][b] is policy r's context
-        for prompt b. multi_lora=False runs LoRA rows through PEFT's own path (the MOD-style reference)."""
-        model = self.models[name]
-        R, B = len(policies), len(contexts[0])
-        deltas = row_deltas(
-            [p.steering for p in policies],
-            self.vectors,
-            model.config.hidden_size,
-            next(model.parameters()).device,
-        )
-        deltas = {L: d.repeat(B, 1) for L, d in deltas.items()}  # [B*R, H]
-        # each policy's context head (everything before the prompt) is prefilled once and cached
-        probes = [render_context(self, p, HEAD_PROBE) for p in policies]
-        hint = [common_prefix(probes[r], contexts[r][b]) for b in range(B) for r in range(R)]
-        heads = multi_lora and self.head_cache_size > 0  # the MOD-style reference keeps the plain prefill
-        if heads and name not in self._head_caches:
-            self._head_caches[name] = HeadCache(self.head_cache_size)
-        return PolicyGroup(
-            model,
-            [p.adapter for _ in range(B) for p in policies],
-            [list(contexts[r][b]) for b in range(B) for r in range(R)],
-            pad_token_id(self.tokenizer),
-            is_peft=is_peft(model),
-            steer_deltas=deltas,
-            row_seq=[b for b in range(B) for _ in range(R)],
-            lora=self._multi_lora(name) if multi_lora else None,
-            family=[r for _ in range(B) for r in range(R)] if heads else None,
-            head_hint=hint,
-            weights_key=[(p.adapter, p.steering) for _ in range(B) for p in policies],
-            head_cache=self._head_caches.get(name) if heads else None,
-        )
-
-    def _multi_lora(self, name: str):
-        """The multi-LoRA kernel for this model's adapters (None: PEFT's own mixed batch)."""
-        from .kernels.lora import MultiLoRA
-
-        model = self.models[name]
-        if self.lora_kernel == "peft" or not is_peft(model) or not self.adapters[name]:
-            return None
-        key = (name, tuple(sorted(self.adapters[name])), self.lora_kernel)
-        if self._lora_cache.get(name, (None,))[0] != key:
-            self._lora_cache[name] = (
-                key,
-                MultiLoRA(model, self.lora_kernel) if MultiLoRA.supports(model) else None,
-            )
-        return self._lora_cache[name][1]
-
     @torch.inference_mode()
-    def _generate_batch(self, prompts, target, cfg: GenerateConfig, eos, rngs, streamer):
+    def _generate_batch(self, prompts, target: Target, seqs: list[Sequence], stop, streamer):
         t0 = time.perf_counter()
-        settings = BatchSettings(
-            cfg.sampler, float(cfg.temperature), float(cfg.top_p), cfg.sampler_config, eos
-        )
-        run = RunningBatch(self, target, settings)
-        seqs = [Sequence(cfg.max_new_tokens, rng) for rng in rngs]
-        members = run.join(prompts, seqs, [cfg.stop] * len(prompts))
+        run = RunningBatch(SAMPLERS[seqs[0].settings.sampler], self.tokenizer)
+        members = run.join(self.prepare([(target, p, s, list(stop), None) for p, s in zip(prompts, seqs)]))
         while True:
             for _, new in run.settle():
                 if streamer is not None and new:
@@ -336,26 +231,125 @@ class Engine:
         stats.wall_time_s = time.perf_counter() - t0
         for s in seqs:  # every sequence reports its batch's shared passes (SequenceStats says so)
             s.stats.forward_passes, s.stats.model_calls = dict(stats.forward_passes), stats.model_calls
-        return [(m.tokens, m.text, m.seq.stats) for m in members], stats, run.labels
+        return [(m.tokens, m.text, m.seq.stats) for m in members], stats, list(run.scored)
+
+    # ---- rows for the samplers -----------------------------------------------------------------
+    def policy_table(self, target: Target, prompts: Prompt | list[Prompt]) -> PolicyTable:
+        """The target's distinct policies, their contexts for these prompts and the target's rows."""
+        prompts = [prompts] if isinstance(prompts, (str, Conversation)) else list(prompts)
+        return PolicyTable.for_target(self.chat, target, prompts)
+
+    def prepare(self, requests: list[tuple], *, prefill: bool = True) -> Pending:
+        """The rows of new sequences, ready to join a running batch: requests are (target, prompt,
+        Sequence, stop strings, tag), all of one sampler, with validated targets. Each sequence's
+        policies (its policy table), the scorer's rows for all of them and, for a drafting sampler, one
+        drafter row each. prefill=False leaves the contexts' tails to `Pending.prefill` (in pieces)."""
+        sampler = SAMPLERS[requests[0][2].settings.sampler]
+        tables = [PolicyTable.for_target(self.chat, t, [p]) for t, p, *_ in requests]
+        scorer = self.build_scorer_rows([tb.sequence(0) for tb in tables], defer_prefill=not prefill)
+        drafter, draft_labels = None, []
+        if sampler.drafts:
+            rows = []
+            for (t, p, *_), tb in zip(requests, tables):
+                q = t.draft_policy
+                index = tb.index()
+                ctx = tb.contexts[index[q]][0] if q in index else tuple(self.chat.render(q, p))
+                rows.append([(q, ctx)])
+                draft_labels.append(q.label())
+            drafter = PolicyDrafter(self.build_scorer_rows(rows, defer_prefill=not prefill))
+        seqs = [r[2] for r in requests]
+        batch = Batch(scorer, drafter, [tb.rows for tb in tables], seqs)
+        members = [Member(s, p, list(stop or []), tag) for _, p, s, stop, tag in requests]
+        return Pending(batch, members, [tb.labels() for tb in tables], draft_labels or [""] * len(seqs))
+
+    def build_scorer(self, table: PolicyTable, *, multi_lora: bool = True) -> MultiPolicyScorer:
+        """The scorer of one table: every prompt's rows of the table's policies."""
+        return self.build_scorer_rows(
+            [table.sequence(b) for b in range(table.n_prompts)], multi_lora=multi_lora
+        )
+
+    def build_scorer_rows(
+        self,
+        seqs: list[list[tuple[Policy, tuple[int, ...]]]],
+        *,
+        multi_lora: bool = True,
+        defer_prefill: bool = False,
+    ) -> MultiPolicyScorer:
+        """A scorer over sequences that each have their own (policy, context) rows: one PolicyGroup per
+        model, rows in sequence order. Rows of one policy share its context head (prefilled once, and
+        kept in the registry's head cache). multi_lora=False runs LoRA rows through PEFT's own path and
+        prefills without shared heads (the MOD-style reference)."""
+        models = list(dict.fromkeys(p.model for rows in seqs for p, _ in rows))
+        probes: dict[Policy, list[int]] = {}  # each policy's context for a probe prompt: where its head ends
+        hints = [
+            [common_prefix(probes.setdefault(p, self.chat.render(p, HEAD_PROBE)), c) for p, c in rows]
+            for rows in seqs
+        ]
+        groups, slots = [], [[None] * len(rows) for rows in seqs]
+        for name in models:
+            members = [
+                (b, j) for b, rows in enumerate(seqs) for j, (p, _) in enumerate(rows) if p.model == name
+            ]
+            for r, (b, j) in enumerate(members):
+                slots[b][j] = (len(groups), r)
+            groups.append(
+                self.policy_group(
+                    name,
+                    [seqs[b][j] for b, j in members],
+                    [b for b, _ in members],
+                    [hints[b][j] for b, j in members],
+                    multi_lora=multi_lora,
+                    defer_prefill=defer_prefill,
+                )
+            )
+        return MultiPolicyScorer(groups, slots, models)
+
+    def policy_group(
+        self,
+        name: str,
+        rows: list[tuple[Policy, tuple[int, ...]]],
+        row_seq: list[int],
+        head_hint: list[int],
+        *,
+        multi_lora: bool = True,
+        defer_prefill: bool = False,
+    ) -> PolicyGroup:
+        """One group of rows (policy, context) on model `name`; row i scores sequence row_seq[i], and its
+        context's first head_hint[i] tokens are its policy's own (what rows of one policy may share)."""
+        model = self.models[name]
+        policies = [p for p, _ in rows]
+        deltas = row_deltas(
+            [p.steering for p in policies],
+            self.vectors,
+            model.config.hidden_size,
+            next(model.parameters()).device,
+        )  # {layer: [N, H]}
+        heads = multi_lora and self.head_cache_size > 0  # the MOD-style reference keeps the plain prefill
+        return PolicyGroup(
+            model,
+            [p.adapter for p in policies],
+            [list(c) for _, c in rows],
+            pad_token_id(self.tokenizer),
+            is_peft=is_peft(model),
+            steer_deltas=deltas,
+            row_seq=row_seq,
+            lora=self.registry.multi_lora(name) if multi_lora else None,
+            family=policies if heads else None,
+            head_hint=head_hint,
+            weights_key=[(p.adapter, p.steering) for p in policies],
+            head_cache=self.registry.head_cache(name) if heads else None,
+            defer_prefill=defer_prefill,
+        )
 
 
-def check_prompts(prompts: list[str], target: Target) -> None:
-    """Prompts must be strings; an empty one only where every context says something without it."""
+def check_prompts(prompts: list, target: Target) -> None:
+    """Prompts must be strings (or conversations); an empty one only where every context says something
+    without it."""
     if not prompts:
         raise ValueError("no prompts given")
     bare = any(
         not p.template.replace("{prompt}", "").strip() for p in [*target.policies(), target.draft_policy]
     )
     for i, p in enumerate(prompts):
-        if not isinstance(p, str) or (bare and not p.strip()):
+        if not isinstance(p, (str, Conversation)) or (bare and not prompt_text(p).strip()):
             raise ValueError(f"prompt {i} is empty")
-
-
-def check_same_vocab(base_tok, other_tok, what: str) -> None:
-    a, b = base_tok.get_vocab(), other_tok.get_vocab()
-    if a != b:
-        diff = len(set(a.items()) ^ set(b.items()))
-        raise ValueError(
-            f"{what} uses a different tokenizer from the base ({len(b)} vs {len(a)} tokens, "
-            f"{diff} entries differ); policies must share one tokenizer"
-        )

@@ -1,11 +1,14 @@
 """`mpg_expert.json`, the file an mpg expert adapter folder carries next to its PEFT files.
 
     {"base": name of the base model, "contexts": {side or "roleplay": prompt template},
-     "vocab_fingerprint": ..., "weight_fingerprint": [...]}
+     "vocab_fingerprint": ..., "weight_fingerprint": [...],
+     "ratio_spread": {side: spread}, "ratio_spread_source": ...}
 
-Training writes it (`write_expert_info`); personas read the contexts the expert was trained under
-(`expert_contexts`); the engine checks, before loading an adapter, that the folder fits the loaded base
-and tokenizer (`check_expert_info`). Plain PEFT folders have no such file: no contexts, nothing checked.
+This module is the only one that reads or writes it. Training writes it (`write_expert_info`); personas
+read the contexts the expert was trained under (`expert_contexts`) and the composition's weight rule
+its ratio spreads (`expert_spreads`, written by `mpg calibrate-expert` through `write_spreads`); the
+engine checks, before loading an adapter, that the folder fits the loaded base and tokenizer
+(`check_expert_info`). Plain PEFT folders have no such file: no contexts, nothing checked.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from pathlib import Path
 
 from .fingerprint import same_weights, vocab_fingerprint, weight_fingerprint
 
-__all__ = ["EXPERT_FILE", "check_expert_info", "expert_contexts", "write_expert_info"]
+__all__ = [
+    "EXPERT_FILE",
+    "check_expert_info",
+    "expert_contexts",
+    "expert_spreads",
+    "write_expert_info",
+    "write_spreads",
+]
 
 EXPERT_FILE = "mpg_expert.json"
 
@@ -64,3 +74,18 @@ def check_expert_info(name: str, path: Path, tokenizer, model) -> None:
             f"adapter {name!r} ({path}) was trained on another base model ({trained_on}); "
             "its weight fingerprint does not match the loaded base"
         )
+
+
+def expert_spreads(folder: str | Path) -> dict[str, float]:
+    """{side: ratio spread} stored in an expert folder's mpg_expert.json ({} when never measured)."""
+    info = Path(folder) / EXPERT_FILE
+    return json.loads(info.read_text()).get("ratio_spread", {}) if info.is_file() else {}
+
+
+def write_spreads(folder: str | Path, spreads: dict[str, float], source: str) -> None:
+    """Store {side: spread} (and where it was measured) in the expert folder's mpg_expert.json."""
+    info_path = Path(folder) / EXPERT_FILE
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info["ratio_spread"] = {k: round(v, 5) for k, v in spreads.items()}
+    info["ratio_spread_source"] = source
+    info_path.write_text(json.dumps(info, indent=2))

@@ -39,8 +39,8 @@ class GenerateOutput:
 class GenerateConfig:
     """Every `generate()` setting besides the prompts and the target, validated on construction."""
 
-    # fused: exact, and at the default composition the fastest sampler on a CPU (scr, the paper's
-    # sampler, ran ~10x slower there: docs/results.md#speed); scr stays one keyword away
+    # fused: exact, and at the default composition the fastest sampler on a CPU
+    # (docs/results.md#speed); scr, the paper's sampler, stays one keyword away
     sampler: str = "fused"
     max_new_tokens: int = 128
     temperature: float = 1.0
@@ -52,14 +52,15 @@ class GenerateConfig:
     sampler_config: SamplerConfig = field(default_factory=SamplerConfig)
 
     @classmethod
-    def from_kwargs(cls, config: SamplerConfig | None = None, **kwargs) -> "GenerateConfig":
-        """generate()'s keywords: its own, plus SamplerConfig's (chunk_size, window, ...) on top of `config`."""
+    def from_kwargs(cls, config: SamplerConfig | None = None, **kwargs) -> GenerateConfig:
+        """generate()'s keywords: its own, plus the samplers' knobs (chunk_size, window, ...) on top of
+        `config` (`SamplerConfig.from_flat`)."""
         own = {f.name for f in fields(cls)} - {"sampler_config"}
         knobs = {k: v for k, v in kwargs.items() if k not in own}
-        unknown = set(knobs) - {f.name for f in fields(SamplerConfig)}
+        unknown = set(knobs) - SamplerConfig.knob_names()
         if unknown:
             raise TypeError(f"generate() got unknown keyword(s): {', '.join(sorted(unknown))}")
-        sampler_config = SamplerConfig(**{**(config.__dict__ if config else {}), **knobs})
+        sampler_config = SamplerConfig.from_flat(config, **knobs)
         return cls(**{k: v for k, v in kwargs.items() if k in own}, sampler_config=sampler_config)
 
     def __post_init__(self):
@@ -164,7 +165,9 @@ def find_stop(tokenizer, y: list[int], new_from: int, stop: list[str]) -> tuple[
     if not hits:
         return None
     at = min(hits)
-    cut = len(tokenizer.decode(y[:start], skip_special_tokens=True)) + at  # once per sequence, at its stop
+    # once per sequence, at its stop: where the searched text starts inside the whole response's text
+    # (decoding the two parts apart can drop a separator some tokenizers put between tokens)
+    cut = len(tokenizer.decode(y, skip_special_tokens=True)) - len(text) + at
     for n in range(max(new_from, 1), len(y) + 1):  # the shortest token prefix whose text reaches the stop
         if len(tokenizer.decode(y[start:n], skip_special_tokens=True)) > at:
             return n, cut

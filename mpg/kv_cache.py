@@ -1,7 +1,7 @@
 """A KV cache that appends in place: transformers' DynamicCache with spare columns.
 
 DynamicLayer appends a feed with torch.cat, which copies the whole cache every decode step: for the
-nine rows of a four-attribute target that was ~6% of a CPU decode step (benchmarks/profile_step.py). Here a
+rows of a four-attribute target that showed in the profiles (benchmarks/profile_step.py). Here a
 layer's keys and values are views of the first `length` columns of larger buffers; a feed is written
 into the spare columns, and only when those run out is a buffer reallocated (with headroom, so the
 copies are amortised). Everything else that PolicyGroup does to a layer (crop, gather, select rows,

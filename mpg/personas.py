@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .composition import Composition, apply_weight_rule, expert_spreads
-from .expert_file import expert_contexts
+from .composition import Composition, apply_weight_rule
+from .expert_file import expert_contexts, expert_spreads
 from .policies import Attribute, Policy, Target
 
 __all__ = [
@@ -56,11 +56,10 @@ AXIS_ADAPTERS = {"EI": "mbti_e_i", "SN": "mbti_s_n", "TF": "mbti_t_f", "JP": "mb
 ROLEPLAY_ADAPTERS = ("roleplay_personality", "roleplay_profile")
 SHIPPED_EXPERTS = Path(__file__).parent / "experts"
 # The composition persona() (and so the CLI, the server and the main job) uses unless told otherwise:
-# the fidelity-fluency frontier's choice (benchmarks/frontier.py, docs/results.md): the best judged
-# fidelity among compositions whose answers' perplexity under the base stays within 1.5x the
-# multi-trait prompt's. Without the plausibility constraint every strong point derailed the text
-# (product, lam 1: perplexity 22x the base's); with it (alpha 0.1) the same strength stays below the
-# base's own perplexity.
+# the fidelity-fluency frontier's choice (benchmarks/frontier.py; its figures in docs/results.md): the
+# best judged fidelity among compositions whose answers stay as fluent as the multi-trait prompt's.
+# Without the plausibility constraint the strong points derail the text; with it the same strength
+# stays fluent.
 DEFAULT_COMPOSITION = Composition("product", 1.0, "given", "base", plausibility=0.1)
 
 

@@ -19,15 +19,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import warnings
-
-import torch
 
 from .policies import PROPOSALS, Attribute, Policy, Target
 
 __all__ = [
     "PROPOSALS",
-    "concat_lora",
     "merge_coefficients",
     "merged_adapter_name",
     "merged_proposal",
@@ -41,7 +37,7 @@ def _name(a: Attribute) -> str:
     return a.name or a.num.label()
 
 
-# ---- merged: pure parts ----------------------------------------------------------------------------
+# ---- merged ----------------------------------------------------------------------------------------
 def merge_coefficients(target: Target) -> dict[str, float]:
     """adapter name -> coefficient of its LoRA delta in the merged proposal (zero sums dropped).
 
@@ -80,114 +76,21 @@ def merged_adapter_name(model: str, coef: dict[str, float]) -> str:
     return "mpg_merged_" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def concat_lora(
-    A: list[torch.Tensor], B: list[torch.Tensor], coef: list[float]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One LoRA equal to a weighted sum of several: B_cat @ A_cat = sum_i coef_i * B_i @ A_i.
-
-    A[i]: [r_i, I], B[i]: [O, r_i] (PEFT's layout; fold each adapter's scaling into coef_i)
-    -> A_cat [R, I], B_cat [O, R], R = sum r_i. The coefficient goes on B, so its sign is kept.
-    """
-    A_cat = torch.cat(A, 0)  # [R, I]
-    B_cat = torch.cat([b * c for b, c in zip(B, coef)], 1)  # [O, R]
-    return A_cat, B_cat
-
-
-# ---- merged: on the model ---------------------------------------------------------------------------
-def _lora_parts(peft_model, coef: dict[str, float]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """module name (inside the PEFT-wrapped model) -> (A_cat [R_m, I], B_cat [O, R_m]) of the merge."""
-    from peft.tuners.lora import Linear as LoraLinear
-    from peft.tuners.lora import LoraLayer
-
-    parts = {}
-    for name, m in peft_model.base_model.model.named_modules():
-        if not isinstance(m, LoraLayer):
-            continue
-        here = [a for a in coef if a in m.lora_A or a in getattr(m, "lora_embedding_A", {})]
-        if not here:
-            continue
-        for a in here:
-            plain = (
-                isinstance(m, LoraLinear)
-                and a in m.lora_A
-                and not getattr(m, "lora_variant", {}).get(a)
-                and not getattr(m, "lora_bias", {}).get(a)
-                and not m.merged
-            )
-            if not plain:
-                raise ValueError(
-                    f"proposal='merged': adapter {a!r} is not a plain LoRA on a linear layer at {name} "
-                    "(DoRA, LoRA bias, embedding LoRA or merged weights cannot be summed into one adapter)"
-                )
-        parts[name] = concat_lora(
-            [m.lora_A[a].weight.detach().float() for a in here],  # [r_a, I] each
-            [m.lora_B[a].weight.detach().float() for a in here],  # [O, r_a] each
-            [coef[a] * float(m.scaling[a]) for a in here],
-        )
-    return parts
-
-
-@torch.no_grad()
-def add_merged_adapter(peft_model, name: str, coef: dict[str, float]) -> None:
-    """Register `name` on the PEFT model: one LoRA (scaling 1) whose delta is sum_a coef[a] * delta_a.
-
-    Every module any merged adapter touches gets rank R = the largest sum of ranks over those modules;
-    modules with fewer ranks are zero-padded (zero columns add nothing), so one LoraConfig fits all.
-    """
-    from peft import LoraConfig
-
-    parts = _lora_parts(peft_model, coef)
-    if not parts:
-        raise ValueError(f"proposal='merged': adapters {', '.join(coef)} have no LoRA layers to merge")
-    rank = max(A.shape[0] for A, _ in parts.values())
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=rank,  # scaling alpha / r = 1: the coefficients and scalings are folded into B
-        target_modules=sorted(parts),
-        lora_dropout=0.0,
-        bias="none",
-        inference_mode=True,
-    )
-    with warnings.catch_warnings():
-        # PEFT reads model.is_gradient_checkpointing, which transformers deprecates (as in Engine.load_adapter)
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        peft_model.add_adapter(name, config)
-    modules = dict(peft_model.base_model.model.named_modules())
-    for mod_name, (A, B) in parts.items():
-        m = modules[mod_name]
-        if float(m.scaling[name]) != 1.0:
-            raise RuntimeError(f"merged adapter {name!r} got scaling {m.scaling[name]} at {mod_name}, not 1")
-        wA, wB = m.lora_A[name].weight, m.lora_B[name].weight  # [rank, I], [O, rank]
-        wA.zero_()
-        wB.zero_()
-        wA[: A.shape[0]] = A.to(wA.dtype)
-        wB[:, : B.shape[1]] = B.to(wB.dtype)
-        wA.requires_grad_(False)
-        wB.requires_grad_(False)
-    peft_model.eval()
-
-
 def merged_proposal(engine, target: Target) -> Policy:
     """The anchor with the attribute experts' LoRA deltas summed into one adapter (see the module doc).
 
-    The adapter is built once per engine and merge (its name hashes the adapters and coefficients) and
-    registered in `engine.adapters`, so the multi-LoRA kernel runs it; the anchor's context and steering
-    are kept. A merge that adds nothing (lam = 0) is the anchor itself."""
+    The adapter is registered on the engine once per merge (its name hashes the adapters and
+    coefficients: `Engine.add_lora_sum`), so the multi-LoRA kernel runs it; the anchor's context and
+    steering are kept. A merge that adds nothing (lam = 0) is the anchor itself."""
     coef = merge_coefficients(target)
-    model = target.anchor.model
     if not coef:
         return target.anchor
-    loaded = engine.adapters.get(model, set())
-    missing = [a for a in coef if a not in loaded]
-    if missing:
-        raise ValueError(
-            f"proposal='merged': adapter(s) {', '.join(missing)} not loaded on model {model!r}; "
-            f"loaded: {', '.join(sorted(loaded)) or 'none'}"
-        )
+    model = target.anchor.model
     name = merged_adapter_name(model, coef)
-    if name not in loaded:
-        add_merged_adapter(engine.models[model], name, coef)
-        engine.adapters[model].add(name)
+    try:
+        engine.add_lora_sum(name, coef, model)
+    except ValueError as e:
+        raise ValueError(f"proposal='merged': {e}") from None
     return dataclasses.replace(target.anchor, adapter=name)
 
 

@@ -1,10 +1,13 @@
-"""A running batch: sequences of one target join it between steps and leave it when they finish.
+"""A running batch: sequences join it between steps and leave it when they finish.
 
-`Engine.generate` runs each batch of its prompts as one running batch that nobody joins later; the
-server (`mpg.server`) keeps one per target and batch-level settings, and adds requests as they arrive
-(continuous batching). Joining prefills the newcomers' contexts in one pass of their own and appends
-their rows to the running caches (`MultiPolicyScorer.absorb`); leaving drops a sequence's rows
-(`Batch.retain`).
+Sequences of any targets (personas) and settings share one running batch as long as they use the
+same sampler: each step scores all of them in one forward per model. `Engine.generate` runs each
+batch of its prompts as one running batch that nobody joins later; the server (`mpg.server`) keeps one
+per sampler and adds requests as they arrive (continuous batching).
+
+Joining: the engine prepares the newcomers' rows on their own (`Engine.prepare`: policy tables,
+scorer rows, drafter rows, prefilled in pieces of at most a token budget per call, `Pending.prefill`),
+then `join` appends them to the running caches. Leaving drops a sequence's rows (`Batch.retain`).
 
 A sequence's output does not depend on which others share its batch: each draws every uniform from
 its own random stream (a draft that is thrown away for it takes none), and the rows of a batched
@@ -15,30 +18,13 @@ gives the text `generate()` gives alone, with the same seed and settings.
 from __future__ import annotations
 
 import time
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 
+from .chat import Prompt
 from .generation import BatchStats, find_stop
-from .policies import Target
-from .policy_table import PolicyTable
-from .samplers import SAMPLERS, SamplerConfig
-from .samplers.common import Batch, Sequence
+from .samplers import Batch, Sampler, Sequence
 
-__all__ = ["BatchSettings", "Member", "RunningBatch"]
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """What every sequence of one batch shares besides the target (the rest is per sequence)."""
-
-    sampler: str
-    temperature: float
-    top_p: float
-    sampler_config: SamplerConfig
-    eos: frozenset
-
-    def key(self) -> tuple:
-        """Hashable identity: sequences with equal keys (and equal targets) may share a batch."""
-        return (self.sampler, self.temperature, self.top_p, astuple(self.sampler_config), self.eos)
+__all__ = ["Member", "Pending", "RunningBatch"]
 
 
 @dataclass
@@ -46,7 +32,7 @@ class Member:
     """One sequence in a running batch: what its caller asked, and what it has been handed so far."""
 
     seq: Sequence
-    prompt: str
+    prompt: Prompt
     stop: list[str] = field(default_factory=list)
     tag: object = None  # the caller's handle (the server's request)
     checked: int = 0  # response tokens already searched for stop strings and handed out
@@ -57,76 +43,70 @@ class Member:
     text: str = ""  # the final response text
 
 
-class RunningBatch:
-    """The sequences of one target being generated together; `join`, `step` and `settle` in any rhythm."""
+@dataclass
+class Pending:
+    """Newcomers whose rows are being prefilled (`Engine.prepare`): join them once `ready`."""
 
-    def __init__(self, engine, target: Target, settings: BatchSettings):
-        self.engine, self.target, self.settings = engine, target, settings
+    batch: Batch
+    members: list[Member]
+    labels: list[list[str]]  # per sequence, its policies' labels (forward-pass statistics)
+    draft_labels: list[str]
+
+    @property
+    def ready(self) -> bool:
+        return self.batch.ready
+
+    def prefill(self, budget: int | None = None) -> int:
+        """Feed at most `budget` more context tokens per row (None: all); returns the columns fed."""
+        return self.batch.prefill(budget)
+
+
+class RunningBatch:
+    """The sequences being generated together with one sampler; `join`, `step` and `settle` in any rhythm."""
+
+    def __init__(self, sampler: Sampler, tokenizer):
+        self.sampler, self.tokenizer = sampler, tokenizer
         self.batch: Batch | None = None
-        self.table: PolicyTable | None = None
         self.members: list[Member] = []
+        self.labels: list[list[str]] = []  # per sequence, its policies' labels
+        self.draft_labels: list[str] = []  # per sequence, its proposal's label
         self.stats = BatchStats(prompts=[])  # passes of caches already dropped are added here
-        self.labels: list[str] = []
+        self.scored: dict[str, None] = {}  # every policy label scored so far, first seen first
 
     def __len__(self) -> int:
         return len(self.members)
 
-    def join(
-        self, prompts: list[str], seqs: list[Sequence], stops: list[list[str]], tags=None
-    ) -> list[Member]:
-        """Add sequences (one per prompt) to the batch: one prefill pass for them, none for the others.
-        Raises ValueError if their policy table differs from the running one's (give them their own batch)."""
-        table = self.engine.policy_table(self.target, prompts)
-        scorer = self.engine.build_scorer(table)
-        drafter = self._drafter(table, prompts)
+    def join(self, pending: Pending) -> list[Member]:
+        """Add prepared sequences (their prefill done) to the batch; no pass for the others."""
+        if not pending.ready:
+            raise RuntimeError("these sequences are still being prefilled (Pending.prefill)")
         if self.batch is None:
-            s = self.settings
-            self.batch = Batch(
-                scorer, drafter, table.rows, s.sampler_config, s.temperature, s.top_p, s.eos, list(seqs)
-            )
-            self.table, self.labels = table, table.labels()
+            self.batch = pending.batch
         else:
-            if table.policies != self.table.policies or table.row_of != self.table.row_of:
-                raise ValueError("these prompts render the target's policies differently; use another batch")
-            self.batch.scorer.absorb(scorer)
-            if drafter is not None:
-                self.batch.drafter.absorb(drafter, len(self.batch.seqs))
-            self.batch.seqs.extend(seqs)
-        tags = tags if tags is not None else [None] * len(seqs)
-        members = [Member(s, p, list(st), t) for s, p, st, t in zip(seqs, prompts, stops, tags)]
-        self.members.extend(members)
-        return members
-
-    def _drafter(self, table: PolicyTable, prompts: list[str]):
-        """The proposal's row per sequence (None for fused). The default proposal is the anchor, whose
-        contexts the table has rendered already."""
-        if self.settings.sampler == "fused":
-            return None
-        q = self.target.draft_policy
-        rendered = table.index()
-        contexts = (
-            [table.contexts[rendered[q]]]
-            if q in rendered
-            else PolicyTable.for_policies(self.engine, [q], prompts).contexts
-        )
-        return self.engine.policy_group(q.model, [q], contexts)
+            self.batch.absorb(pending.batch)
+        self.members += pending.members
+        self.labels += pending.labels
+        self.draft_labels += pending.draft_labels
+        self.scored.update(dict.fromkeys(label for ls in pending.labels for label in ls))
+        return pending.members
 
     def step(self) -> None:
         """One round of the sampler for every sequence (each appends one token or more)."""
-        SAMPLERS[self.settings.sampler](self.batch)
+        self.sampler.run(self.batch)
 
     def settle(self) -> list[tuple[Member, list[int]]]:
         """Hand out what each sequence gained since the last call, up to a stop string: [(member, new
         token ids)]. Finished and cancelled members are in the list once more, with `finish_reason`
         set, and leave the batch (their rows are freed)."""
         events, keep = [], []
-        eos, tok = self.settings.eos, self.engine.tokenizer
+        tok = self.tokenizer
         for i, m in enumerate(self.members):
             s = m.seq
             if m.cancelled:
                 m.finish_reason = "cancelled"
                 events.append((m, []))
                 continue
+            eos = s.settings.eos
             n0 = m.checked
             stopped_at = find_stop(tok, s.y, n0, m.stop) if m.stop and len(s.y) > n0 else None
             end = stopped_at[0] if stopped_at else len(s.y)
@@ -144,12 +124,14 @@ class RunningBatch:
             if new or m.finish_reason:
                 events.append((m, new))
         if len(keep) < len(self.members):
-            self.members = [self.members[i] for i in keep]
-            if keep:
-                self.batch.retain(keep)
-            else:  # nobody left: drop the caches, keep their counts
+            if not keep:  # nobody left: drop the caches, keep their counts
                 self._bank_passes()
-                self.batch = self.table = None
+                self.batch = None
+            else:
+                self.batch.retain(keep)
+            self.members = [self.members[i] for i in keep]
+            self.labels = [self.labels[i] for i in keep]
+            self.draft_labels = [self.draft_labels[i] for i in keep]
         return events
 
     def _bank_passes(self) -> None:
@@ -158,14 +140,20 @@ class RunningBatch:
         self.stats.forward_passes, self.stats.model_calls = live.forward_passes, live.model_calls
 
     def _passes(self) -> dict:
-        """Forward passes per policy label (a pass of a group counts for each of its policies)."""
+        """Forward passes per policy label (a pass of a group counts once for each policy it holds)."""
         out, scorer, drafter = {}, self.batch.scorer, self.batch.drafter
         for gi, g in enumerate(scorer.groups):
-            for i, (gj, _) in enumerate(scorer.index):
-                if gj == gi:
-                    out[self.labels[i]] = out.get(self.labels[i], 0) + g.forward_passes
+            held = dict.fromkeys(
+                self.labels[b][p]
+                for b, slots in enumerate(scorer.slots)
+                for p, (gj, _) in enumerate(slots)
+                if gj == gi
+            )
+            for label in held:
+                out[label] = out.get(label, 0) + g.forward_passes
         if drafter is not None:
-            out["proposal:" + self.target.draft_policy.label()] = drafter.forward_passes
+            for label in dict.fromkeys(self.draft_labels):
+                out["proposal:" + label] = drafter.forward_passes
         return out
 
     def batch_stats(self) -> BatchStats:

@@ -31,6 +31,7 @@ import contextlib
 import torch
 
 from .aggregators import implausible
+from .cache_layout import CacheLayout
 from .kv_cache import GrowingCache
 from .steering import steered
 
@@ -50,18 +51,23 @@ SHARED_HEAD_MIN = 4  # a context head is prefilled on its own (and cached) when 
 def shared_heads(contexts: list[list[int]], family: list, hint: list[int] | None = None) -> list[int]:
     """Per row: the length of the context head it shares with every row of its family (0: none).
 
-    hint[i] caps row i's head (the engine passes where the prompt starts, so that a family of one row
-    has a head too); a head always stops before the context's last token, which is fed with the
-    response (the invariant)."""
+    A family of several rows (one policy, several prompts) shares its contexts' longest common prefix:
+    the policy's system prompt and template, and whatever the prompts share (a task's instruction). A
+    family of one row takes hint[i] (the engine passes where the prompt starts), so that a later batch
+    may reuse it. A head always stops before the context's last token, which is fed with the response
+    (the invariant)."""
     heads = [0] * len(contexts)
     for f in dict.fromkeys(family):
         rows = [i for i, g in enumerate(family) if g == f]
         first = contexts[rows[0]]
-        L = min(min(len(contexts[i]) - 1, hint[i] if hint is not None else len(contexts[i])) for i in rows)
-        if hint is None and len(rows) < 2:
-            continue
-        for i in rows[1:]:
-            L = next((j for j in range(L) if contexts[i][j] != first[j]), L)
+        if len(rows) < 2:
+            if hint is None:
+                continue
+            L = min(len(first) - 1, hint[rows[0]])
+        else:
+            L = min(len(contexts[i]) - 1 for i in rows)
+            for i in rows[1:]:
+                L = next((j for j in range(L) if contexts[i][j] != first[j]), L)
         if L >= SHARED_HEAD_MIN:
             for i in rows:
                 heads[i] = L
@@ -94,7 +100,10 @@ class HeadCache:
 
 
 class PolicyGroup:
-    """Rows = (sequence, policy) pairs sharing one model; `adapters[i]` is row i's LoRA name or None."""
+    """Rows = (sequence, policy) pairs sharing one model; `adapters[i]` is row i's LoRA name or None.
+
+    The cache's bookkeeping (which columns each row owns, how far each row is) is `layout`
+    (`mpg.cache_layout.CacheLayout`, with the invariant); the group owns the model call and the cache."""
 
     def __init__(
         self,
@@ -110,11 +119,13 @@ class PolicyGroup:
         head_hint: list[int] | None = None,
         weights_key: list | None = None,
         head_cache: HeadCache | None = None,
+        defer_prefill: bool = False,
     ):
         """family[i]: rows of one family (one policy, other prompts) share their contexts' common head
         (system prompt, template, chat markup up to the question): it is prefilled once per family
         (`shared_heads`, capped by head_hint). With `head_cache`, heads are also looked up there by
-        (weights_key[i], head tokens) and stored, so later groups skip them."""
+        (weights_key[i], head tokens) and stored, so later groups skip them. The rest of each context
+        (its tail) is fed at once, or with `defer_prefill` piece by piece through `prefill`."""
         if any(len(c) == 0 for c in contexts):
             raise ValueError("a policy context tokenised to nothing")
         self.model, self.is_peft, self.lora, self.pad_id = model, is_peft, lora, pad_id
@@ -123,21 +134,53 @@ class PolicyGroup:
         self.head_skippable = self._can_skip_head()  # fixed for the group's life (absorb: same model)
         self.adapters = list(adapters)
         N = len(contexts)
-        self.row_seq = torch.tensor(row_seq if row_seq is not None else [0] * N)  # [N]
         self.steer_deltas = steer_deltas or {}  # {layer: [N, H]}
-        self.last_context_token = torch.tensor([c[-1] for c in contexts])  # [N]
-        self.start_pos = torch.tensor([len(c) - 1 for c in contexts])  # [N]
-        self.consumed = torch.zeros(N, dtype=torch.long)  # [N]
-        self.valid = torch.zeros(N, 0, dtype=torch.bool)  # [N, C]
-        self.col_branch = torch.zeros(0, dtype=torch.long)  # [C]
-        self.branch_len = 0  # tokens fed so far into the open branches (same for every branch)
+        self.layout = CacheLayout.empty(contexts, row_seq if row_seq is not None else [0] * N)
         self.cache = GrowingCache()
         self.forward_passes = 0
         heads = shared_heads(contexts, family, head_hint) if family is not None else [0] * N
         if any(heads):
             keys = weights_key if weights_key is not None else [(a, None) for a in self.adapters]
             self._prefill_heads(contexts, family, heads, keys, head_cache)
-        self._feed_rows([c[h:-1] for c, h in zip(contexts, heads)], heads)
+        self._tails = [c[h:-1] for c, h in zip(contexts, heads)]  # context tokens still to feed
+        self._tail_pos = list(heads)  # the position of each row's next tail token
+        if not defer_prefill:
+            self.prefill()
+
+    @property
+    def ready(self) -> bool:
+        """Whether every row's context (but its last token, fed with the response) is in the cache."""
+        return not any(self._tails)
+
+    def prefill(self, budget: int | None = None) -> int:
+        """Feed at most `budget` more tail tokens per row (None: all) in one pass; returns the columns fed."""
+        take = max((len(t) for t in self._tails), default=0)
+        if budget is not None:
+            take = min(take, budget)
+        if not take:
+            return 0
+        pieces = [t[:take] for t in self._tails]
+        self._feed_rows(pieces, self._tail_pos)
+        self._tails = [t[take:] for t in self._tails]
+        self._tail_pos = [p + len(x) for p, x in zip(self._tail_pos, pieces)]
+        return take
+
+    # the layout's tensors, read by callers and tests
+    @property
+    def valid(self) -> torch.Tensor:
+        return self.layout.valid  # [N, C]
+
+    @property
+    def col_branch(self) -> torch.Tensor:
+        return self.layout.branch  # [C]
+
+    @property
+    def row_seq(self) -> torch.Tensor:
+        return self.layout.seq  # [N]
+
+    @property
+    def rows(self) -> int:
+        return len(self.adapters)
 
     def _feed_rows(self, tokens: list[list[int]], start: list[int]) -> None:
         """Append each row's tokens (ragged, left-padded) at positions start[i], start[i] + 1, ..."""
@@ -163,6 +206,7 @@ class PolicyGroup:
         key = {f: (weights_key[rep[f]], tuple(contexts[rep[f]][: heads[rep[f]]])) for f in fams}
         kv = {f: head_cache.get(key[f]) for f in fams} if head_cache is not None else dict.fromkeys(fams)
         missing = [f for f in fams if kv[f] is None]
+        layout = self.layout
         if missing:
             rows = [rep[f] for f in missing]
             adapters, deltas = self.adapters, self.steer_deltas
@@ -170,9 +214,9 @@ class PolicyGroup:
             self.steer_deltas = {
                 L: d[torch.tensor(rows, device=d.device)] for L, d in deltas.items()
             }  # [F, H]
-            self.valid = torch.zeros(len(rows), 0, dtype=torch.bool)  # [F, 0]
+            self.layout = CacheLayout.empty([contexts[r] for r in rows], [0] * len(rows))
             self._feed_rows([contexts[r][: heads[r]] for r in rows], [0] * len(rows))
-            W = self.valid.shape[1]
+            W = self.layout.columns
             for j, f in enumerate(missing):  # family f's head: the last heads[rep[f]] columns of its row
                 L = heads[rep[f]]
                 kv[f] = [
@@ -192,12 +236,9 @@ class PolicyGroup:
                 if h:
                     ks[i, :, C - h :], vs[i, :, C - h :] = kv[f][layer]
             self.cache.update(ks, vs, layer)
-        self.valid = torch.arange(C).unsqueeze(0) >= (C - torch.tensor(heads)).unsqueeze(1)  # [N, C]
-        self.col_branch = torch.zeros(C, dtype=torch.long)
-
-    @property
-    def rows(self) -> int:
-        return len(self.adapters)
+        layout.valid = torch.arange(C).unsqueeze(0) >= (C - torch.tensor(heads)).unsqueeze(1)  # [N, C]
+        layout.branch = torch.zeros(C, dtype=torch.long)
+        self.layout = layout
 
     # ---- the one forward ----------------------------------------------------------------------
     def _forward(
@@ -208,13 +249,7 @@ class PolicyGroup:
         Returns logits of the last `keep_logits` columns: [N, keep_logits, V]; with `hidden`, the
         decoder's last hidden states there instead, [N, keep_logits, H] (`head` turns them into logits).
         """
-        valid = torch.cat([self.valid, feed_valid], 1)  # [N, C+W]
-        branch = torch.cat([self.col_branch, feed_branch])  # [C+W]
-        C, W = self.valid.shape[1], ids.shape[1]
-        # query w sees key k iff k is valid for the row, k is not after w, and k is shared or in w's branch
-        causal = torch.ones(W, C + W, dtype=torch.bool).tril(C)  # [W, C+W]
-        same = (branch.unsqueeze(0) == 0) | (branch.unsqueeze(0) == feed_branch.unsqueeze(1))  # [W, C+W]
-        allowed = valid.unsqueeze(1) & (causal & same).unsqueeze(0)  # [N, W, C+W]
+        allowed = self.layout.attention(feed_valid, feed_branch)  # [N, W, C+W]
         dtype = self.model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
         kwargs = {}
@@ -236,12 +271,12 @@ class PolicyGroup:
             else:
                 out = self.model(**inputs, logits_to_keep=keep_logits, **kwargs)
         self.cache = out.cache
-        self.valid, self.col_branch = valid, branch
+        self.layout.appended(feed_valid, feed_branch)
         self.forward_passes += 1
         if not self.head_skippable:
             return out.logits
         # Contiguous: a strided [N, K, H] slice (K < W, as in a prefill) sends torch's linear to a bmm
-        # over a per-row copy of the 49k-row head (measured: 0.56 s per 9-row bf16 prefill on the CPU).
+        # over a per-row copy of the output embedding (docs/results.md, "bf16 on the CPU").
         last = out.last_hidden_state[:, -keep_logits:].contiguous()  # [N, K, H]
         return last if hidden else self.head(last)
 
@@ -267,13 +302,7 @@ class PolicyGroup:
     # ---- feeding -------------------------------------------------------------------------------
     def pending(self, ys: list[list[int]]) -> list[list[int]]:
         """Per row, s[consumed:] -- the tokens its cache still lacks (at least one)."""
-        out = []
-        for i in range(self.rows):
-            y, c = ys[int(self.row_seq[i])], int(self.consumed[i])
-            assert c <= len(y), "cache is ahead of the response; commit first"
-            s_tail = y[c - 1 :] if c else [int(self.last_context_token[i])] + y
-            out.append(s_tail)
-        return out
+        return self.layout.pending(ys)
 
     def feed(
         self, ys: list[list[int]], branches: torch.Tensor | None = None, hidden: bool = False
@@ -284,89 +313,42 @@ class PolicyGroup:
         returns logits [N, 1 + n*T, V]: column 0 predicts the first branch token (or the next token),
         column 1 + j*T + t the token after branch j's token t (hidden: last hidden states, [.., H]).
         """
-        pend = self.pending(ys)
-        M = max(len(p) for p in pend)
         n, T = (0, 0) if branches is None else branches.shape[1:]
-        N = self.rows
-        ids = torch.full((N, M + n * T), self.pad_id, dtype=torch.long)  # [N, W]
-        fvalid = torch.zeros(N, M + n * T, dtype=torch.bool)  # [N, W]
-        fpos = torch.zeros(N, M + n * T, dtype=torch.long)  # [N, W]
-        m = torch.tensor([len(p) for p in pend])  # [N]
-        for i, p in enumerate(pend):
-            ids[i, M - len(p) : M] = torch.tensor(p)
-        fvalid[:, :M] = torch.arange(M).unsqueeze(0) >= (M - m).unsqueeze(1)
-        base = self.start_pos + self.consumed  # [N] position of s[consumed]
-        fpos[:, :M] = (base.unsqueeze(1) + torch.arange(M).unsqueeze(0) - (M - m).unsqueeze(1)).clamp_min(0)
-        fbranch = torch.zeros(M + n * T, dtype=torch.long)  # [W]
-        if n:
-            ids[:, M:] = branches.reshape(N, n * T)
-            fvalid[:, M:] = True
-            depth = torch.arange(T).repeat(n)  # [n*T]
-            fpos[:, M:] = (base + m).unsqueeze(1) + depth.unsqueeze(0)
-            fbranch[M:] = torch.arange(1, n + 1).repeat_interleave(T)
-        self.consumed = self.consumed + m
-        self.branch_len = T
+        ids, fvalid, fpos, fbranch = self.layout.feed_columns(self.pending(ys), n, T, self.pad_id, branches)
         return self._forward(ids, fvalid, fpos, fbranch, keep_logits=1 + n * T, hidden=hidden)
 
     def extend_branches(self, tokens: torch.Tensor) -> torch.Tensor:
         """Add one token to each of the n open branches. tokens: [N, n] -> logits [N, n, V]."""
         N, n = tokens.shape
-        fpos = (self.start_pos + self.consumed + self.branch_len).unsqueeze(1).expand(N, n)  # [N, n]
-        fbranch = torch.arange(1, n + 1)  # [n]
-        logits = self._forward(
-            tokens, torch.ones(N, n, dtype=torch.bool), fpos.contiguous(), fbranch, keep_logits=n
-        )
-        self.branch_len += 1
+        fpos, fbranch = self.layout.branch_step_columns(n)  # [N, n], [n]
+        logits = self._forward(tokens, torch.ones(N, n, dtype=torch.bool), fpos, fbranch, keep_logits=n)
+        self.layout.branch_len += 1
         return logits
 
     # ---- keeping what was accepted ---------------------------------------------------------------
     def commit(self, lengths: list[int], winners: list[int] | None = None) -> None:
-        """After a round: sequence b's response now has lengths[b] tokens, extending the old one by
-        the first tokens of branch winners[b] (1..n; 0 or None: no branch) and at most one more.
-        Keeps s[:min(consumed + branch tokens, length)] per row; everything else becomes holes."""
-        win = torch.tensor([w or 0 for w in (winners or [0] * len(lengths))])[self.row_seq]  # [N]
-        length = torch.tensor(lengths)[self.row_seq]  # [N]
-        cb = self.col_branch.unsqueeze(0)  # [1, C]
-        own = self.valid & ((cb == 0) | (cb == win.unsqueeze(1)))  # [N, C] in s order
-        total = self.consumed + torch.where(win > 0, self.branch_len, 0)  # [N]
-        keep = torch.minimum(total, length)  # [N]
-        self.valid = own & (own.long().cumsum(1) <= (keep + self.start_pos).unsqueeze(1))
-        self.col_branch = torch.zeros_like(self.col_branch)
-        self.consumed, self.branch_len = keep, 0
+        """After a round: sequence b's response now has lengths[b] tokens (`CacheLayout.commit`)."""
+        self.layout.commit(lengths, winners)
         self._tidy()
 
     def _tidy(self) -> None:
         """Crop trailing columns nobody owns; compact when that would free many columns. Compaction keeps
         the fullest row's columns, so it frees C - max(counts) of them: rows that are merely shorter (an
         anchor's short context beside an expert's long one) are no reason to compact, every step."""
-        used = self.valid.any(0)  # [C]
-        C = used.numel()
-        last = int(used.nonzero().max()) + 1 if used.any() else 0
-        if last < C:
-            self.cache.crop(last - C)
-            self.valid, self.col_branch = self.valid[:, :last], self.col_branch[:last]
-        counts = self.valid.sum(1)  # [N]
-        C = self.valid.shape[1]
-        holes = C - int(counts.max()) if C else 0  # columns compaction would free
+        drop = self.layout.unowned_tail()
+        if drop:
+            self.cache.crop(-drop)
+            self.layout.crop(drop)
+        C = self.layout.columns
+        holes = C - int(self.layout.valid.sum(1).max()) if C else 0  # columns compaction would free
         if holes >= COMPACT_MIN_HOLES and holes >= COMPACT_FRACTION * C:
-            self._compact(counts)
+            self._compact()
 
-    def _compact(self, counts: torch.Tensor) -> None:
+    def _compact(self) -> None:
         """Move every row's valid columns to the right end of a shorter cache. Keys carry their rotary
         positions already and later feeds pass explicit position ids, so moving columns is safe."""
-        Cn = int(counts.max())
-        N, C = self.valid.shape
-        # source column for each (row, new column): valid columns in order, right-aligned
-        order = torch.argsort(
-            (~self.valid).long() * C + torch.arange(C), dim=1, stable=True
-        )  # valid first, in order
-        idx = torch.zeros(N, Cn, dtype=torch.long)  # [N, Cn]
-        new_valid = torch.zeros(N, Cn, dtype=torch.bool)
-        for i in range(N):
-            k = int(counts[i])
-            if k:
-                idx[i, Cn - k :] = order[i, :k]
-                new_valid[i, Cn - k :] = True
+        idx = self.layout.compaction()  # [N, Cn]
+        N, Cn = idx.shape
         for layer in self.cache.layers:
             if getattr(layer, "keys", None) is None or layer.keys.numel() == 0:
                 continue
@@ -374,8 +356,6 @@ class PolicyGroup:
             g = idx.to(layer.keys.device)[:, None, :, None].expand(N, H, Cn, D)  # a sharded base: per layer
             layer.keys = layer.keys.gather(2, g)
             layer.values = layer.values.gather(2, g)
-        self.valid = new_valid
-        self.col_branch = torch.zeros(Cn, dtype=torch.long)
 
     def absorb(self, other: "PolicyGroup", seq_offset: int) -> None:
         """Append `other`'s rows (new sequences joining a running batch; their sequence numbers shift by
@@ -384,28 +364,24 @@ class PolicyGroup:
         The shorter cache is left-padded with holes: columns no row owns are never attended to, keys
         carry their rotary positions and every feed passes explicit positions, so where a row's columns
         sit does not matter (the same reason `_compact` may move them)."""
-        if self.branch_len or other.branch_len or bool(self.col_branch.any()) or bool(other.col_branch.any()):
-            raise RuntimeError("groups can only be joined between rounds (a branch is open)")
         if other.model is not self.model:
             raise ValueError("groups on different models cannot be joined")
-        C = max(self.valid.shape[1], other.valid.shape[1])
-
-        def holes(valid: torch.Tensor) -> torch.Tensor:  # [N, c] -> [N, C], new columns invalid
-            return torch.cat([valid.new_zeros(valid.shape[0], C - valid.shape[1]), valid], 1)
-
+        if not (self.ready and other.ready):
+            raise RuntimeError("a group still being prefilled cannot be joined")
+        if set(self.steer_deltas) != set(other.steer_deltas):
+            raise ValueError("groups with different steering layers cannot be joined")
+        C = self.layout.join(other.layout, seq_offset)
         ours, theirs = list(self.cache.layers), list(other.cache.layers)
         for i in range(max(len(ours), len(theirs))):
             a = ours[i] if i < len(ours) else None
             b = theirs[i] if i < len(theirs) else None
-            filled = [
-                x for x in (a, b) if x is not None and getattr(x, "keys", None) is not None and x.keys.numel()
-            ]
+            filled = [x for x in (a, b) if _has_columns(x)]
             if not filled:
                 continue
             like = filled[0].keys  # [N, H, c, D]
             parts_k, parts_v = [], []
             for layer, n in ((a, self.rows), (b, other.rows)):
-                if layer is not None and getattr(layer, "keys", None) is not None and layer.keys.numel():
+                if _has_columns(layer):
                     k, v = layer.keys, layer.values  # [n, H, c, D]
                 else:
                     k = v = like.new_zeros(n, like.shape[1], 0, like.shape[3])
@@ -419,14 +395,9 @@ class PolicyGroup:
                     self.cache.layers.append(keeper)
                 else:
                     self.cache.layers[i] = keeper
-        self.valid = torch.cat([holes(self.valid), holes(other.valid)], 0)  # [N_a + N_b, C]
-        self.col_branch = torch.zeros(C, dtype=torch.long)
         self.adapters += other.adapters
-        self.row_seq = torch.cat([self.row_seq, other.row_seq + seq_offset])
-        for name in ("last_context_token", "start_pos", "consumed"):
-            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
-        if set(self.steer_deltas) != set(other.steer_deltas):
-            raise ValueError("groups with different steering layers cannot be joined")
+        self._tails += other._tails
+        self._tail_pos += other._tail_pos
         self.steer_deltas = {
             L: torch.cat([d, other.steer_deltas[L].to(d.device)]) for L, d in self.steer_deltas.items()
         }
@@ -435,39 +406,75 @@ class PolicyGroup:
     def select(self, rows: torch.Tensor, row_seq: torch.Tensor) -> None:
         """Keep only `rows` (e.g. the rows of unfinished sequences), renumbering their sequences."""
         for layer in self.cache.layers:  # per layer: a sharded base keeps layers on several devices
-            if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            if _has_columns(layer):
                 layer.batch_select_indices(rows.to(layer.keys.device))
         self.adapters = [self.adapters[int(i)] for i in rows]
-        self.row_seq = row_seq
-        for name in ("last_context_token", "start_pos", "consumed", "valid"):
-            setattr(self, name, getattr(self, name)[rows])
+        self._tails = [self._tails[int(i)] for i in rows]
+        self._tail_pos = [self._tail_pos[int(i)] for i in rows]
+        self.layout.take(rows, row_seq)
         self.steer_deltas = {L: d[rows.to(d.device)] for L, d in self.steer_deltas.items()}
         self._tidy()
 
 
-class MultiPolicyScorer:
-    """Scores every sequence's response under its P unique policies, one batched forward per model.
+def _has_columns(layer) -> bool:
+    return layer is not None and getattr(layer, "keys", None) is not None and layer.keys.numel() > 0
 
-    policy i of every sequence lives in groups[index[i][0]] at policy slot index[i][1] (row b*R + slot).
+
+class MultiPolicyScorer:
+    """Scores every sequence's response under its own policies, one batched forward per model.
+
+    `slots[b][p]` = (group, row in that group) of sequence b's policy p. Sequences may have different
+    policies and different numbers of them (a batch of several personas); each group's rows stay in
+    sequence order. `score_rows` returns every row's logits in one flat row order (group by group);
+    `seq_rows()` says which of those rows are each sequence's.
     """
 
-    def __init__(self, groups: list[PolicyGroup], index: list[tuple[int, int]], n_seqs: int):
-        self.groups, self.index, self.n_seqs = groups, index, n_seqs
+    def __init__(self, groups: list[PolicyGroup], slots: list[list[tuple[int, int]]], models: list[str]):
+        self.groups, self.slots, self.models = groups, slots, models
 
-    def score(
+    @property
+    def n_seqs(self) -> int:
+        return len(self.slots)
+
+    def offsets(self) -> list[int]:
+        """The flat row index of each group's first row."""
+        out, n = [], 0
+        for g in self.groups:
+            out.append(n)
+            n += g.rows
+        return out
+
+    @property
+    def ready(self) -> bool:
+        return all(g.ready for g in self.groups)
+
+    def prefill(self, budget: int | None = None) -> int:
+        """Every group's `prefill`; returns the most columns one group fed."""
+        return max((g.prefill(budget) for g in self.groups), default=0)
+
+    def row_seqs(self) -> torch.Tensor:
+        """[N] the sequence of every flat row."""
+        return torch.cat([g.row_seq for g in self.groups])
+
+    def seq_rows(self) -> list[list[int]]:
+        """Per sequence, the flat row of each of its policies (in its policy order)."""
+        off = self.offsets()
+        return [[off[g] + r for g, r in slots] for slots in self.slots]
+
+    def score_rows(
         self,
         ys: list[list[int]],
         chunks: torch.Tensor | None = None,
-        support: tuple[int, float] | None = None,
+        support: tuple[torch.Tensor, float, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Raw next-token logits [B, P, n, K+1, V] of every policy before each chunk token and after it.
+        """Raw next-token logits [N, n, K+1, V] of every row before each chunk token and after it.
 
         ys: each sequence's accepted response; chunks: [B, n, K] drafted alternatives (None: K = 0, n = 1).
-        support: (anchor policy, alpha): only the anchor's logits are complete; every other policy's
-        are exact on the tokens the anchor finds plausible at that position and 0 elsewhere (needs
-        `head_skippable`; see `_logits_on_support` for when that is all a target reads).
+        support: (anchor rows [A], alpha, full rows [N] bool): rows marked full get logits over the whole
+        vocabulary; every other row is exact on the tokens some anchor row finds plausible at that
+        position and 0 elsewhere (needs `head_skippable`; see `_logits_on_support` for when that is all a
+        target reads).
         """
-        B = self.n_seqs
         n, K = (1, 0) if chunks is None else chunks.shape[1:]
         feeds = [
             g.feed(ys, None if chunks is None else chunks[g.row_seq], hidden=support is not None)
@@ -477,64 +484,109 @@ class MultiPolicyScorer:
             feeds = self._logits_on_support(feeds, *support)
         outs = []
         for g, lg in zip(self.groups, feeds):
-            first = lg[:, :1].unsqueeze(1).expand(-1, n, 1, -1)  # [N, n, 1, V]
-            rest = lg[:, 1:].reshape(g.rows, n, K, lg.shape[-1])  # [N, n, K, V]
-            outs.append(
-                torch.cat([first, rest], 2).reshape(B, g.rows // B, n, K + 1, -1)
-            )  # [B, R, n, K+1, V]
-        return self._by_policy(outs)
-
-    def _by_policy(self, outs: list[torch.Tensor]) -> torch.Tensor:
-        """Per-group logits [B, R_g, n, K+1, V] -> [B, P, n, K+1, V] in policy order."""
-        if len(outs) == 1 and [r for _, r in self.index] == list(range(outs[0].shape[1])):
+            first = lg[:, :1].unsqueeze(1).expand(-1, n, 1, -1)  # [N_g, n, 1, V]
+            rest = lg[:, 1:].reshape(g.rows, n, K, lg.shape[-1])  # [N_g, n, K, V]
+            outs.append(torch.cat([first, rest], 2))  # [N_g, n, K+1, V]
+        if len(outs) == 1:
             return outs[0]
-        return torch.stack([outs[gi][:, r].to(outs[0].device) for gi, r in self.index], 1)
+        return torch.cat([o.to(outs[0].device) for o in outs], 0)
+
+    def next_logits(self, ys: list[list[int]]) -> torch.Tensor:
+        """Feed every row's pending tokens: the next-token logits of each flat row, [N, V] (a drafter's
+        step; `score_rows` is the scoring pass)."""
+        outs = [g.feed(ys)[:, 0] for g in self.groups]  # [N_g, V] each
+        return outs[0] if len(outs) == 1 else torch.cat([o.to(outs[0].device) for o in outs], 0)
+
+    def score(
+        self,
+        ys: list[list[int]],
+        chunks: torch.Tensor | None = None,
+        support: tuple[int, float] | None = None,
+    ) -> torch.Tensor:
+        """`score_rows` by sequence: [B, P, n, K+1, V], for a scorer whose sequences all have P policies.
+        support: (the anchor's policy index, alpha), as in `score_rows`."""
+        rows = torch.tensor(self.seq_rows())  # [B, P]
+        spec = None
+        if support is not None:
+            anchors = rows[:, support[0]]  # [B]
+            full = torch.zeros(sum(g.rows for g in self.groups), dtype=torch.bool)
+            full[anchors] = True
+            spec = (anchors, support[1], full)
+        lg = self.score_rows(ys, chunks, spec)  # [N, n, K+1, V]
+        if rows.numel() == lg.shape[0] and torch.equal(rows.flatten(), torch.arange(lg.shape[0])):
+            return lg.reshape(*rows.shape, *lg.shape[1:])
+        return lg[rows.to(lg.device)]
 
     @property
     def head_skippable(self) -> bool:
         return all(g.head_skippable for g in self.groups)
 
-    def _logits_on_support(self, hidden: list[torch.Tensor], anchor: int, alpha: float) -> list[torch.Tensor]:
-        """Per group, last hidden states [N_g, W, H] -> logits [N_g, W, V]: the anchor's rows over the
-        whole vocabulary, every other row only on the tokens the anchor gives >= alpha / 2 x its top
+    def _logits_on_support(
+        self, hidden: list[torch.Tensor], anchors: torch.Tensor, alpha: float, full: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Per group, last hidden states [N_g, W, H] -> logits [N_g, W, V]: the rows marked `full` over the
+        whole vocabulary, every other row only on the tokens some anchor row gives >= alpha / 2 x its top
         token's probability at some position of the feed (`aggregators.implausible`), 0 elsewhere.
 
-        Why this is enough for a product target kept to the anchor's plausible set (plausibility
+        Why this is enough for a product target kept to its anchor's plausible set (plausibility
         alpha): the target never reads another policy outside that set, and a weighted sum of log-probs
         needs no normaliser: a row's log-softmax of this vector differs from its true log-probs by one
         constant on the set, which the target's own normalisation removes. So the output embedding
-        (49k x 576 on SmolLM2, a fifth of a row's weights) runs in full for the anchor's rows only.
-        Not for a mixture (its terms need true normalisers) nor for SCR's chunk weights (the same).
+        runs in full for the anchors' rows only. Not for a mixture (its terms need true normalisers)
+        nor for SCR's chunk weights (the same).
         The set is taken at alpha / 2 so that no rounding can leave out a token the target keeps.
         """
-        B = self.n_seqs
-        ga, ra = self.index[anchor]
-        g_a = self.groups[ga]
-        anchor_rows = torch.arange(B) * (g_a.rows // B) + ra  # [B]
-        full = g_a.head(hidden[ga][anchor_rows.to(hidden[ga].device)])  # [B, W, V]
-        top = full.amax(-1, keepdim=True)  # [B, W, 1]
-        kept = (~implausible(full, top, alpha / 2)).reshape(-1, full.shape[-1]).any(0)  # [V]
+        off = self.offsets()
+        owner = torch.cat([torch.full((g.rows,), gi) for gi, g in enumerate(self.groups)])  # [N] group of row
+        full_logits = {}  # group -> (local rows [F_g], their logits over the vocabulary [F_g, W, V])
+        for gi, g in enumerate(self.groups):
+            rows = anchors[owner[anchors] == gi] - off[gi]  # [A_g] in row order
+            if rows.numel():
+                full_logits[gi] = (rows, g.head(hidden[gi][rows.to(hidden[gi].device)]))
+        anchor_logits = torch.cat([lg.to(hidden[0].device) for _, lg in full_logits.values()], 0)  # [A, W, V]
+        top = anchor_logits.amax(-1, keepdim=True)  # [A, W, 1]
+        kept = (
+            (~implausible(anchor_logits, top, alpha / 2)).reshape(-1, anchor_logits.shape[-1]).any(0)
+        )  # [V]
         vocab = kept.nonzero().squeeze(1)  # [U]
         out = []
         for gi, (g, h) in enumerate(zip(self.groups, hidden)):
             head = g.head
             idx = vocab.to(head.weight.device)
             bias = None if head.bias is None else head.bias[idx]
-            part = torch.nn.functional.linear(h.to(head.weight.device), head.weight[idx], bias)  # [N, W, U]
-            lg = part.new_zeros(*part.shape[:-1], full.shape[-1])  # [N, W, V]
+            part = torch.nn.functional.linear(h.to(head.weight.device), head.weight[idx], bias)  # [N_g, W, U]
+            lg = part.new_zeros(*part.shape[:-1], anchor_logits.shape[-1])  # [N_g, W, V]
             lg[..., idx] = part
-            if gi == ga:
-                lg[anchor_rows.to(lg.device)] = full.to(lg.device)
+            if gi in full_logits:
+                rows, logits = full_logits[gi]
+                lg[rows.to(lg.device)] = logits.to(lg.device)
+            others = full[off[gi] : off[gi] + g.rows].clone()  # [N_g] rows wanting the whole vocabulary
+            if gi in full_logits:
+                others[full_logits[gi][0]] = False
+            if bool(others.any()):
+                rest = others.nonzero().squeeze(1)  # [F_g]
+                lg[rest.to(lg.device)] = head(h[rest.to(h.device)]).to(lg.device)
             out.append(lg)
         return out
 
+    # ---- sequences leaving and joining ---------------------------------------------------------
     def absorb(self, other: "MultiPolicyScorer") -> None:
-        """Append `other`'s sequences (built for the same policy table layout) after this scorer's."""
-        if len(other.groups) != len(self.groups) or other.index != self.index:
-            raise ValueError("scorers of different policy tables cannot be joined")
-        for g, h in zip(self.groups, other.groups):
-            g.absorb(h, self.n_seqs)
-        self.n_seqs += other.n_seqs
+        """Append `other`'s sequences after this scorer's (any policies: groups are matched by model)."""
+        B = self.n_seqs
+        remap = {}
+        for gi, (name, g) in enumerate(zip(other.models, other.groups)):
+            if name in self.models:
+                mine = self.models.index(name)
+                base_rows = self.groups[mine].rows
+                self.groups[mine].absorb(g, B)
+                remap[gi] = (mine, base_rows)
+            else:
+                g.layout.seq = g.layout.seq + B
+                self.groups.append(g)
+                self.models.append(name)
+                remap[gi] = (len(self.groups) - 1, 0)
+        for slots in other.slots:
+            self.slots.append([(remap[gi][0], remap[gi][1] + r) for gi, r in slots])
 
     def commit(self, lengths: list[int], winners: list[int] | None = None) -> None:
         for g in self.groups:
@@ -543,10 +595,13 @@ class MultiPolicyScorer:
     def select(self, keep: list[int]) -> None:
         """Keep sequences `keep` (old numbering), renumbered 0..len(keep)-1."""
         remap = {b: i for i, b in enumerate(keep)}
+        new_index = []
         for g in self.groups:
-            rows = torch.tensor([i for i in range(g.rows) if int(g.row_seq[i]) in remap], dtype=torch.long)
-            g.select(rows, torch.tensor([remap[int(g.row_seq[i])] for i in rows], dtype=torch.long))
-        self.n_seqs = len(keep)
+            rows = [i for i in range(g.rows) if int(g.row_seq[i]) in remap]
+            new_index.append({r: j for j, r in enumerate(rows)})
+            rows_t = torch.tensor(rows, dtype=torch.long)
+            g.select(rows_t, torch.tensor([remap[int(g.row_seq[i])] for i in rows], dtype=torch.long))
+        self.slots = [[(gi, new_index[gi][r]) for gi, r in self.slots[b]] for b in keep]
 
     @property
     def forward_passes(self) -> int:

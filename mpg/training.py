@@ -52,9 +52,9 @@ class ExpertSettings:
     max_length: int = 256
     max_train: int | None = None  # a seeded random subset of N training pairs (None: all)
     # MBTI pairs: also train each pair from the other side (its prompt for the other letter, chosen and
-    # rejected swapped): two prompt-conditioned contrasts per distinct answer pair (issue 12, J/P)
+    # rejected swapped): two prompt-conditioned contrasts per distinct answer pair (what the small J/P set needed)
     mirror_sides: bool = False
-    bf16: bool | None = None  # bf16 autocast (None: where the hardware has it; ~1.7x on AVX512-BF16 CPUs)
+    bf16: bool | None = None  # bf16 autocast (None: where the hardware has it natively)
     precompute_ref: bool = True  # reference log-probs in one no-grad pass before training
     seed: int = 0
     # "shared-prompt" (mpg.dpo: each pair's prompt run once, LM head on answer tokens only) or "trl"

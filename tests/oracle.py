@@ -12,7 +12,7 @@ from functools import cache
 
 import torch
 
-from mpg.policy_table import is_peft
+from mpg.registry import is_peft
 
 
 def _scratch_logprobs(engine, policy, prompt, prefix: tuple) -> torch.Tensor:

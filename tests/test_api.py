@@ -41,11 +41,11 @@ def test_eos_and_max_new_tokens(engine):
 
 
 def test_stop_strings_cut_text_and_tokens(engine):
-    full = engine.generate("a b", ATTRS, sampler="fused", temperature=0, max_new_tokens=12, eos_token_id=[])
+    full = engine.generate("a b", ATTRS, sampler="fused", seed=1, max_new_tokens=12, eos_token_id=[])
     words = full.texts[0].split()
     stop_word = words[2]  # stop at the first occurrence of the third word
     cut = engine.generate(
-        "a b", ATTRS, sampler="fused", temperature=0, max_new_tokens=12, eos_token_id=[], stop=[stop_word]
+        "a b", ATTRS, sampler="fused", seed=1, max_new_tokens=12, eos_token_id=[], stop=[stop_word]
     )
     first = full.texts[0].find(stop_word)
     assert cut.texts[0] == full.texts[0][:first]

@@ -8,15 +8,10 @@ from oracle import check_sampler
 from tiny import EOS
 
 from mpg.aggregators import plausible
-from mpg.composition import (
-    Composition,
-    apply_weight_rule,
-    expert_spreads,
-    measure_ratio_spread,
-    write_spreads,
-)
+from mpg.composition import Composition, apply_weight_rule, measure_ratio_spread
 from mpg.eval.methods import composed_target, get_method
 from mpg.eval.questionnaire import accuracy, calibrate
+from mpg.expert_file import expert_spreads, write_spreads
 from mpg.policies import Attribute, Policy, Target
 
 
@@ -87,7 +82,7 @@ def test_token_samplers_sample_the_plausibility_constrained_target(engine, sampl
 
 
 def test_drafts_stay_inside_the_plausible_set(engine):
-    """The proposal is kept to its own plausible tokens at the target's alpha (samplers.common.
+    """The proposal is kept to its own plausible tokens at the target's alpha (samplers.drafting.
     proposal_logprobs). At lam 0 the target IS the constrained anchor, so with the anchor drafting every
     drafted token must be accepted; an untruncated anchor would draft tokens of target mass 0."""
     from oracle import exact_distribution, tv
@@ -141,7 +136,7 @@ def test_likelihood_scores_leave_the_plausibility_truncation_out(engine):
     log-probabilities (lm-eval's convention), else an implausible option would score -inf."""
     from dataclasses import replace
 
-    from mpg.eval.likelihood import continuation_ids, target_logliks
+    from mpg.likelihood import continuation_ids, target_logliks
 
     attrs = (Attribute.expert("x", "b a", 1.0, name="E"),)
     free = Target(attrs, "product", lam=1.5)
@@ -172,7 +167,7 @@ def test_spreads_are_stored_beside_the_contexts(tmp_path):
 
 
 def test_ratio_spread_is_the_rms_per_token_log_ratio(engine):
-    from mpg.eval.likelihood import continuation_ids, policy_token_logprobs
+    from mpg.likelihood import continuation_ids, policy_token_logprobs
 
     attr = Attribute.expert("x", "b a")
     rows = [{"instruction": "a b", "chosen": "a a b", "rejected": "b"}]

@@ -7,13 +7,6 @@ import pytest
 import torch
 from oracle import _scratch_logprobs
 
-from mpg.eval.likelihood import (
-    PolicyScorer,
-    option_scores,
-    policy_logprobs,
-    policy_token_logprobs,
-    target_loglik,
-)
 from mpg.eval.methods import (
     MBTI_METHODS,
     METHODS,
@@ -34,6 +27,13 @@ from mpg.eval.questionnaire import (
     run_questionnaire,
 )
 from mpg.extract import PersonaVectors
+from mpg.likelihood import (
+    PolicyScorer,
+    option_scores,
+    policy_logprobs,
+    policy_token_logprobs,
+    target_loglik,
+)
 from mpg.personas import AXES, TRAITS
 from mpg.policies import Attribute, Policy, Target
 from mpg.steering import Steer
@@ -172,7 +172,7 @@ def test_options_batched_and_blocked(engine):
     """Options of different lengths in one batch = one at a time = split into blocks."""
     target = Target((Attribute.expert("y", None, template="a {prompt}"),), "mixture")
     options = [[3], [4, 3, 3], [1, 4]]
-    from mpg.eval.likelihood import target_logliks
+    from mpg.likelihood import target_logliks
 
     for mode in ("token", "chunk"):
         together, _ = target_logliks(engine, target, PROMPT, options, mode)
@@ -186,8 +186,11 @@ def test_options_batched_and_blocked(engine):
         target_loglik(engine, target, PROMPT, [3], "sequence")
 
 
-def test_scorer_over_many_prompts(engine):
+def test_scorer_over_many_prompts(engine, monkeypatch):
     """Cached context heads (lengths differ per policy, some empty) give each prompt's own log-probs."""
+    import mpg.scoring
+
+    monkeypatch.setattr(mpg.scoring, "SHARED_HEAD_MIN", 1)  # this tiny model's heads are 2-3 tokens
     pols = [
         Policy(),
         Policy(adapter="x", system="a b", template="a {prompt}"),
@@ -196,7 +199,14 @@ def test_scorer_over_many_prompts(engine):
     ]
     prompts = ["a b a", "b", "a a b b"]
     scorer = PolicyScorer(engine, pols, prompts)
-    assert [len(h) for g in scorer.groups for h in g.heads] == [0, 3, 2, 0]
+    caches = engine.registry.head_caches
+    for c in caches.values():
+        c.entries.clear()
+    scorer.logprobs(0, [[3]])
+    stored = sum(len(c.entries) for c in caches.values())
+    hits = sum(c.hits for c in caches.values())
+    scorer.logprobs(1, [[3]])
+    assert stored > 0 and sum(c.hits for c in caches.values()) > hits  # the next prompt reuses the heads
     for i, prompt in enumerate(prompts):
         for _ in range(2):  # the rolled-back cache gives the same again
             lp, _, _ = scorer.logprobs(i, [[3, 4], [1]], full=False)  # [4, 2, 2]

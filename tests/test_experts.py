@@ -159,7 +159,7 @@ def test_train_expert_learns_a_preference_and_writes_a_model_card(tiny_base, tmp
 
 
 def test_calibrate_expert_writes_one_spread_per_side(tiny_base, tmp_path, capsys):
-    from mpg.composition import expert_spreads
+    from mpg.expert_file import expert_spreads
 
     tok = tiny_tokenizer()
     tok.chat_template = CHAT
@@ -258,7 +258,7 @@ def test_mbti_persona_uses_one_adapter_per_axis_with_the_side_in_its_context(exp
 
 
 def test_persona_composition_weights_anchor_and_cli(experts_dir, tokenizer, capsys):
-    from mpg.composition import write_spreads
+    from mpg.expert_file import write_spreads
 
     d = experts_dir
     eng = Engine(tiny_model(seed=0), tokenizer)

@@ -19,8 +19,8 @@ from lm_eval.api.instance import Instance
 
 from mpg import Attribute, Policy, Steer, Target
 from mpg.engine import Engine
-from mpg.eval.likelihood import target_loglik
 from mpg.eval.lm_eval_plugin import MPGLM, _pieces, batched_logliks
+from mpg.likelihood import target_loglik
 
 HEAD = "a b b a b a a b a b b b a a b a b a"  # a long instruction every context shares
 CONTEXTS = [f"{HEAD} {tail}" for tail in ("a", "b a", "b b a b", "a a b")]
@@ -74,18 +74,21 @@ def test_batched_equals_one_request_at_a_time(engine, mode, aggregator):
 
 def test_rows_with_and_without_a_cached_head(engine):
     """The contexts the tests above score: every row caches the long head, tails differ per row."""
-    from mpg.eval.likelihood import PolicyScorer, target_policies
+    from mpg.likelihood import PolicyScorer, target_policies
 
     scorer = PolicyScorer(engine, target_policies(_target("mixture")), CONTEXTS)
-    heads = [len(h) for g in scorer.groups for h in g.heads]
-    tails = {len(c[0]) - len(h) for g in scorer.groups for c, h in zip(g.contexts, g.heads)}
-    assert min(heads) >= len(HEAD.split()) and len(tails) > 1
+    caches = engine.registry.head_caches
+    for c in caches.values():
+        c.entries.clear()
+    scorer.logprobs_many(list(range(len(CONTEXTS))), [[[3]]] * len(CONTEXTS))
+    heads = [len(key[1]) for c in caches.values() for key in c.entries]
+    assert heads and min(heads) >= len(HEAD.split()) and len(set(scorer.tail_widths())) > 1
 
 
 def test_greedy_flags_match(engine):
     """The greedy flags are the one-request path's (target_logliks), for options that are and are not p_1's
     argmax."""
-    from mpg.eval.likelihood import target_logliks
+    from mpg.likelihood import target_logliks
 
     target = _target("mixture")
     options = [[t] for t in range(5)] + [[a, b] for a in (3, 4) for b in (3, 4)]

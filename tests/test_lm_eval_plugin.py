@@ -13,8 +13,8 @@ pytest.importorskip("lm_eval")
 from tiny import ANSWER_VOCAB
 
 from mpg.engine import Engine
-from mpg.eval.likelihood import target_loglik
 from mpg.eval.methods import mbti_target
+from mpg.likelihood import target_loglik
 
 VOCAB = ANSWER_VOCAB
 ITEMS = [

@@ -14,10 +14,12 @@ from peft.tuners.lora import Linear as LoraLinear
 from tiny import EOS, add_lora, tiny_model
 
 from mpg.engine import Engine
+from mpg.lora_sum import concat_lora
 from mpg.personas import TRAITS, prompted_mbti
 from mpg.policies import Attribute, Policy, Target
-from mpg.proposals import concat_lora, merge_coefficients, merged_proposal, prompt_proposal
-from mpg.samplers.common import next_chunk_size, proposal_logprobs
+from mpg.proposals import merge_coefficients, merged_proposal, prompt_proposal
+from mpg.samplers.drafting import proposal_logprobs
+from mpg.samplers.state import next_chunk_size
 
 PROMPT = "a b"
 S = 1000  # oracle samples per test, as in test_oracles.py
@@ -122,7 +124,7 @@ def test_merged_model_logits_equal_the_folded_weights(eng):
     with torch.no_grad():
         want = folded_model(peft, MIXED_COEF)(input_ids=ids).logits  # [N, T, V]
         got_peft = peft(input_ids=ids, adapter_names=[q.adapter] * 2).logits
-        with eng._multi_lora("base").rows([q.adapter] * 2):  # the kernel the engine drafts with
+        with eng.registry.multi_lora("base").rows([q.adapter] * 2):  # the kernel the engine drafts with
             got_kernel = peft(input_ids=ids).logits
         bare = peft(input_ids=ids, adapter_names=["__base__"] * 2).logits
     torch.testing.assert_close(got_peft, want, atol=1e-5, rtol=1e-5)

@@ -151,7 +151,7 @@ def test_window_bound_quantile_is_nearest_rank(q, want):
 
 @pytest.mark.parametrize("q", [0, 1.5, -0.1, True, "0.9"])
 def test_sampler_config_rejects_a_bad_quantile(q):
-    from mpg.samplers import SamplerConfig
+    from mpg.samplers import ScrConfig
 
     with pytest.raises(ValueError, match="quantile"):
-        SamplerConfig(quantile=q).validate()
+        ScrConfig(quantile=q).validate()

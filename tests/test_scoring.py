@@ -89,10 +89,10 @@ def test_cached_context_heads_score_like_scratch(engine, monkeypatch):
     """A second scorer for the same policies takes every context head from the engine's head cache
     (no head is fed again) and still scores exactly as from scratch; so does a generate() after it."""
     monkeypatch.setattr(scoring, "SHARED_HEAD_MIN", 1)
-    engine._head_caches.clear()
+    engine.registry.head_caches.clear()
     table = engine.policy_table(TARGET, PROMPTS)
     engine.build_scorer(table)
-    cache = engine._head_caches["base"]
+    cache = engine.registry.head_caches["base"]
     stored, misses = len(cache.entries), cache.misses
     assert stored > 0 and cache.hits == 0
     scorer = engine.build_scorer(table)
@@ -222,13 +222,15 @@ def test_token_samplers_score_a_plausible_product_on_the_plausible_set_only(engi
     import dataclasses
 
     supports = []
-    score = scoring.MultiPolicyScorer.score
-    monkeypatch.setattr(
-        scoring.MultiPolicyScorer,
-        "score",
-        lambda self, *a, **k: supports.append(k.get("support")) or score(self, *a, **k),
-    )
-    for aggregator, want in (("product", (0, 0.1)), ("mixture", None)):
+    score = scoring.MultiPolicyScorer.score_rows
+
+    def recording(self, *a, **k):
+        sup = k.get("support")  # (anchor rows, alpha, rows in full) or None
+        supports.append(None if sup is None else (tuple(sup[0].tolist()), sup[1]))
+        return score(self, *a, **k)
+
+    monkeypatch.setattr(scoring.MultiPolicyScorer, "score_rows", recording)
+    for aggregator, want in (("product", ((0,), 0.1)), ("mixture", None)):
         supports.clear()
         t = dataclasses.replace(TARGET, aggregator=aggregator, plausibility=0.1)
         out = engine.generate("a b", target=t, sampler=sampler, max_new_tokens=3, seed=0, eos_token_id=[])

@@ -1,4 +1,4 @@
-"""Free-form answers under each method, scored by the independent judges (issue 5).
+"""Free-form answers under each method, scored by the independent judges.
 
 Every method answers the same prompts with the same seeds (item j is sampled with seed
 `seed * 100_003 + j` whatever the method), so methods differ only in the law they sample.

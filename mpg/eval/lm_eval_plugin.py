@@ -28,12 +28,11 @@ Requests:
     options after one context, so multiple-choice accuracy is exact) for scr_k*. is_greedy: every token
     is the argmax of p_1 (the token-level target), in both modes.
   loglikelihood_rolling(text): the text as the response to an empty user prompt, token mode.
-  Cost (batched_logliks): one call's distinct contexts share one mpg.eval.likelihood.PolicyScorer, so
-    each policy's context head common to them (system prompt, persona template, chat markup, a task's
-    instruction) is forwarded once per call. Then one forward per model group takes several contexts'
-    own tails together (about FEED columns), each followed by its options as branches (a 4D mask: an
-    option sees the head, its context's tail and itself), so a two-option item costs a share of one
-    forward instead of three. Scores equal target_logliks' per context (float rounding); options longer
+  Cost (batched_logliks): one call's distinct contexts share one mpg.likelihood.PolicyScorer, so
+    each policy's context head (system prompt, persona template, chat markup) comes from the engine's
+    head cache. Then one forward per model group takes several contexts' own tails together (about
+    FEED columns), each followed by its options as branches of the scorer's cache (an option sees its
+    context and itself), so a two-option item costs a share of one forward instead of three. Scores equal target_logliks' per context (float rounding); options longer
     than BLOCK tokens are scored block by block as there.
   generate_until(context, gen_kwargs): engine.generate(..., stop=until, max_new_tokens=max_gen_toks);
     do_sample=False / temperature 0 is greedy decoding of p_1. SCR has no greedy mode: it then samples at
@@ -61,9 +60,7 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from ..steering import steered
-from ..tokens import pad_token_id
-from .likelihood import (
+from ..likelihood import (
     MODES,
     PolicyScorer,
     continuation_ids,
@@ -72,6 +69,7 @@ from .likelihood import (
     target_logliks,
     target_policies,
 )
+from ..tokens import pad_token_id
 from .methods import (
     generate_kwargs,
     get_method,
@@ -304,10 +302,10 @@ def batched_logliks(
     scores = [torch.empty(len(o), dtype=torch.float64) for o in options]
     greedy = [torch.empty(len(o), dtype=torch.bool) for o in options]
     units = [(i, piece) for i, opts in enumerate(options) for piece in _pieces([len(o) for o in opts], block)]
-    tails = _tail_widths(scorer, len(prompts))  # [prompts]
+    tails = scorer.tail_widths()  # [prompts]
     for batch in _batches(units, options, tails, feed, block):
         opts = [[options[i][k] for k in piece] for i, piece in batch]
-        lps = _tree_logprobs(scorer, [i for i, _ in batch], opts)  # [P, k, T, V] per unit
+        lps = scorer.logprobs_many([i for i, _ in batch], opts)  # [P, k, T, V] per unit
         for (i, piece), o, lp in zip(batch, opts, lps):
             tokens, mask = pad_options(o, pad)  # [k, T] x2
             s, g = option_scores(target, index, lp, tokens, mask, mode)  # [k] x2
@@ -324,13 +322,6 @@ def batched_logliks(
     return list(zip(scores, greedy))
 
 
-def _tail_widths(scorer: PolicyScorer, n: int) -> list[int]:
-    """Per prompt, its longest tail (context after the cached head) over every policy row."""
-    return [
-        max(len(c[i]) - len(h) for g in scorer.groups for c, h in zip(g.contexts, g.heads)) for i in range(n)
-    ]
-
-
 def _batches(units, options, tails, feed: int, block: int) -> list[list[tuple[int, list[int]]]]:
     """Consecutive units (prompt i, option indices) grouped so that each forward feeds about `feed`
     columns (tails + option tokens; a unit wider than that goes alone) and keeps <= `block` log-probs."""
@@ -344,117 +335,6 @@ def _batches(units, options, tails, feed: int, block: int) -> list[list[tuple[in
         cur.append((i, piece))
         width, kept = width + w, kept + n
     return [*out, cur] if cur else out
-
-
-def _tree_logprobs(scorer: PolicyScorer, prompts: list[int], options: list[list[list[int]]]) -> list:
-    """For each (prompt index, its options): lp [P, K, T, V], as PolicyScorer.logprobs(i, options) gives,
-    all from one forward per model group."""
-    per_group = [_group_tree(g, prompts, options) for g in scorer.groups]  # [units] of [R_g, K, T, V]
-    rows = [scorer.where[j] for j in scorer.row_of]  # policy -> (group, row)
-    return [torch.stack([per_group[gi][u][r] for gi, r in rows]) for u in range(len(prompts))]
-
-
-# _group_tree reads a likelihood._Group's head cache (heads, head_mask, head_len, cache, contexts) and its
-# forward settings (model, device, pad, adapters, deltas): the same cache PolicyScorer.logprobs uses,
-# fed differently (tests/test_lm_eval_distributed.py checks it against target_loglik).
-@torch.inference_mode()
-def _group_tree(g, prompts: list[int], options: list[list[list[int]]]) -> list[torch.Tensor]:
-    """One forward of a likelihood._Group's rows on its cached head: per unit u, prompt prompts[u]'s tail
-    (left-padded per row) then each option k's tokens but the last as a branch that sees the head, that
-    tail and itself only. Returns [R, K, T, V] log-probs along each unit's options (0 past an option's
-    end); the cache is rolled back to the head."""
-    R, head = len(g.heads), g.cache.get_seq_length()
-    head_len, head_mask = g.head_len.cpu(), g.head_mask.cpu().bool()  # [R], [R, Lh]
-    cols = _Columns(R, g.pad)
-    picks = []  # per unit: (column of the tail's last token, [columns of option k's tokens but the last])
-    for u, (i, opts) in enumerate(zip(prompts, options)):
-        end = cols.tail(u, [c[i][len(h) :] for c, h in zip(g.contexts, g.heads)], head_len)  # [R]
-        picks.append((cols.width - 1, [cols.branch(u, k + 1, o[:-1], end) for k, o in enumerate(opts)]))
-    ids, pos, mask = cols.tensors(head_mask, g.model.dtype)  # [R, W] x2, [R, 1, W, Lh + W]
-    keep = sorted({c for last, branches in picks for c in [last, *(x for b in branches for x in b)]})
-    where = {c: j for j, c in enumerate(keep)}
-    with steered(g.model, g.deltas):
-        out = g.model(
-            input_ids=ids.to(g.device),
-            attention_mask=mask.to(g.device),
-            position_ids=pos.to(g.device),
-            cache=g.cache,
-            use_cache=True,
-            logits_to_keep=torch.tensor(keep),  # on the CPU: indexes the last block's output on any device
-            **g.adapters,
-        )
-    g.cache = out.cache
-    extra = g.cache.get_seq_length() - head
-    if extra > 0:
-        g.cache.crop(-extra)
-    lp = torch.log_softmax(out.logits.float(), -1).cpu()  # [R, len(keep), V]
-    result = []
-    for (last, branches), opts in zip(picks, options):
-        T = max(len(o) for o in opts)
-        lp_u = torch.zeros((R, len(opts), T, lp.shape[-1]))  # [R, K, T, V]
-        for k, b in enumerate(branches):
-            lp_u[:, k, : len(b) + 1] = lp[:, [where[c] for c in [last, *b]]]
-        result.append(lp_u)
-    return result
-
-
-class _Columns:
-    """The feed of one tree forward, built column by column: token ids and positions per row, which
-    unit and branch (0: the unit's tail) each column belongs to, and which rows hold a real token."""
-
-    def __init__(self, rows: int, pad: int):
-        self.rows, self.pad = rows, pad
-        self.ids, self.pos, self.valid, self.unit, self.branch_of = [], [], [], [], []
-        self.width = 0
-
-    def _add(self, ids, pos, valid, unit: int, branch: int) -> list[int]:
-        n = ids.shape[1]
-        self.ids.append(ids)
-        self.pos.append(pos)
-        self.valid.append(valid)
-        self.unit.append(torch.full((n,), unit))
-        self.branch_of.append(torch.full((n,), branch))
-        self.width += n
-        return list(range(self.width - n, self.width))
-
-    def tail(self, unit: int, tails: list[list[int]], head_len: torch.Tensor) -> torch.Tensor:
-        """Add the rows' tails (left-padded; each row has >= 1 token); returns [R] the position after."""
-        L = max(len(t) for t in tails)
-        ids = torch.full((self.rows, L), self.pad, dtype=torch.long)  # [R, L]
-        valid = torch.zeros((self.rows, L), dtype=torch.bool)  # [R, L]
-        for r, t in enumerate(tails):
-            ids[r, L - len(t) :] = torch.tensor(t)
-            valid[r, L - len(t) :] = True
-        pos = head_len[:, None] + (valid.long().cumsum(-1) - 1).clamp_min(0)  # [R, L]
-        self._add(ids, pos, valid, unit, 0)
-        return head_len + valid.sum(-1)
-
-    def branch(self, unit: int, branch: int, tokens: list[int], end: torch.Tensor) -> list[int]:
-        """Add one option's tokens (the same in every row) after the unit's tail; returns their columns."""
-        if not tokens:
-            return []
-        n = len(tokens)
-        ids = torch.tensor(tokens).expand(self.rows, n)  # [R, n]
-        pos = end[:, None] + torch.arange(n)  # [R, n]
-        return self._add(ids, pos, torch.ones((self.rows, n), dtype=torch.bool), unit, branch)
-
-    def tensors(self, head_mask: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ids [R, W], positions [R, W] and the additive attention mask [R, 1, W, Lh + W]: a column sees
-        the row's head, and the earlier real columns of its own unit that are in the tail or in its own
-        branch; every column sees itself (a padding column then has a finite, unused output)."""
-        ids, pos, valid = (torch.cat(x, 1) for x in (self.ids, self.pos, self.valid))  # [R, W] x3
-        unit, branch = torch.cat(self.unit), torch.cat(self.branch_of)  # [W] x2
-        W, R = ids.shape[1], self.rows
-        w = torch.arange(W)
-        tree = (
-            (unit[None, :] == unit[:, None])
-            & ((branch[None, :] == 0) | (branch[None, :] == branch[:, None]))
-            & (w[None, :] <= w[:, None])
-        )  # [W(query), W(key)]
-        sees = (tree[None] & valid[:, None, :]) | torch.eye(W, dtype=torch.bool)[None]  # [R, W, W]
-        allowed = torch.cat([head_mask[:, None, :].expand(R, W, -1), sees], 2)  # [R, W, Lh + W]
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-        return ids, pos, mask[:, None]
 
 
 def _pieces(lengths: list[int], block: int) -> list[list[int]]:

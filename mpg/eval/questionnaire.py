@@ -42,7 +42,7 @@ Metrics, per method, each with a 95% Wilson interval:
   (Agree - Disagree, negated for items keyed to the axis's second letter) picks the letter; a type is
   right when all four letters match; n = types.
 
-Efficiency: every distinct policy of every target is scored once per item (mpg.eval.likelihood.PolicyScorer:
+Efficiency: every distinct policy of every target is scored once per item (mpg.likelihood.PolicyScorer:
 one batched forward per model over the policies' item tails, after their shared context heads, cached once
 for the whole run; then one small forward per option), and the methods are combined from those log-probs.
 """
@@ -55,9 +55,9 @@ import time
 from pathlib import Path
 
 from ..distributed import current_shard
+from ..likelihood import PolicyScorer, continuation_ids, option_scores
 from ..personas import AXES, parse_mbti
 from ..stats import accuracy_ci
-from .likelihood import PolicyScorer, continuation_ids, option_scores
 from .methods import MBTI_METHODS, get_method, mbti_target, register_merged_vector
 
 __all__ = [

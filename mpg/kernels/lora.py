@@ -178,7 +178,7 @@ class MultiLoRA:
         """Context manager: the next forwards run row i with adapter adapter_names[i] (None: bare weights).
 
         Announced mutation: from the first use on, each PEFT LoRA layer carries one forward hook
-        (`_add_active_delta`; registering 120 hooks per forward cost ~5 ms a decode step). Outside this
+        (`_add_active_delta`; registering them on every forward showed up in profiles). Outside this
         context it returns None, which leaves every output as PEFT computed it."""
         row_adapter = tuple(self.index[a] if a is not None else 0 for a in adapter_names)
         return self._rows(self._row_tensors(row_adapter))
@@ -190,7 +190,7 @@ class MultiLoRA:
             if not getattr(m, "_mpg_lora_hooked", False):  # one hook per layer, whichever MultiLoRA asks
                 m.register_forward_hook(_add_active_delta)
                 m._mpg_lora_hooked = True
-            # plain attributes, set in __dict__: nn.Module.__setattr__'s checks cost ~1 ms a forward here
+            # plain attributes, set in __dict__: nn.Module.__setattr__'s checks showed up in profiles
             m.__dict__["_mpg_lora_active"] = (self, spec, t)
             m.__dict__["_disable_adapters"] = True
         try:

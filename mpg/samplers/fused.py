@@ -5,16 +5,20 @@ from __future__ import annotations
 import torch
 
 from ..distributions import sample
-from .common import Advance, Batch
+from .base import Sampler
+from .batch import Batch
+from .state import Advance
 
-__all__ = ["fused_step"]
+__all__ = ["Fused"]
 
 
-def fused_step(batch: Batch) -> None:
-    logits = batch.scorer.score(batch.ys, support=batch.support())  # [B, P, 1, 1, V]
-    steps = []
-    for b, s in enumerate(batch.seqs):
-        lp = torch.log_softmax(logits[b, :, 0].float(), -1)  # [P, 1, V]
-        p = batch.target.token_logprobs(lp, batch.temperature, batch.top_p)[0]  # [V]
-        steps.append(Advance([int(sample(p, s.uniforms(1))[0])], winner=0))
-    batch.advance(steps)
+class Fused(Sampler):
+    name = "fused"
+    drafts = False
+
+    def step(self, batch: Batch) -> list[Advance]:
+        logits = batch.scorer.score_rows(batch.ys, support=batch.support())  # [N, 1, 1, V]
+        lp = torch.log_softmax(logits[:, 0].float(), -1)  # [N, 1, V]
+        p = batch.target.token_logprobs(lp)[:, 0]  # [B, V]
+        u = torch.cat([s.uniforms(1) for s in batch.seqs])  # [B]
+        return [Advance([int(t)], winner=0) for t in sample(p, u)]

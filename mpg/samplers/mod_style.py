@@ -14,7 +14,7 @@ import torch
 
 from ..distributions import sample
 from ..tokens import eos_token_ids
-from .common import SequenceStats
+from .state import SequenceStats
 
 __all__ = ["mod_style_generate"]
 
@@ -36,7 +36,7 @@ def mod_style_generate(
     table = engine.policy_table(target, [prompt])
     # one single-row group (own cache, own forward, PEFT's own adapter path) per unique policy
     singles = [
-        engine.policy_group(p.model, [p], [ctx], multi_lora=False)
+        engine.build_scorer_rows([[(p, ctx[0])]], multi_lora=False).groups[0]
         for p, ctx in zip(table.policies, table.contexts)
     ]
     eos = eos_token_ids(engine.models["base"], engine.tokenizer, eos_token_id)

@@ -21,7 +21,13 @@ import torch
 
 from ..distributions import residual_logprobs, sample
 
-__all__ = ["ScrRound", "scr_judge_chunk", "scr_round", "speculative_sampling_rule"]
+__all__ = [
+    "ScrRound",
+    "scr_judge_chunk",
+    "scr_round",
+    "speculative_sampling_batch",
+    "speculative_sampling_rule",
+]
 
 
 def speculative_sampling_rule(
@@ -35,18 +41,48 @@ def speculative_sampling_rule(
     bonus: whether a bonus token may follow a fully accepted chunk (not after EOS or the token budget)
     """
     L = chunk.numel()
-    idx = chunk.to(p.device).unsqueeze(-1)  # [L, 1]
-    log_ratio = p[:L].gather(-1, idx).squeeze(-1) - q.gather(-1, idx.to(q.device)).squeeze(-1).to(
+    out, accepted = speculative_sampling_batch(
+        p.unsqueeze(0), q.unsqueeze(0), chunk.unsqueeze(0), [L], u.unsqueeze(0), [bonus]
+    )
+    return out[0], accepted[0]
+
+
+def speculative_sampling_batch(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    chunks: torch.Tensor,
+    lengths: list[int],
+    u: torch.Tensor,
+    bonus: list[bool],
+) -> tuple[list[list[int]], list[int]]:
+    """`speculative_sampling_rule` for B sequences at once; sequence b drafted lengths[b] <= K tokens.
+
+    p: [B, K+1, V] target log-probs; q: [B, K, V] draft log-probs; chunks: [B, K] drafted ids;
+    u: [B, K+1] uniforms (sequence b's u[:L_b] accept/reject, u[L_b] the residual or bonus draw)
+    returns each sequence's tokens to append and its number of accepted drafted tokens."""
+    B, K = chunks.shape
+    L = torch.tensor(lengths)  # [B]
+    idx = chunks.to(p.device).unsqueeze(-1)  # [B, K, 1]
+    log_ratio = p[:, :K].gather(-1, idx).squeeze(-1) - q.gather(-1, idx.to(q.device)).squeeze(-1).to(
         p.device
-    )  # [L]
-    accepted = (u[:L].to(p.device).log() < log_ratio).int()  # [L] u < p/q
-    j = int(accepted.cumprod(0).sum())
-    out = chunk[:j].tolist()
-    if j < L:
-        out.append(int(sample(residual_logprobs(p[j], q[j].to(p.device)), u[L:])[0]))
-    elif bonus:
-        out.append(int(sample(p[L], u[L:])[0]))
-    return out, j
+    )  # [B, K]
+    drafted = torch.arange(K).unsqueeze(0) < L.unsqueeze(1)  # [B, K]
+    ok = (u[:, :K].to(p.device).log() < log_ratio).cpu() & drafted  # [B, K] u < p/q
+    j = ok.int().cumprod(1).sum(1)  # [B] accepted prefix
+    rows = torch.arange(B)
+    rejected = j < L  # [B]
+    at = torch.minimum(j, L)  # [B] the position of the redraw (rejected) or the bonus (all kept)
+    p_at = p[rows, at]  # [B, V]
+    q_at = q[rows, torch.minimum(j, torch.tensor(K - 1))].to(p.device)  # [B, V] (unused when not rejected)
+    law = torch.where(rejected.unsqueeze(1).to(p.device), residual_logprobs(p_at, q_at), p_at)  # [B, V]
+    extra = sample(law, u[rows, L])  # [B]
+    out = []
+    for b in range(B):
+        toks = chunks[b, : int(j[b])].tolist()
+        if bool(rejected[b]) or bonus[b]:
+            toks.append(int(extra[b]))
+        out.append(toks)
+    return out, j.tolist()
 
 
 def scr_judge_chunk(

@@ -25,12 +25,16 @@ from dataclasses import dataclass
 import torch
 
 from ..distributions import sample
-from ..kernels.validation import chunk_weights, token_logprobs_reference
-from .common import Advance, Batch, SamplerConfig, draft, gather_tokens
+from ..kernels.validation import token_logprobs_reference
+from .base import Sampler
+from .batch import Batch
+from .config import ScrConfig
+from .drafting import draft_uniforms, gather_tokens
 from .rules import scr_round
+from .state import Advance
 from .thresholds import FixedBound, WindowBound
 
-__all__ = ["ScrState", "scr_step"]
+__all__ = ["Scr", "ScrState"]
 
 
 @dataclass
@@ -41,98 +45,94 @@ class ScrState:
     empty_rounds: int = 0
 
     @classmethod
-    def new(cls, config: SamplerConfig) -> "ScrState":
+    def new(cls, config: ScrConfig) -> ScrState:
         if config.threshold is not None:
             return cls(FixedBound(config.threshold))
         return cls(WindowBound(config.window, config.margin, config.quantile))
 
 
-def propose(batch: Batch, ks: list[int], n: int, need: list[bool] | None = None):
-    """Draft n chunks per sequence (need: as in `draft`) and weigh them.
+def propose(batch: Batch, ks: list[int], ns: list[int], need: list[bool] | None = None):
+    """Draft ns[b] chunks for sequence b (need: as in `draft_uniforms`) and weigh them.
 
     returns tokens [B, n, K], lengths [B][n], cumulative log-weights a [B, n, K] (valid up to each
-    length) and the policies' logits [B, P, n, K+1, V].
-    """
-    toks, q, lengths = draft(batch, ks, n, need)  # [B, n, K], [B, n, K, V]
-    logits = batch.scorer.score(batch.ys, toks)  # [B, P, n, K+1, V]
-    K, t = toks.shape[2], batch.target
-    q_tok = gather_tokens(q, toks)  # [B, n, K]
-    # the reference (log_softmax + gather) measured faster on CPU than gather - logsumexp (benchmarks/speed.py)
-    a = chunk_weights(
-        token_logprobs_reference,
-        logits[..., :K, :].movedim(1, 0),
-        toks,
-        q_tok,
-        t.anchor,
-        t.num,
-        t.den,
-        t.weights.to(logits.device),
-        t.aggregator,
-        t.lam,
-        batch.temperature,
-        t.plausibility,
-    )  # [B, n, K]
-    return toks, lengths, a.cpu(), logits
+    length) and the rows' logits [N, n, K+1, V]."""
+    seqs = batch.seqs
+    d = batch.drafter.draft(seqs, ks, max(ns), draft_uniforms(seqs, ks, ns, need), batch.alphas)
+    logits = batch.scorer.score_rows(batch.ys, d.tokens)  # [N, n, K+1, V]
+    K = d.tokens.shape[2]
+    lg = logits[:, :, :K]  # [N, n, K, V]
+    # the reference (log_softmax + gather) measured faster on the CPU than gather - logsumexp
+    # (benchmarks: speed.py --validation-kernels)
+    tok_lp = token_logprobs_reference(lg, d.tokens[batch.scorer.row_seqs()])  # [N, n, K]
+    a = batch.target.chunk_log_weights(tok_lp, gather_tokens(d.q, d.tokens), lg)  # [B, n, K]
+    return d.tokens, d.lengths, a.cpu(), logits
 
 
 def pilot(batch: Batch, ks: list[int], need: list[bool]) -> list[int]:
     """Seed empty threshold windows: `pilot` drafts per sequence, scored in one pass, then thrown away.
     Returns the pilot tokens drafted per sequence (0 where the window was ready). Sequences whose
     window is ready take no uniforms, so a sequence's output does not depend on its batch-mates."""
-    _, lengths, a, _ = propose(batch, ks, batch.config.pilot, need)
+    ns = [s.config.scr.pilot for s in batch.seqs]
+    _, lengths, a, _ = propose(batch, ks, ns, need)
     drafted = []
     for b, s in enumerate(batch.seqs):
-        drafted.append(sum(lengths[b]) if need[b] else 0)
+        mine = lengths[b][: ns[b]]
+        drafted.append(sum(mine) if need[b] else 0)
         if need[b]:
-            for i, L in enumerate(lengths[b]):
+            for i, L in enumerate(mine):
                 s.state.bound.observe(a[b, i, :L])
     batch.commit()  # keep nothing of the drafts
     return drafted
 
 
-def scr_step(batch: Batch) -> None:
-    cfg = batch.config
-    for s in batch.seqs:
-        if s.state is None:
-            s.state = ScrState.new(cfg)
-    ks = batch.chunk_sizes()
-    need = [not s.state.bound.ready(k) for s, k in zip(batch.seqs, ks)]
-    pilot_tokens = pilot(batch, ks, need) if any(need) else [0] * len(batch.seqs)
-    n = cfg.candidates
-    toks, lengths, a, logits = propose(batch, ks, n)
-    steps = []
-    for b, s in enumerate(batch.seqs):
-        state = s.state
-        chunks = [a[b, i, :L] for i, L in enumerate(lengths[b])]  # [L_i] each
-        bounds = [state.bound.log_bounds(c) for c in chunks]  # all from before the round
-        for c in chunks:
-            state.bound.observe(c)
-        r = scr_round(
-            chunks,
-            bounds,
-            s.uniforms(n).log(),
-            salvage=cfg.salvage,
-            empty_rounds=state.empty_rounds,
-            max_rejections=cfg.max_rejections,
-        )
-        state.empty_rounds = r.empty_rounds
-        out = toks[b, r.winner - 1, : r.kept].tolist() if r.winner else []
-        if r.fallback:
-            # Bounded work: one exact token-level (fused) draw here, from the pass already made.
-            lp = torch.log_softmax(logits[b, :, 0, :1].float(), -1)  # [P, 1, V]
-            p = batch.target.token_logprobs(lp, batch.temperature, batch.top_p)[0]  # [V]
-            out = [int(sample(p, s.uniforms(1))[0])]
-        steps.append(
-            Advance(
-                out,
-                rounds=r.judged,
-                drafted=sum(lengths[b]),
-                accepted=r.kept,
-                pilot=pilot_tokens[b],
-                rejections=r.rejections,
-                clips=r.clips,
-                fallbacks=int(r.fallback),
-                winner=r.winner,
+class Scr(Sampler):
+    name = "scr"
+    drafts = True
+
+    def step(self, batch: Batch) -> list[Advance]:
+        for s in batch.seqs:
+            if s.state is None:
+                s.state = ScrState.new(s.config.scr)
+        ks = batch.draft_lengths()
+        need = [not s.state.bound.ready(k) for s, k in zip(batch.seqs, ks)]
+        pilot_tokens = pilot(batch, ks, need) if any(need) else [0] * len(batch.seqs)
+        ns = [s.config.scr.candidates for s in batch.seqs]
+        toks, lengths, a, logits = propose(batch, ks, ns)
+        fallback_p = None
+        steps = []
+        for b, s in enumerate(batch.seqs):
+            cfg, state, n = s.config.scr, s.state, ns[b]
+            chunks = [a[b, i, :L] for i, L in enumerate(lengths[b][:n])]  # [L_i] each
+            bounds = [state.bound.log_bounds(c) for c in chunks]  # all from before the round
+            for c in chunks:
+                state.bound.observe(c)
+            r = scr_round(
+                chunks,
+                bounds,
+                s.uniforms(n).log(),
+                salvage=cfg.salvage,
+                empty_rounds=state.empty_rounds,
+                max_rejections=cfg.max_rejections,
             )
-        )
-    batch.advance(steps)
+            state.empty_rounds = r.empty_rounds
+            out = toks[b, r.winner - 1, : r.kept].tolist() if r.winner else []
+            if r.fallback:
+                # Bounded work: one exact token-level (fused) draw here, from the pass already made.
+                if fallback_p is None:
+                    lp = torch.log_softmax(logits[:, 0, :1].float(), -1)  # [N, 1, V]
+                    fallback_p = batch.target.token_logprobs(lp)[:, 0]  # [B, V]
+                out = [int(sample(fallback_p[b], s.uniforms(1))[0])]
+            steps.append(
+                Advance(
+                    out,
+                    rounds=r.judged,
+                    drafted=sum(lengths[b][:n]),
+                    accepted=r.kept,
+                    pilot=pilot_tokens[b],
+                    rejections=r.rejections,
+                    clips=r.clips,
+                    fallbacks=int(r.fallback),
+                    winner=r.winner,
+                )
+            )
+        return steps

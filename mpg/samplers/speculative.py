@@ -1,6 +1,6 @@
 """speculative: draft k tokens from q, verify all policies in one pass, accept min(1, p_1/q).
 
-Exactly p_1 (Leviathan et al. 2023): the decision is `rules.speculative_sampling_rule`. Sequences of
+Exactly p_1 (Leviathan et al. 2023): the decision is `rules.speculative_sampling_batch`. Sequences of
 a batch accept different numbers of tokens; the scorer keeps each one's own.
 """
 
@@ -8,23 +8,32 @@ from __future__ import annotations
 
 import torch
 
-from .common import Advance, Batch, draft
-from .rules import speculative_sampling_rule
+from .base import Sampler
+from .batch import Batch
+from .drafting import draft_uniforms
+from .rules import speculative_sampling_batch
+from .state import Advance
 
-__all__ = ["speculative_step"]
+__all__ = ["Speculative"]
 
 
-def speculative_step(batch: Batch) -> None:
-    ks = batch.chunk_sizes()
-    toks, q_all, lengths = draft(batch, ks, 1)  # [B, 1, K], [B, 1, K, V]
-    logits = batch.scorer.score(batch.ys, toks, support=batch.support())  # [B, P, 1, K+1, V]
-    steps = []
-    for b, s in enumerate(batch.seqs):
-        L = lengths[b][0]
-        chunk, q = toks[b, 0, :L], q_all[b, 0, :L]  # [L], [L, V]
-        lp = torch.log_softmax(logits[b, :, 0, : L + 1].float(), -1)  # [P, L+1, V]
-        p = batch.target.token_logprobs(lp, batch.temperature, batch.top_p)  # [L+1, V]
-        bonus = int(chunk[-1]) not in batch.eos and len(s.y) + L < s.max_new_tokens
-        out, accepted = speculative_sampling_rule(p, q, chunk, s.uniforms(L + 1), bonus)
-        steps.append(Advance(out, drafted=L, accepted=accepted, winner=1))
-    batch.advance(steps)
+class Speculative(Sampler):
+    name = "speculative"
+    drafts = True
+
+    def step(self, batch: Batch) -> list[Advance]:
+        seqs, ks = batch.seqs, batch.draft_lengths()
+        d = batch.drafter.draft(seqs, ks, 1, draft_uniforms(seqs, ks, [1] * len(seqs)), batch.alphas)
+        logits = batch.scorer.score_rows(batch.ys, d.tokens, support=batch.support())  # [N, 1, K+1, V]
+        lp = torch.log_softmax(logits[:, 0].float(), -1)  # [N, K+1, V]
+        p = batch.target.token_logprobs(lp)  # [B, K+1, V]
+        L = [n[0] for n in d.lengths]
+        u = torch.zeros(len(seqs), d.tokens.shape[2] + 1)  # [B, K+1]
+        for b, s in enumerate(seqs):
+            u[b, : L[b] + 1] = s.uniforms(L[b] + 1)
+        bonus = [
+            int(d.tokens[b, 0, L[b] - 1]) not in s.settings.eos and len(s.y) + L[b] < s.max_new_tokens
+            for b, s in enumerate(seqs)
+        ]
+        out, accepted = speculative_sampling_batch(p, d.q[:, 0], d.tokens[:, 0], L, u, bonus)
+        return [Advance(o, drafted=n, accepted=a, winner=1) for o, n, a in zip(out, L, accepted)]

@@ -17,7 +17,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..samplers.common import finite_or_none
 from .metrics import Metrics
 from .protocol import Presets, RequestError, parse_request
 from .scheduler import Job, Scheduler
@@ -78,8 +77,7 @@ def mpg_stats(spec, members) -> dict:
         "acceptance_rate": acc,
         **total,
         "choices": [
-            {**p, "acceptance_rate": finite_or_none(m.seq.stats.acceptance_rate)}
-            for p, m in zip(per, members)
+            {**p, "acceptance_rate": m.seq.stats.as_json()["acceptance_rate"]} for p, m in zip(per, members)
         ],
     }
 

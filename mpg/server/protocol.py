@@ -4,9 +4,9 @@ Everything a client can get wrong is checked here, before any work is queued, an
 `RequestError` (HTTP 400 with an OpenAI-style error object naming the field). The engine's own
 checks (GenerateConfig, the target, policies, personas) are reused: their ValueErrors become 400s.
 
-A conversation: mpg's policies each render their own context (a system prompt and a template around
-the user's message), so the client's conversation becomes that message: the last user turn, with any
-earlier turns (system included) quoted before it as "role: text" lines.
+A conversation: every policy renders the whole conversation itself (`mpg.chat.Conversation`): its own
+system prompt, then the client's earlier turns as turns (a client's system or developer messages as
+system turns), then its template around the last user message.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import math
 import secrets
 from dataclasses import dataclass, replace
 
+from ..chat import Conversation, Prompt, prompt_text
 from ..generation import GenerateConfig
 from ..personas import AXES, persona
 from ..policies import AGGREGATORS, Policy, Target
-from ..policy_table import check_policy
 from ..proposals import prompt_proposal
-from ..running import BatchSettings
+from ..samplers import SequenceSettings
 from ..steering import Steer
 from ..tokens import eos_token_ids
 
@@ -62,9 +62,9 @@ class JobSpec:
 
     kind: str  # "chat" or "completion"
     model: str
-    prompts: list[str]  # one per choice
+    prompts: list[Prompt]  # one per choice
     target: Target
-    settings: BatchSettings
+    settings: SequenceSettings
     max_tokens: int
     seed: int
     stop: list[str]
@@ -115,8 +115,9 @@ def _text(content, where: str) -> str:
     raise RequestError(f"{where}: content must be a string or a list of text parts", "messages")
 
 
-def conversation_prompt(messages) -> str:
-    """The user message the policies see: the last user turn, earlier turns quoted before it."""
+def conversation_prompt(messages) -> Conversation:
+    """The conversation the policies render: the client's earlier turns (system and developer messages
+    as system turns), then its last message, which must be the user's."""
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list (the conversation is empty)", "messages")
     turns = []
@@ -125,11 +126,11 @@ def conversation_prompt(messages) -> str:
             raise RequestError(
                 f"messages[{i}] must be an object with role system, developer, user or assistant", "messages"
             )
-        turns.append((m["role"], _text(m.get("content"), f"messages[{i}]")))
+        role = "system" if m["role"] == "developer" else m["role"]
+        turns.append((role, _text(m.get("content"), f"messages[{i}]")))
     if turns[-1][0] != "user":
         raise RequestError("the last message must be the user's (mpg answers it)", "messages")
-    earlier = "".join(f"{role}: {text}\n" for role, text in turns[:-1] if text.strip())
-    return (earlier + "\n" if earlier else "") + turns[-1][1]
+    return Conversation(tuple(turns[:-1]), turns[-1][1])
 
 
 def _traits(value) -> list[tuple[str, float]]:
@@ -248,13 +249,13 @@ def parse_request(
                 f"{len(prompts)} prompts exceed this server's batch of {max_choices}", "prompt"
             )
     target, needs_prompt, described = build_target(engine, body, presets, experts)
-    if needs_prompt and not all(p.strip() for p in prompts):
+    if needs_prompt and not all(prompt_text(p).strip() for p in prompts):
         raise RequestError(
             "the prompt (the last user message) is empty", "messages" if kind == "chat" else "prompt"
         )
-    for p in [*target.policies(), target.draft_policy]:
+    for p in dict.fromkeys([*target.policies(), target.draft_policy]):
         try:
-            check_policy(engine, p)
+            engine.registry.check_policy(p)
         except ValueError as e:
             raise RequestError(str(e), "steer" if p.steering else "persona") from None
     field_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
@@ -293,7 +294,9 @@ def parse_request(
             field_name,
         )
     eos = frozenset() if ignore_eos else eos_token_ids(engine.models["base"], engine.tokenizer, None)
-    settings = BatchSettings(cfg.sampler, float(cfg.temperature), float(cfg.top_p), cfg.sampler_config, eos)
+    settings = SequenceSettings(
+        cfg.sampler, float(cfg.temperature), float(cfg.top_p), cfg.sampler_config, eos
+    )
     return JobSpec(
         kind,
         body.get("model") or "mpg",

@@ -1,12 +1,14 @@
-"""Continuous batching: one worker thread owns the engine and steps every running batch in turn.
+"""Continuous batching: one worker thread owns the engine and steps the running batches.
 
 Requests wait in a bounded queue (full: the caller answers 429 at once). Between steps the worker
-admits waiting requests while the running sequences stay within `max_batch`: a request joins the
-running batch of its target and batch-level settings (temperature, top-p, sampler knobs), or opens
-one; each of its choices is one sequence with its own random stream (seed * 1_000_003 + choice, as
-`generate()` numbers prompts), so the text is the one offline `generate()` gives. Each loop steps
-every running batch once, so requests of different personas progress side by side; sequences leave
-when done or cancelled, and their rows are freed at once.
+admits waiting requests while the running and prefilling sequences stay within `max_batch`. Every
+request of one sampler joins the same running batch, whatever its persona, temperature, top-p or
+knobs: each step is one forward per model over all their rows. Each choice is one sequence with its
+own random stream (seed * 1_000_003 + choice, as `generate()` numbers prompts), so the text is the one
+offline `generate()` gives. A newcomer's context is prefilled in pieces of at most `prefill_chunk`
+tokens per row, one piece per loop between the running batches' steps, so running sequences keep
+streaming while a wave joins; once prefilled it joins its sampler's batch. Sequences leave when done
+or cancelled, and their rows are freed at once.
 
 Only this thread touches the models and caches (adapters are loaded before it starts); request
 handlers on the event loop talk to it through `Job`: `submit`, `cancel`, and events pushed back with
@@ -25,8 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..running import Member, RunningBatch
-from ..samplers.common import Sequence, prompt_rng
+from ..running import Pending, RunningBatch
+from ..samplers import SAMPLERS, Sequence, prompt_rng
 from .protocol import JobSpec
 
 __all__ = ["Job", "Scheduler"]
@@ -42,7 +44,7 @@ class Job:
     spec: JobSpec
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
-    members: list[Member] = field(default_factory=list)
+    members: list = field(default_factory=list)  # its choices' mpg.running.Member, once admitted
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
 
@@ -57,14 +59,16 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, engine, max_batch: int, max_queue: int, metrics=None):
+    def __init__(self, engine, max_batch: int, max_queue: int, metrics=None, prefill_chunk: int = 256):
         self.engine, self.max_batch, self.max_queue, self.metrics = engine, max_batch, max_queue, metrics
+        self.prefill_chunk = prefill_chunk  # context tokens per row fed per loop for newcomers
         self.waiting: collections.deque[Job] = collections.deque()
-        self.batches: dict[tuple, list[RunningBatch]] = {}
+        self.batches: dict[str, RunningBatch] = {}  # sampler -> its running batch
+        self.prefilling: list[tuple[str, list[Job], Pending]] = []  # newcomers whose prefill is under way
         self.cv = threading.Condition()
         self.admitting = True  # False once shutdown begins: new requests get 503
         self.stopping = False
-        self.running = 0  # sequences in running batches, as of the worker's last loop (read anywhere)
+        self.running = 0  # sequences running or prefilling, as of the worker's last loop (read anywhere)
         self._trimmed = 0.0
         self.thread = threading.Thread(target=self._run, name="mpg-scheduler", daemon=True)
 
@@ -104,7 +108,9 @@ class Scheduler:
         return self.running, len(self.waiting)
 
     def _count(self) -> int:  # the worker's own, exact count
-        self.running = sum(len(rb) for runs in self.batches.values() for rb in runs)
+        self.running = sum(len(rb) for rb in self.batches.values()) + sum(
+            len(p.members) for _, _, p in self.prefilling
+        )
         return self.running
 
     # ---- the worker ----------------------------------------------------------------------------------
@@ -117,19 +123,17 @@ class Scheduler:
                 if self.stopping:
                     break
                 admit = self._take_admissible()
-            groups: dict[tuple, list[Job]] = {}  # jobs admitted together share one prefill per target
+            by_sampler: dict[str, list[Job]] = {}  # jobs admitted together share one prefill per sampler
             for job in admit:
-                groups.setdefault((job.spec.target, job.spec.settings.key()), []).append(job)
-            for key, jobs in groups.items():
-                self._admit(key, jobs)
-            for key, runs in list(self.batches.items()):
-                for rb in list(runs):
-                    self._advance(rb)
-                    if not len(rb):
-                        runs.remove(rb)
-                        self._release_memory()
-                if not runs:
-                    del self.batches[key]
+                by_sampler.setdefault(job.spec.settings.sampler, []).append(job)
+            for sampler, jobs in by_sampler.items():
+                self._prepare(sampler, jobs)
+            self._prefill()
+            for sampler, rb in list(self.batches.items()):
+                self._advance(rb)
+                if not len(rb):
+                    del self.batches[sampler]
+                    self._release_memory()
             self._count()
             self._gauges()
         self._cancel_everything()
@@ -148,40 +152,44 @@ class Scheduler:
             out.append(self.waiting.popleft())
         return out
 
-    def _admit(self, key: tuple, jobs: list[Job]) -> None:
-        """Join jobs of one target and settings to a running batch (or a new one) in one prefill."""
-        spec = jobs[0].spec
-        prompts, seqs, stops, tags = [], [], [], []
+    def _prepare(self, sampler: str, jobs: list[Job]) -> None:
+        """Build the rows of jobs of one sampler (their prefill is left to `_prefill`, in pieces)."""
+        requests = []
         for job in jobs:
             for i, prompt in enumerate(job.spec.prompts):
-                prompts.append(prompt)
-                seqs.append(Sequence(job.spec.max_tokens, prompt_rng(job.spec.seed, i)))
-                stops.append(job.spec.stop)
-                tags.append((job, i))
-        runs = self.batches.setdefault(key, [])
+                seq = Sequence(job.spec.max_tokens, prompt_rng(job.spec.seed, i), job.spec.settings)
+                requests.append((job.spec.target, prompt, seq, job.spec.stop, (job, i)))
         try:
-            for rb in runs:
-                try:
-                    members = rb.join(prompts, seqs, stops, tags)
-                    break
-                except ValueError:  # the prompts render the policies differently: another batch
-                    continue
-            else:
-                rb = RunningBatch(self.engine, spec.target, spec.settings)
-                members = rb.join(prompts, seqs, stops, tags)
-                runs.append(rb)
+            pending = self.engine.prepare(requests, prefill=False)
         except Exception as e:  # noqa: BLE001 -- one request's failure must not stop the server
             traceback.print_exc()
             for job in jobs:
                 job.push("error", 500, f"could not start generation: {type(e).__name__}: {e}")
-            if not runs:
-                del self.batches[key]
             return
-        for m in members:
+        for m in pending.members:
             job = m.tag[0]
             job.members.append(m)
             if job.cancelled:
                 m.cancelled = True
+        self.prefilling.append((sampler, jobs, pending))
+
+    def _prefill(self) -> None:
+        """One piece of every newcomer's prefill; those done join their sampler's running batch."""
+        still = []
+        for sampler, jobs, pending in self.prefilling:
+            try:
+                pending.prefill(self.prefill_chunk)
+                if pending.ready:
+                    if sampler not in self.batches:
+                        self.batches[sampler] = RunningBatch(SAMPLERS[sampler], self.engine.tokenizer)
+                    self.batches[sampler].join(pending)
+                else:
+                    still.append((sampler, jobs, pending))
+            except Exception as e:  # noqa: BLE001
+                traceback.print_exc()
+                for job in jobs:
+                    job.push("error", 500, f"could not start generation: {type(e).__name__}: {e}")
+        self.prefilling = still
 
     def _advance(self, rb: RunningBatch) -> None:
         """Hand out what the batch's sequences gained, then step it once. A failing step fails only
@@ -202,6 +210,7 @@ class Scheduler:
             for m in rb.members:
                 m.tag[0].push("error", 500, f"generation failed: {type(e).__name__}: {e}")
             rb.members.clear()
+            rb.batch = None
 
     def _release_memory(self) -> None:
         """Return freed heap to the system when a batch ends (at most every 5 s): glibc keeps the
@@ -219,10 +228,12 @@ class Scheduler:
         with self.cv:
             jobs = list(self.waiting)
             self.waiting.clear()
-        for runs in self.batches.values():
-            for rb in runs:
-                jobs += [m.tag[0] for m in rb.members]
+        for rb in self.batches.values():
+            jobs += [m.tag[0] for m in rb.members]
+        for _, waiting, _ in self.prefilling:
+            jobs += waiting
         self.batches.clear()
+        self.prefilling = []
         self.running = 0
         for job in dict.fromkeys(jobs):
             job.push("error", 503, "the server is shutting down; the request was cancelled")

@@ -16,24 +16,22 @@ generation settings): neither top-p nor the target's plausibility constraint. A 
 gives a fixed option probability 0 whenever one of its tokens falls outside the anchor's plausible
 set, so a forced choice between two such options would have no answer.
 
-Each policy scores the continuation after its own context (SPEC section 1). Contexts are left-padded and
-every model group runs one forward over its rows (policy contexts, with LoRA adapters chosen per row,
-steering deltas per row), then one per option on the context's KV cache. Over many prompts
-(`PolicyScorer`), each policy's shared context head is cached once. Which policies are distinct, their
-contexts, their validation and the pad token come from the policy table (`mpg.policy_table`), as for
-the samplers; the forward itself is an independent teacher-forcing path, not mpg.scoring's cache.
+Each policy scores the continuation after its own context (SPEC section 1). The forward is the
+samplers' own (`mpg.scoring`): rows are (prompt, policy) pairs of one scorer, each policy's context head
+comes from the engine's head cache, and the options are fed as branches after the context, so one
+forward per model scores every option of several prompts. Which policies are distinct and their
+contexts come from the policy table (`mpg.policy_table`), as for the samplers.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
 
-from ..aggregators import chunk_log_weights, token_target_logits
-from ..policies import Policy, Target
-from ..policy_table import PolicyTable, is_peft
-from ..steering import row_deltas, steered
-from ..tokens import pad_token_id
+from .aggregators import chunk_log_weights, token_target_logits
+from .chat import HEAD_PROBE, common_prefix
+from .policies import Policy, Target
+from .policy_table import PolicyTable
+from .tokens import pad_token_id
 
 __all__ = [
     "MODES",
@@ -82,133 +80,61 @@ def pad_options(options: list[list[int]], pad: int) -> tuple[torch.Tensor, torch
 
 
 # ---- per-policy log-probs ----------------------------------------------------------------------
-def _shared_head(contexts: list[list[int]]) -> int:
-    """Length of the longest common token prefix of the contexts, leaving every context >= 1 own token."""
-    n = min(len(c) for c in contexts) - 1
-    for i in range(n):
-        if any(c[i] != contexts[0][i] for c in contexts):
-            return i
-    return max(n, 0)
-
-
-def _keep(cache: DynamicCache, n: int) -> None:
-    """Roll the cache back to its first n positions."""
-    extra = cache.get_seq_length() - n
-    if extra > 0:
-        cache.crop(-extra)
-
-
-class _Group:
-    """The policies on one model as rows of one batch. Their context heads (shared by every prompt) are
-    cached once; each prompt forwards the rows' own tails, then each option, and is rolled back."""
-
-    @torch.inference_mode()
-    def __init__(self, engine, name: str, policies: list[Policy], contexts: list[list[list[int]]]):
-        self.model = engine.models[name]
-        self.device = next(self.model.parameters()).device
-        self.contexts = contexts  # [R][prompt] -> ids
-        self.pad = pad_token_id(engine.tokenizer)
-        self.adapters = (
-            {"adapter_names": [p.adapter or "__base__" for p in policies]} if is_peft(self.model) else {}
-        )
-        self.deltas = row_deltas(
-            [p.steering for p in policies], engine.vectors, self.model.config.hidden_size, self.device
-        )  # {layer: [R, H]}
-        self.heads = [c[0][: _shared_head(c)] for c in contexts]
-        ids, self.head_mask = self._left_pad(self.heads)  # [R, Lh] x2
-        self.head_len = self.head_mask.sum(-1)  # [R]
-        self.cache = DynamicCache()
-        if ids.shape[1]:
-            pos = (self.head_mask.cumsum(-1) - 1).clamp_min(0)  # [R, Lh]
-            self._forward(ids, self.head_mask, pos, 1)
-
-    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        L = max(len(x) for x in seqs)
-        ids = torch.full((len(seqs), L), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), L), dtype=torch.long)
-        for r, x in enumerate(seqs):
-            if x:
-                ids[r, L - len(x) :] = torch.tensor(x)
-                mask[r, L - len(x) :] = 1
-        return ids.to(self.device), mask.to(self.device)
-
-    def _forward(self, ids, mask, pos, keep: int) -> torch.Tensor:
-        """Append ids [R, n] to the cache; log-probs [R, keep, V] (float32) of the last `keep` positions."""
-        with steered(self.model, self.deltas):
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=pos,
-                cache=self.cache,
-                use_cache=True,
-                logits_to_keep=keep,
-                **self.adapters,
-            )
-        self.cache = out.cache
-        return torch.log_softmax(out.logits[:, -keep:].float(), -1)
-
-    @torch.inference_mode()
-    def logprobs(self, i: int, options: list[list[int]], T: int) -> torch.Tensor:
-        """[R, K, T, V] log-probs along each option after prompt i's contexts (0 past an option's end)."""
-        R, head = len(self.heads), self.cache.get_seq_length()
-        tail_ids, tail_mask = self._left_pad(
-            [c[i][len(h) :] for c, h in zip(self.contexts, self.heads)]
-        )  # [R, Lt]
-        mask = torch.cat([self.head_mask, tail_mask], 1)  # [R, Lh + Lt]
-        pos = self.head_len[:, None] + (tail_mask.cumsum(-1) - 1).clamp_min(0)  # [R, Lt]
-        first = self._forward(tail_ids, mask, pos, 1)[:, 0]  # [R, V]
-        end = pos[:, -1] + 1  # [R] position after the context
-        ctx_len = self.cache.get_seq_length()
-        out = torch.zeros((R, len(options), T, first.shape[-1]))  # [R, K, T, V]
-        for k, option in enumerate(options):
-            out[:, k, 0] = first.cpu()
-            n = len(option) - 1
-            if n:
-                feed = torch.tensor(option[:-1], device=self.device).expand(R, -1)  # [R, n]
-                fmask = torch.cat([mask, torch.ones((R, n), dtype=torch.long, device=self.device)], 1)
-                fpos = end[:, None] + torch.arange(n, device=self.device)  # [R, n]
-                out[:, k, 1 : n + 1] = self._forward(feed, fmask, fpos, n).cpu()
-                _keep(self.cache, ctx_len)
-        _keep(self.cache, head)
-        return out
-
-
 class PolicyScorer:
     """Log-probs of options under fixed policies, after each of several prompts.
 
     Why a class: in a questionnaire every policy's context is the same long head (system prompt, persona
-    template, chat markup) around a short item. The head's KV cache is computed once per policy, and each
-    prompt only forwards the policies' own tails and then the options (one forward per model group, rows =
-    distinct policies), rolled back afterwards. `extra` tokens are appended to every context (response
-    tokens already given)."""
+    template, chat markup) around a short item. The head's keys and values are computed once (the
+    engine's head cache) and each call forwards only the prompts' tails and their options. `extra`
+    tokens are appended to every context (response tokens already given)."""
 
-    def __init__(self, engine, policies: list[Policy], prompts: list[str], *, extra: list[int] = ()):
+    def __init__(self, engine, policies: list[Policy], prompts: list, *, extra: list[int] = ()):
         if not prompts:
             raise ValueError("no prompts to score after")
+        engine.check_policies(policies)
         self.engine = engine
-        table = PolicyTable.for_policies(
-            engine, policies, prompts, extra=extra
-        )  # identical policies: one row
-        self.row_of = table.row_of
-        self.groups, self.where = [], [None] * len(table.policies)
-        for name, members in table.by_model():
-            for r, j in enumerate(members):
-                self.where[j] = (len(self.groups), r)
-            self.groups.append(
-                _Group(
-                    engine,
-                    name,
-                    [table.policies[j] for j in members],
-                    [[list(c) for c in table.contexts[j]] for j in members],
-                )
-            )
+        self.table = PolicyTable.for_policies(engine.chat, policies, prompts, extra=extra)
+        self.row_of = self.table.row_of  # asked policy -> distinct row
+
+    def tail_widths(self) -> list[int]:
+        """Per prompt, its longest tail over the policies: the context tokens after the policy's own head
+        (what a forward feeds besides cached heads)."""
+        chat = self.engine.chat
+        heads = [
+            common_prefix(chat.render(p, HEAD_PROBE), ctx[0])
+            for p, ctx in zip(self.table.policies, self.table.contexts)
+        ]
+        return [
+            max(len(ctx[i]) - min(h, len(ctx[i]) - 1) for ctx, h in zip(self.table.contexts, heads))
+            for i in range(self.table.n_prompts)
+        ]
+
+    @torch.inference_mode()
+    def logprobs_many(self, prompts: list[int], options: list[list[list[int]]]) -> list[torch.Tensor]:
+        """For each prompt index i and its options: lp [P, K_i, T_i, V] (float32, on the CPU, 0 past an
+        option's end), P the policies asked for. One scorer forward per model for all of them."""
+        pad = pad_token_id(self.engine.tokenizer)
+        padded = [pad_options(o, pad) for o in options]  # ([K_i, T_i], mask) each
+        K = max(t.shape[0] for t, _ in padded)
+        T = max(t.shape[1] for t, _ in padded)
+        chunks = torch.full((len(prompts), K, T), pad, dtype=torch.long)  # [B, K, T]
+        for b, (t, _) in enumerate(padded):
+            chunks[b, : t.shape[0], : t.shape[1]] = t
+        scorer = self.engine.build_scorer_rows([self.table.sequence(i) for i in prompts])
+        logits = scorer.score([[] for _ in prompts], chunks)  # [B, P_distinct, K, T+1, V]
+        out = []
+        rows = list(self.row_of)
+        for b, (t, mask) in enumerate(padded):
+            k, n = t.shape
+            lp = torch.log_softmax(logits[b, rows, :k, :n].float(), -1).cpu()  # [P, k, n, V]
+            out.append(lp * mask[None, :, :, None])
+        return out
 
     def logprobs(self, i: int, options: list[list[int]], *, full: bool = True):
         """After prompt i: lp [P, K, T, V] (full) or [P, K, T] (the option tokens' log-probs, 0 on padding),
         tokens [K, T] (options right-padded), mask [K, T] (True on real tokens)."""
         tokens, mask = pad_options(options, pad_token_id(self.engine.tokenizer))
-        per_group = [g.logprobs(i, options, tokens.shape[1]) for g in self.groups]  # [R_g, K, T, V] each
-        lp = torch.stack([per_group[self.where[j][0]][self.where[j][1]] for j in self.row_of])  # [P, K, T, V]
+        (lp,) = self.logprobs_many([i], [options])  # [P, K, T, V]
         if full:
             return lp, tokens, mask
         return gather_tokens(lp, tokens) * mask, tokens, mask
