@@ -7,7 +7,6 @@
 - `sweep` / `recommend`: both over a layer x alpha grid, and the strongest setting that stays fluent.
 - `projection_profile`: BILLY's projection figure (multi-role prompt vs merged vs single vectors).
 - `export_lm_eval_steer`: a steering file for lm-evaluation-harness's `steered` model.
-- `load_or_extract`: persona vectors by name from a file, extracting the missing ones into it.
 
 Activations are read by forward hooks registered *inside* `mpg.steering.steered`, hence after the
 steering hook, so they see the block output with `alpha * v` already added (transformers 5's
@@ -33,10 +32,8 @@ __all__ = [
     "export_lm_eval_steer",
     "fluency_ppl",
     "lm_eval_hookpoint",
-    "load_or_extract",
     "mean_activations",
     "multi_role_prompt",
-    "persona_prompts",
     "projection_profile",
     "projection_shift",
     "recommend",
@@ -429,69 +426,3 @@ def export_lm_eval_steer(
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(config, path)
     return config
-
-
-# ---- persona vectors by name, cached in a file ---------------------------------------------
-def persona_prompts(names: list[str]) -> dict[str, list[str]]:
-    """Persona name -> system prompts: BILLY's creative roles (extract.CREATIVE_ROLES) or MBTI letters."""
-    from .extract import CREATIVE_ROLES
-    from .personas import TRAITS
-
-    out = {}
-    for n in names:
-        if n in CREATIVE_ROLES:
-            out[n] = CREATIVE_ROLES[n]
-        elif n.upper() in TRAITS:
-            out[n] = [TRAITS[n.upper()]]
-        else:
-            raise ValueError(
-                f"unknown persona {n!r}: use one of {', '.join(CREATIVE_ROLES)} or an MBTI letter "
-                f"({''.join(TRAITS)})"
-            )
-    return out
-
-
-def load_or_extract(
-    engine,
-    path: str | Path,
-    names: list[str],
-    *,
-    samples: int = 2,
-    max_new_tokens: int = 48,
-    seed: int = 0,
-    progress: bool = True,
-) -> PersonaVectors:
-    """PersonaVectors from `path` (.safetensors + .json); personas it lacks are extracted (built-in
-    neutral prompts and questions) and the file is rewritten with them added."""
-    from .extract import DEFAULT_QUESTIONS, NEUTRAL_PROMPTS, extract_persona_vectors
-
-    path = Path(path)
-    vectors = (
-        PersonaVectors.load(path) if path.with_suffix(".safetensors").exists() else PersonaVectors({}, {})
-    )
-    missing = [n for n in names if n not in vectors.vectors]
-    if missing:
-        new = extract_persona_vectors(
-            engine,
-            persona_prompts(missing),
-            NEUTRAL_PROMPTS,
-            DEFAULT_QUESTIONS,
-            samples=samples,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            progress=progress,
-        )
-        vectors = PersonaVectors(
-            {**vectors.vectors, **new.vectors},
-            {**new.meta, "personas": {**vectors.meta.get("personas", {}), **new.meta["personas"]}},
-        )
-        vectors.save(path)
-    model, _ = _base(engine)
-    want = (len(decoder_layers(model)), model.config.hidden_size)
-    for n in names:
-        if tuple(vectors.vectors[n].shape) != want:
-            raise ValueError(
-                f"persona vector {n!r} in {path} has shape {tuple(vectors.vectors[n].shape)}, but the "
-                f"model needs {list(want)} (extracted from another model?)"
-            )
-    return vectors

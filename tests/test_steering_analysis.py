@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    """A benchmark script by its path under benchmarks/, e.g. "record/steering_sweep"."""
+    spec = importlib.util.spec_from_file_location(name.replace("/", "_"), ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -159,7 +160,7 @@ def test_sweep_and_projection_scripts_end_to_end(tiny_dir, tmp_path, capsys):
         "3",
     ]
     assert (
-        script("steering_sweep").main(
+        script("record/steering_sweep").main(
             common
             + [
                 "--persona",
@@ -186,7 +187,7 @@ def test_sweep_and_projection_scripts_end_to_end(tiny_dir, tmp_path, capsys):
     assert "recommended" in capsys.readouterr().out or out["recommendation"] is None
 
     assert (
-        script("projection").main(
+        script("experiments/projection").main(
             common
             + [
                 "--personas",
@@ -252,7 +253,7 @@ def test_lm_eval_export_round_trips(tiny_dir, two_vectors, tmp_path):
 def test_steered_proposal_script_end_to_end(tiny_dir, tmp_path):
     out = tmp_path / "sp"
     assert (
-        script("steered_proposal").main(
+        script("experiments/steered_proposal").main(
             [
                 "--base",
                 str(tiny_dir),

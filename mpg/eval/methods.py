@@ -1,4 +1,4 @@
-"""The methods every evaluation compares, defined once (issue 5).
+"""The methods every evaluation compares, defined once.
 
 A method is *how* a persona is imposed: which target is sampled (or scored) and with which sampler.
 Each harness (questionnaire, lm-eval plugin, free-form judge, fidelity) turns a method name plus a
@@ -99,7 +99,7 @@ _ALL = [
     Method("fused_product", "fused", "product"),
     Method("fused_mixture", "fused", "mixture"),
     Method("speculative", "speculative", "mixture", chunk_size=4),
-    # 8 candidates per round: ~2x the tokens/s of one on the shipped experts (benchmarks/speed.py), same law
+    # 8 candidates per round: faster than one on the shipped experts (docs/results.md#speed), same law
     # up to the bound being taken from before the round (mpg/samplers/scr.py)
     *(Method(f"scr_k{k}", "scr", "mixture", chunk_size=k, candidates=8) for k in (2, 4, 8)),
     Method("billy", "fused", kind="steered"),
