@@ -10,18 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from mpg.eval.steering.lm_eval_export import export_lm_eval_steer
+from mpg.eval.steering.profile import projection_profile
+from mpg.eval.steering.responses import mean_activations, steered_responses
+from mpg.eval.steering.sweep import projection_shift, recommend
+from mpg.eval.text_metrics import fluency_ppl
 from mpg.extract import PersonaVectors
 from mpg.policies import Policy
 from mpg.steering import Steer, row_deltas, steered
-from mpg.steering_analysis import (
-    export_lm_eval_steer,
-    fluency_ppl,
-    mean_activations,
-    projection_profile,
-    projection_shift,
-    recommend,
-    steered_responses,
-)
 
 PROMPTS = ["a b", "b a b"]
 ROOT = Path(__file__).resolve().parent.parent

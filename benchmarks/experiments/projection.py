@@ -27,8 +27,8 @@ from benchmarks.common import (  # noqa: E402
     steering_inputs,
     write_json,
 )
+from mpg.eval.steering.profile import multi_role_prompt, projection_profile  # noqa: E402
 from mpg.extract import CREATIVE_ROLES  # noqa: E402
-from mpg.steering_analysis import multi_role_prompt, projection_profile  # noqa: E402
 
 
 def plot_profile(result: dict, path: Path) -> None:

@@ -27,7 +27,8 @@ from benchmarks.common import (  # noqa: E402
     machine_info,
     steering_inputs,
 )
-from mpg.steering_analysis import export_lm_eval_steer, recommend, sweep  # noqa: E402
+from mpg.eval.steering.lm_eval_export import export_lm_eval_steer  # noqa: E402
+from mpg.eval.steering.sweep import recommend, sweep  # noqa: E402
 
 
 def floats(text: str) -> list[float]:
