@@ -419,7 +419,7 @@ def fmt(s: dict, digits: int = 2) -> str:
 
 
 def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
-    """The speed issue's goals at n = max, batch 1 unless said, for the first composition (what was
+    """The speed goals at n = max, batch 1 unless said, for the first composition (what was
     measured, not a pass/fail claim beyond it)."""
     out = {}
     n = max(ns)
