@@ -188,8 +188,8 @@ def _train_expert(args) -> int:
 
 
 def _export_steer(args) -> int:
+    from .eval.steering.lm_eval_export import export_lm_eval_steer
     from .extract import PersonaVectors
-    from .steering_analysis import export_lm_eval_steer
 
     vectors = PersonaVectors.load(args.vectors)
     names = args.names.split(",")

@@ -7,7 +7,7 @@
 # use the shared-prompt DPO loop (mpg/dpo.py); E/I keeps the settings and trainer (TRL's DPOTrainer) it
 # was shipped with (docs/results.md). Each
 # expert trains on a seeded subset and leaves the rest of its train.jsonl unseen: the fidelity judges
-# train only on that rest (mpg/eval/judge.py reads each expert's subset from its metrics.json). Each
+# train only on that rest (mpg/eval/judge/ reads each expert's subset from its metrics.json). Each
 # MBTI expert's ratio spread (for weights=spread compositions) is measured on its test pairs after.
 set -euo pipefail
 cd "$(dirname "$0")/.."

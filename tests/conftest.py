@@ -6,6 +6,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parent.parent))  # the repository root: `benchmarks` (and this `mpg`)
 
 from tiny import ANSWER_VOCAB, add_lora, tiny_model, tiny_tokenizer  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Driver for the data-parallel test: benchmarks/fidelity.py's reduced run on the tiny engine.
+"""Driver for the data-parallel test: benchmarks/record/fidelity.py's reduced run on the tiny engine.
 
     python tests/dp_fidelity.py DATA JUDGES OUT                                    # one process
     accelerate launch --cpu --num_processes 2 tests/dp_fidelity.py DATA JUDGES OUT  # two

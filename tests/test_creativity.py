@@ -1,5 +1,5 @@
 """Creativity scores (split_ideas, fluency, originality, flexibility) on hand-made answers with a fake
-embedder, and a reduced end-to-end run of benchmarks/creativity.py on a tiny random model."""
+embedder, and a reduced end-to-end run of benchmarks/record/creativity.py on a tiny random model."""
 
 import importlib.util
 import json
@@ -138,7 +138,7 @@ def test_mean_ci():
 
 
 def _load_benchmark():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "creativity.py"
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "record" / "creativity.py"
     spec = importlib.util.spec_from_file_location("creativity_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

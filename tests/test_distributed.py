@@ -1,6 +1,6 @@
 """Data-parallel evaluation for real: `accelerate launch --multi_gpu --num_processes 2` on this CPU-only
 machine (torchrun workers, gloo on 127.0.0.1; accelerate's `--cpu` with several processes needs MPI)
-runs benchmarks/fidelity.py's reduced run on the tiny model, and its results equal a one-process run's."""
+runs benchmarks/record/fidelity.py's reduced run on the tiny model, and its results equal a one-process run's."""
 
 import json
 import math

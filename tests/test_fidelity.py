@@ -1,5 +1,5 @@
 """Judges (expert-independent training data, logistic regression, role-play cleaning), text metrics,
-free-form items, and a reduced end-to-end run of benchmarks/fidelity.py on a tiny random model with
+free-form items, and a reduced end-to-end run of benchmarks/record/fidelity.py on a tiny random model with
 judges trained on synthetic texts (hash embedder): no ../shared/data needed."""
 
 import importlib.util
@@ -348,7 +348,9 @@ def test_mbti_items_alternate_qa_and_shared_prefs_instructions(data):
 
 # ---- the benchmark end to end on a tiny model --------------------------------------------------------
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("fidelity_benchmark", ROOT / "benchmarks" / "fidelity.py")
+    spec = importlib.util.spec_from_file_location(
+        "fidelity_benchmark", ROOT / "benchmarks" / "record" / "fidelity.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -427,7 +429,9 @@ def test_benchmark_end_to_end_on_tiny_model(tmp_path, tokenizer, data, judges):
     )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["command"].startswith("benchmarks/fidelity.py --data") and res["machine"]["cpu_count"] >= 1
+    assert (
+        res["command"].startswith("benchmarks/record/fidelity.py --data") and res["machine"]["cpu_count"] >= 1
+    )
     assert {"platform", "torch"} <= set(res["machine"]) and res["config"]["layer"] == 1
     q, f, r = (res["parts"][p] for p in ("questionnaire", "freeform", "roleplay"))
     assert set(q["methods"]) == set(MBTI_METHODS) and q["types"] == ["ENTJ", "INFP"]
@@ -559,10 +563,12 @@ def test_answers_sampled_elsewhere_score_like_answers_sampled_here(tmp_path, tok
 
 
 def test_frontier_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
-    """benchmarks/frontier.py, reduced: two types x 2 items, 3 tokens, a 2 x 2 x 3 x 2 grid (aggregator x
+    """benchmarks/record/frontier.py, reduced: two types x 2 items, 3 tokens, a 2 x 2 x 3 x 2 grid (aggregator x
     plausibility x weight rule x anchor, one lam) and BILLY."""
     pytest.importorskip("matplotlib")
-    spec = importlib.util.spec_from_file_location("frontier_benchmark", ROOT / "benchmarks" / "frontier.py")
+    spec = importlib.util.spec_from_file_location(
+        "frontier_benchmark", ROOT / "benchmarks" / "record" / "frontier.py"
+    )
     frontier = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(frontier)
     mbti, _ = _tiny_experts()

@@ -216,7 +216,7 @@ def test_accelerate_two_processes_match_one(base_dir, tmp_path):
 
 
 def test_speed_benchmark_runs(base_dir, tmp_path, monkeypatch):
-    """benchmarks/lm_eval_speed.py, reduced, on the tiny model: both paths score the task's requests
+    """benchmarks/experiments/lm_eval_speed.py, reduced, on the tiny model: both paths score the task's requests
     alike and the JSON says how fast."""
     import importlib.util
 
@@ -224,7 +224,7 @@ def test_speed_benchmark_runs(base_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     data = tmp_path / "q.json"
     data.write_text(json.dumps(ITEMS))
-    path = Path(__file__).parents[1] / "benchmarks/lm_eval_speed.py"
+    path = Path(__file__).parents[1] / "benchmarks/experiments/lm_eval_speed.py"
     spec = importlib.util.spec_from_file_location("lm_eval_speed", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

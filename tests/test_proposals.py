@@ -257,12 +257,12 @@ def test_a_named_proposal_in_the_target_is_built_by_generate(eng):
 
 
 def test_proposal_distances_under_a_plausibility_constraint():
-    """benchmarks/proposals.py measures q as drafts are drawn from it (kept to its plausible set): a
+    """benchmarks/experiments/proposals.py measures q as drafts are drawn from it (kept to its plausible set): a
     target of mass 0 where q has mass gives an infinite KL, not NaN; the kept proposal matches it."""
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks" / "experiments"))
     from proposals import distances
 
     logits = torch.tensor([[2.0, 2.0, 0.0]])  # [T=1, V=3]

@@ -238,7 +238,7 @@ def test_token_samplers_score_a_plausible_product_on_the_plausible_set_only(engi
 
 
 def test_mod_style_reference_samples_what_fused_samples(engine):
-    from mpg.samplers.mod_style import mod_style_generate
+    from benchmarks.mod_style import mod_style_generate
 
     for seed in range(4):
         ref, st = mod_style_generate(engine, "a b", TARGET, max_new_tokens=5, seed=seed, eos_token_id=1)

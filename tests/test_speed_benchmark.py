@@ -1,4 +1,4 @@
-"""benchmarks/speed.py end to end on a tiny model: every sampler kind runs, ratios are taken per repeat."""
+"""benchmarks/record/speed.py end to end on a tiny model: every sampler kind runs, ratios are taken per repeat."""
 
 import json
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tiny import tiny_model, tiny_tokenizer
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks" / "record"))
 
 
 def test_speed_benchmark_runs_on_a_tiny_model(tmp_path):

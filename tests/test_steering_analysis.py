@@ -10,25 +10,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from mpg.eval.steering.lm_eval_export import export_lm_eval_steer
+from mpg.eval.steering.profile import projection_profile
+from mpg.eval.steering.responses import mean_activations, steered_responses
+from mpg.eval.steering.sweep import projection_shift, recommend
+from mpg.eval.text_metrics import fluency_ppl
 from mpg.extract import PersonaVectors
 from mpg.policies import Policy
 from mpg.steering import Steer, row_deltas, steered
-from mpg.steering_analysis import (
-    export_lm_eval_steer,
-    fluency_ppl,
-    mean_activations,
-    projection_profile,
-    projection_shift,
-    recommend,
-    steered_responses,
-)
 
 PROMPTS = ["a b", "b a b"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    """A benchmark script by its path under benchmarks/, e.g. "record/steering_sweep"."""
+    spec = importlib.util.spec_from_file_location(name.replace("/", "_"), ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -159,7 +156,7 @@ def test_sweep_and_projection_scripts_end_to_end(tiny_dir, tmp_path, capsys):
         "3",
     ]
     assert (
-        script("steering_sweep").main(
+        script("record/steering_sweep").main(
             common
             + [
                 "--persona",
@@ -186,7 +183,7 @@ def test_sweep_and_projection_scripts_end_to_end(tiny_dir, tmp_path, capsys):
     assert "recommended" in capsys.readouterr().out or out["recommendation"] is None
 
     assert (
-        script("projection").main(
+        script("experiments/projection").main(
             common
             + [
                 "--personas",
@@ -252,7 +249,7 @@ def test_lm_eval_export_round_trips(tiny_dir, two_vectors, tmp_path):
 def test_steered_proposal_script_end_to_end(tiny_dir, tmp_path):
     out = tmp_path / "sp"
     assert (
-        script("steered_proposal").main(
+        script("experiments/steered_proposal").main(
             [
                 "--base",
                 str(tiny_dir),

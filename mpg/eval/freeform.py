@@ -28,13 +28,8 @@ model to open the conversation). Scores (`score_roleplay`): role-play judge p(in
 from __future__ import annotations
 
 import json
-import math
-import os
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
 
 from ..distributed import current_shard
 from ..personas import AXES, parse_mbti
@@ -50,7 +45,6 @@ __all__ = [
     "SEED_STRIDE",
     "MbtiItem",
     "RoleplayItem",
-    "finite",
     "generate_mbti",
     "generate_roleplay",
     "judge_mbti_rows",
@@ -416,101 +410,3 @@ def score_roleplay(
             "answers": len(refs),
         }
     return summary
-
-
-# ---- answers sampled in one place, scored in another ------------------------------------------------
-# what an answer depends on besides its method and item; a plain "billy" answer also on the caller's alpha
-SAMPLING_SETTINGS = ("experts", "seed", "temperature", "top_p", "max_new_tokens", "layer", "vectors")
-
-
-def add_answers_args(ap) -> None:
-    """The benchmarks' --generate-only / --answers pair (one or the other): sample on one machine,
-    score on another (`save_answers`, `load_answers`)."""
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument(
-        "--generate-only",
-        action="store_true",
-        help="sample the free-form answers into OUT/answers.json and stop: no judges, no scoring "
-        "(sample on an accelerator machine, score elsewhere)",
-    )
-    g.add_argument(
-        "--answers",
-        default=None,
-        help="score the answers of --generate-only runs (comma list of their answers.json, from "
-        "benchmarks/fidelity.py or frontier.py; same items and sampling settings) instead of sampling",
-    )
-
-
-def sampling_settings(args, alpha: bool = False) -> dict:
-    """What a saved answer depends on besides its method and item, from a benchmark's parsed options
-    (alpha too where a plain "billy" method takes the caller's steering strength)."""
-    return {k: getattr(args, k) for k in SAMPLING_SETTINGS + (("alpha",) if alpha else ())}
-
-
-def machine_info(device: str = "cpu") -> dict:
-    """Where something ran: platform, CPUs, torch, and the accelerator's name when `device` is one."""
-    info = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-    }
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        info["accelerator"] = torch.cuda.get_device_name(torch.device(device))
-    return info
-
-
-def save_answers(
-    path: str | Path, parts: dict[str, list[dict]], settings: dict, device: str = "cpu", **meta
-) -> None:
-    """Write sampled rows ({part: rows}) with the settings and machine they were sampled under."""
-    doc = {**meta, "device": device, "machine": machine_info(device), "settings": settings}
-    doc["parts"] = {k: {"answers": v} for k, v in parts.items()}
-    Path(path).write_text(json.dumps(finite(doc), indent=1))
-
-
-def load_answers(
-    paths: str | Path | list, part: str, methods: list[str], items: list, settings: dict
-) -> list[dict]:
-    """The saved rows of `part` (from one answers file or several), one per (method, item) in that
-    order. Raises ValueError, naming the difference, when a file was sampled under other settings or
-    none holds one of them."""
-    by_key = {}
-    for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        try:
-            saved = json.loads(Path(path).read_text())
-            have = saved["settings"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(
-                f"{path} is not a readable answers file (a --generate-only run's): {e}"
-            ) from None
-        differ = {k: (have.get(k), v) for k, v in settings.items() if have.get(k) != v}
-        if differ:
-            raise ValueError(
-                f"{path} was sampled with other settings (saved, asked): "
-                + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differ.items())
-            )
-        by_key |= {(r["method"], r["id"]): r for r in saved["parts"].get(part, {}).get("answers", [])}
-    wanted = [(m, it.id) for m in methods for it in items]
-    missing = [w for w in wanted if w not in by_key]
-    if missing:
-        raise ValueError(
-            f"{paths} lacks {len(missing)} of the {len(wanted)} {part} answers asked (first: method "
-            f"{missing[0][0]!r}, item {missing[0][1]!r}); sample them with the same methods and items"
-        )
-    return [by_key[w] for w in wanted]
-
-
-def finite(x):
-    """JSON-safe: nan/inf -> None, recursively."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return finite(x.tolist())
-    return x

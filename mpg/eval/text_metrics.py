@@ -4,7 +4,7 @@
   method's answers together (corpus level: repetition *across* answers counts) and per answer
   (mean with a 95% CI: repetition *within* an answer). A persona that collapses every answer onto
   the same phrases scores low on the first even when each answer alone looks varied.
-- perplexity under the plain base model (`mpg.steering_analysis.fluency_ppl`), each answer after
+- perplexity under the plain base model (`fluency_ppl`: LoRA adapters off, no steering), each answer after
   the same context for every method, so methods differ only in their tokens. Token-weighted over
   all answers, with a 95% CI from the per-answer log-perplexities (a geometric-mean interval).
 Intervals come from `mpg.stats` (`bounded_mean_ci` for the per-answer distinct-n, `mean_ci` for the
@@ -15,11 +15,21 @@ from __future__ import annotations
 
 import math
 
+import torch
+
+from ..extract import base_weights
+from ..policies import Policy
 from ..stats import bounded_mean_ci, mean_ci
-from ..steering_analysis import fluency_ppl
 from .creativity import words
 
-__all__ = ["answer_ppls", "distinct_n", "distinct_per_answer", "distinct_summary", "ppl_summary"]
+__all__ = [
+    "answer_ppls",
+    "distinct_n",
+    "distinct_per_answer",
+    "distinct_summary",
+    "fluency_ppl",
+    "ppl_summary",
+]
 
 
 def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
@@ -47,6 +57,35 @@ def distinct_summary(texts: list[str], ns: tuple[int, ...] = (1, 2)) -> dict:
         out[f"distinct_{n}"] = distinct_n(texts, n)
         out[f"distinct_{n}_per_answer"] = distinct_per_answer(texts, n)
     return out
+
+
+@torch.inference_mode()
+def fluency_ppl(
+    engine, texts_or_ids: list[str] | list[list[int]], contexts: list[str] | list[list[int]]
+) -> float:
+    """Token-weighted perplexity of the responses under the unsteered, adapter-free base model.
+
+    texts_or_ids: response texts (tokenised without special tokens) or response token ids;
+    contexts: the context token ids each response followed, or prompts (plain `Policy()` context)."""
+    if len(texts_or_ids) != len(contexts):
+        raise ValueError(f"{len(texts_or_ids)} responses but {len(contexts)} contexts")
+    model = engine.models["base"]
+    tok = engine.tokenizer
+    device = next(model.parameters()).device
+    nll, n = 0.0, 0
+    for resp, ctx in zip(texts_or_ids, contexts):
+        resp = tok(resp, add_special_tokens=False).input_ids if isinstance(resp, str) else list(resp)
+        ctx = engine.context_ids(Policy(), ctx) if isinstance(ctx, str) else list(ctx)
+        if not resp:
+            continue
+        if not ctx:
+            raise ValueError("fluency_ppl needs a non-empty context to score the first response token")
+        with base_weights(model):
+            logits = model(input_ids=torch.tensor([ctx + resp], device=device)).logits[0]  # [T, V]
+        logp = torch.log_softmax(logits[len(ctx) - 1 : -1].float(), dim=-1)  # [len(resp), V]
+        nll -= float(logp.gather(1, torch.tensor(resp, device=device)[:, None]).sum())
+        n += len(resp)
+    return math.exp(nll / n) if n else float("nan")
 
 
 def answer_ppls(

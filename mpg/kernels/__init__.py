@@ -5,6 +5,6 @@
 - `validation.py`: drafted-token log-probs of every policy and the chunk importance weights
   (reference: full log-softmax then gather; fast: gather minus logsumexp, no [.., V] log-prob tensor).
 
-Adopted in the engine only where the fast version measures faster: `benchmarks/speed.py --lora-kernels`
+Adopted in the engine only where the fast version measures faster: `benchmarks/record/speed.py --lora-kernels`
 (LoRA; the default is `stacked`) and its validation-kernel timing (scr keeps the reference there).
 """

@@ -1,4 +1,4 @@
-"""Fidelity against fluency for every composition of the MBTI experts (issue 12): JSON + PNG + table.
+"""Fidelity against fluency for every composition of the MBTI experts: JSON + PNG + table.
 
 Each point is one way of imposing a type: the composed target (mpg.composition) over a grid of
 aggregator x lam x weight rule x anchor x plausibility constraint, BILLY at several steering
@@ -16,7 +16,7 @@ For every point:
 `chosen` in results.json is the point with the best fidelity whose perplexity stays within
 --ppl-budget (1.5) times the prompt's: the rule the defaults follow (README).
 
-    .venv/bin/python benchmarks/frontier.py --out out/frontier              # the documented sweep
+    .venv/bin/python benchmarks/record/frontier.py --out out/frontier             # the documented sweep
 
 Sampling can run elsewhere (an accelerator machine): `--generate-only --device cuda` writes every
 point's answers to OUT/answers.json; `--answers FILE[,FILE...]` scores such files here (the run of
@@ -27,15 +27,28 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import shlex
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
 
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    add_answers_args,
+    add_layer_arg,
+    add_model_args,
+    add_sampling_args,
+    add_vector_args,
+    command_line,
+    load_answers,
+    machine_info,
+    sampling_settings,
+    save_answers,
+    steered_layer,
+    vectors_from_args,
+    write_results,
+)
 from mpg import Engine  # noqa: E402
 from mpg.composition import ANCHORS, WEIGHT_RULES, Composition  # noqa: E402
 from mpg.eval import freeform as ff  # noqa: E402
@@ -54,11 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
     ap.add_argument("--out", default="out/frontier")
-    ap.add_argument("--base", default=None, help="local model folder (default: the embedded SmolLM2-135M)")
+    add_model_args(ap)
     ap.add_argument("--experts", default="shipped")
     ap.add_argument("--types", default=DEFAULT_TYPES, help="comma list of types, or 'all' (the 16)")
     ap.add_argument("--per-type", type=int, default=1, help="free-form items per type")
-    ap.add_argument("--max-new-tokens", type=int, default=48)
+    add_sampling_args(ap, max_new_tokens=48)
     ap.add_argument("--lams", default="0.25,0.5,1,2")
     ap.add_argument("--aggregators", default="product,mixture")
     ap.add_argument("--weights", default="given,sum1", help=f"weight rules among {', '.join(WEIGHT_RULES)}")
@@ -74,22 +87,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="';'-separated compositions to run instead of the grid, e.g. 'product,lam=0.5;mixture,lam=1'",
     )
     ap.add_argument("--alphas", default="1,2,4", help="BILLY steering strengths ('' to leave BILLY out)")
-    ap.add_argument("--layer", type=int, default=None, help="BILLY's layer (default: 2/3 of the depth)")
-    ap.add_argument(
-        "--vectors", default="out/vectors/persona_vectors", help="persona vectors (extracted if missing)"
-    )
-    ap.add_argument(
-        "--extract-samples", type=int, default=2, help="answers per (persona, question) when extracting"
-    )
-    ap.add_argument("--extract-max-new-tokens", type=int, default=48)
+    add_layer_arg(ap)
+    add_vector_args(ap)
     ap.add_argument("--ppl-budget", type=float, default=1.5, help="perplexity allowed, times the prompt's")
     ap.add_argument("--judges", default="out/judges")
     ap.add_argument("--embedder", default="minilm")
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--top-p", type=float, default=0.9)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
-    ff.add_answers_args(ap)
+    add_answers_args(ap)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -176,21 +179,10 @@ def sample(args, engine, items, *, experts, vectors=None) -> list[dict]:
         top_p=args.top_p,
         progress=progress,
     )
-    n_layers = engine.models["base"].config.num_hidden_layers
-    layer = args.layer if args.layer is not None else 2 * n_layers // 3
+    layer = steered_layer(engine, args.layer)
     if args.alphas:
         if vectors is None:
-            from mpg.steering_analysis import load_or_extract
-
-            vectors = load_or_extract(
-                engine,
-                args.vectors,
-                list(TRAITS),
-                samples=args.extract_samples,
-                max_new_tokens=args.extract_max_new_tokens,
-                seed=args.seed,
-                progress=progress,
-            )
+            vectors = vectors_from_args(engine, args, list(TRAITS), progress=progress)
         for t in args.types:
             register_merged_vector(engine, vectors, t)
     return ff.generate_mbti(engine, methods, items, **kw, layer=layer)
@@ -203,8 +195,8 @@ def run(args, engine, *, experts, judges=None, embed=None, vectors=None) -> dict
     items = ff.mbti_items(data, args.types, args.per_type)
     if args.answers:
         try:
-            rows = ff.load_answers(
-                args.answers.split(","), "freeform", methods_of(args), items, ff.sampling_settings(args)
+            rows = load_answers(
+                args.answers.split(","), "freeform", methods_of(args), items, sampling_settings(args)
             )
         except ValueError as e:
             raise SystemExit(f"--answers {e}") from None
@@ -241,7 +233,8 @@ def run(args, engine, *, experts, judges=None, embed=None, vectors=None) -> dict
     }
 
 
-def write_table(results: dict, path: Path) -> None:
+def markdown(results: dict) -> str:
+    """table.md: every point, best fidelity first, the chosen one marked."""
     lines = [
         "| point | fidelity (mean per-axis judge accuracy) [95% CI] | E/I | S/N | T/F | J/P | ppl | ppl / base |",
         "|---|---|---|---|---|---|---|---|",
@@ -257,7 +250,7 @@ def write_table(results: dict, path: Path) -> None:
             f"| {m}{mark} | {f['mean']:.3f} [{f['lo']:.2f}, {f['hi']:.2f}] | {axes} | "
             f"{p['ppl']['mean']:.2f} | {ratio:.2f} |"
         )
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def write_plot(results: dict, path: Path) -> None:
@@ -310,28 +303,23 @@ def main(argv=None, *, engine=None, experts=None, judges=None, embed=None, vecto
     """CLI entry; tests inject a tiny engine, experts (callable), judges and persona vectors."""
     args = parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = "benchmarks/frontier.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = command_line(__file__, argv)
     engine = engine or Engine.from_pretrained(args.base, device=args.device, dtype="float32")
     results = run(args, engine, experts=experts or args.experts, judges=judges, embed=embed, vectors=vectors)
     if args.generate_only:
-        ff.save_answers(
+        save_answers(
             out / "answers.json",
             {"freeform": results["rows"]},
-            ff.sampling_settings(args),
+            sampling_settings(args),
             args.device,
             command=command,
             timings_s={"freeform": results["sample_s"]},
         )
         print(f"wrote {out}/answers.json (score with --answers)", file=sys.stderr)
         return 0
-    results["command"] = command
-    (out / "results.json").write_text(json.dumps(ff.finite(results), indent=1))
-    write_table(results, out / "table.md")
+    results.update(command=command, machine=machine_info(args.device))
+    write_results(out, results, markdown(results))
     write_plot(results, out / "frontier.png")
-    print((out / "table.md").read_text())
     print(f"chosen: {results['chosen']}; wrote {out}/results.json, table.md, frontier.png", file=sys.stderr)
     return 0
 

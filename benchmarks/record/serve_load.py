@@ -8,8 +8,8 @@ got no answer. Then a soak: --soak-seconds at --soak-concurrency, sampling the s
 memory every few seconds. Bounded and self-stopping: every request has max_tokens, every level a
 fixed count, the soak a deadline; nothing listens beyond 127.0.0.1.
 
-    .venv/bin/python benchmarks/serve_load.py --out out/serve_load            # the documented run
-    .venv/bin/python benchmarks/serve_load.py --levels 1,4 --requests 4 --soak-seconds 0 --out /tmp/x
+    .venv/bin/python benchmarks/record/serve_load.py --out out/serve_load            # the documented run
+    .venv/bin/python benchmarks/record/serve_load.py --levels 1,4 --requests 4 --soak-seconds 0 --out /tmp/x
 
 Writes OUT/serve_load.json, OUT/serve_load.md and OUT/serve_load.png.
 """
@@ -18,16 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
+
+from benchmarks.common import (  # noqa: E402
+    command_line,
+    machine_info,
+    rss_mib,
+    start_server,
+    stop_server,
+    write_results,
+)
 
 QUESTIONS = [
     "How would you spend a free weekend?",
@@ -39,41 +45,11 @@ QUESTIONS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def start_server(args) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "mpg", "serve", "--port", str(port), "--max-batch", str(args.max_batch)]
-    cmd += ["--max-queue", str(args.max_queue)]
-    cmd += ["--base", args.base] if args.base else []
-    cmd += ["--experts", args.experts] if args.experts else []
-    log = open(Path(args.out) / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import httpx2
-
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited; see {Path(args.out) / 'server.log'}")
-        try:
-            if httpx2.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx2.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the server did not start within 600 s")
+def serve_options(args) -> list[str]:
+    """The `mpg serve` options of this run."""
+    options = ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue)]
+    options += ["--base", args.base] if args.base else []
+    return options + (["--experts", args.experts] if args.experts else [])
 
 
 def one_request(client, args, i: int) -> dict:
@@ -173,7 +149,7 @@ def soak(client, args, pid: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--levels", default="1,4,16,64")
     ap.add_argument("--requests", type=int, default=16, help="requests per level (at least the concurrency)")
@@ -187,13 +163,13 @@ def main() -> None:
     ap.add_argument("--base", default=None)
     ap.add_argument("--experts", default=None)
     ap.add_argument("--out", default="out/serve_load")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.personas = args.personas.split(",")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import openai
 
-    proc, url = start_server(args)
+    proc, url = start_server(serve_options(args), out / "server.log")
     try:
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
         one_request(client, args, 0)  # warm-up: first-call costs are not load
@@ -206,15 +182,11 @@ def main() -> None:
             print(json.dumps(levels[-1]), file=sys.stderr)
         soaked = soak(client, args, proc.pid) if args.soak_seconds > 0 else None
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        exit_code = stop_server(proc)
     by_c = {lv["concurrency"]: lv for lv in levels}
     result = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "command": command_line(__file__, argv),
+        "machine": machine_info(),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "levels": levels,
         "speedup_16_vs_1": round(by_c[16]["tokens_per_s"] / by_c[1]["tokens_per_s"], 2)
@@ -222,11 +194,12 @@ def main() -> None:
         else None,
         "burst_64_lost_or_failed": by_c[64]["errors"] if 64 in by_c else None,
         "soak": soaked,
-        "server_exit_code": proc.returncode,
+        "server_exit_code": exit_code,
     }
-    (out / "serve_load.json").write_text(json.dumps(result, indent=2))
+    m = result["machine"]
     lines = [
-        f"`{result['command']}` ({result['machine']}, sampler {args.sampler}, {args.max_tokens} tokens per request)",
+        f"`{result['command']}` ({m['cpu']}, {m['cpu_count']} cores, sampler {args.sampler}, "
+        f"{args.max_tokens} tokens per request)",
         "",
         "| concurrency | requests | errors | tokens/s | TTFT p50 / p95 (s) | latency p50 / p95 (s) |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -243,9 +216,8 @@ def main() -> None:
             f"{soaked['errors']} errors; RSS {soaked['rss_after_1min_mib']:.0f} MiB after 1 min, "
             f"{soaked['rss_end_mib']:.0f} MiB at the end ({100 * soaked['rss_growth']:+.1f}%)."
         )
-    (out / "serve_load.md").write_text("\n".join(lines) + "\n")
+    write_results(out, result, "\n".join(lines) + "\n", name="serve_load.json", table_name="serve_load.md")
     plot(result, out / "serve_load.png")
-    print("\n".join(lines))
 
 
 def plot(result: dict, path: Path) -> None:

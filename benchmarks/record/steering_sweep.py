@@ -1,7 +1,7 @@
 """Layer x alpha sweep of persona-vector steering: how far it moves the activations along the
 vector, and what it costs in fluency (perplexity under the unsteered base), plus a recommendation.
 
-    .venv/bin/python benchmarks/steering_sweep.py --persona creative_professional --layers 10,15,20 \
+    .venv/bin/python benchmarks/record/steering_sweep.py --persona creative_professional --layers 10,15,20 \
         --alphas 0,1,2,4,8 --prompts 8 --max-new-tokens 48
 
 Writes <out>/sweep.json (records, recommendation, machine, command), <out>/heatmap.png and, when a
@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from mpg.bench_args import add_benchmark_args, benchmark_inputs
-from mpg.steering_analysis import export_lm_eval_steer, recommend, sweep
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
+
+from benchmarks.common import (  # noqa: E402
+    add_steering_args,
+    command_line,
+    machine_info,
+    steering_inputs,
+)
+from mpg.eval.steering.lm_eval_export import export_lm_eval_steer  # noqa: E402
+from mpg.eval.steering.sweep import recommend, sweep  # noqa: E402
 
 
 def floats(text: str) -> list[float]:
@@ -99,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=ints, default=[10, 15, 20])
     ap.add_argument("--alphas", type=floats, default=[0, 1, 2, 4, 8])
     ap.add_argument("--max-ppl-ratio", type=float, default=1.5)
-    add_benchmark_args(ap, out="out/steering_sweep")
+    add_steering_args(ap, out="out/steering_sweep")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
     names = [n.strip() for n in args.persona.split(",") if n.strip()]
-    engine, vectors, prompts = benchmark_inputs(args, names)
+    engine, vectors, prompts = steering_inputs(args, names)
     vector = vectors.merge(names)  # [n_layers, H]
     records = sweep(
         engine,
@@ -127,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         export_lm_eval_steer(
             vectors, steer_file, names, layer=best["layer"], alpha=best["alpha"], model=engine.models["base"]
         )
+    # json.dumps, not write_json: the records keep NaN (a degenerate run's), which recommend() reads back
     (out / "sweep.json").write_text(
         json.dumps(
             {
@@ -143,16 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 "recommendation": best,
                 "records": records,
                 "lm_eval_steer": str(steer_file) if steer_file else None,
-                "machine": {
-                    "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
-                    "device": str(next(engine.models["base"].parameters()).device),
-                },
-                "command": shlex.join(
-                    ["python", "benchmarks/steering_sweep.py", *(argv if argv is not None else sys.argv[1:])]
-                ),
+                "machine": machine_info(next(engine.models["base"].parameters()).device),
+                "command": command_line(__file__, argv),
                 "wall_time_s": time.perf_counter() - t0,
             },
             indent=2,

@@ -1,11 +1,11 @@
-"""Probe (issue 13): how far the composed target moves when the engine runs in bfloat16 instead of float32.
+"""Probe: how far the composed target moves when the engine runs in bfloat16 instead of float32.
 
 Samples responses from the float32 target (`fused`, exact), then teacher-forces each one through the
 float32 and the bfloat16 engine and compares, position by position, the target's next-token law p_1
 and the bare anchor's (what plain bf16 decoding of the base would change on its own): total
 variation, and how often the two targets keep different token sets. Writes JSON.
 
-    .venv/bin/python benchmarks/probes/dtype_distance.py --prompts 4 --max-new-tokens 64 \
+    .venv/bin/python benchmarks/experiments/probes/dtype_distance.py --prompts 4 --max-new-tokens 64 \
         --out out/probe/dtype_distance.json
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from mpg import Engine
-from mpg.personas import persona
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root: benchmarks.common
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from speed import PROMPTS  # noqa: E402  (the speed benchmark's prompts)
+from benchmarks.common import SPEED_PROMPTS, command_line, machine_info, write_json  # noqa: E402
+from mpg import Engine  # noqa: E402
+from mpg.personas import persona  # noqa: E402
 
 
 def teacher_forced(engine: Engine, target, prompt: str, y: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     engines = {dt: Engine.from_pretrained(dtype=dt) for dt in ("float32", "bfloat16")}
     targets = {dt: persona(e, args.persona).target() for dt, e in engines.items()}
     rows = []
-    for i, prompt in enumerate(PROMPTS[: args.prompts]):
+    for i, prompt in enumerate(SPEED_PROMPTS[: args.prompts]):
         out = engines["float32"].generate(
             prompt, target=targets["float32"], sampler="fused", max_new_tokens=args.max_new_tokens, seed=i
         )
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         for part in ("target", "anchor")
     }
     result = {"persona": args.persona, "composition": "default", "rows": rows, "token_weighted": summary}
+    result.update(machine=machine_info(), command=command_line(__file__, argv))
     print(json.dumps(summary))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
     return 0
 
 

@@ -12,35 +12,37 @@ Each answer is scored with mpg.eval.creativity (fluency, SemDis originality, fle
 method: mean and 95% CI over items, wall time, tokens, tokens/s. Writes results.json, table.md and
 plot.png under --out.
 
-    .venv/bin/python benchmarks/creativity.py --per-task 5 --max-new-tokens 128
+    .venv/bin/python benchmarks/record/creativity.py --per-task 5 --max-new-tokens 128
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import platform
 import sys
 import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
 
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    add_layer_arg,
+    add_model_args,
+    add_sampling_args,
+    add_vector_args,
+    command_line,
+    machine_info,
+    steered_layer,
+    vectors_from_args,
+    write_results,
+)
 from mpg import Attribute, Engine, Policy, Steer, Target  # noqa: E402
 from mpg.distributed import current_shard  # noqa: E402
 from mpg.eval.creativity import hash_embedder, minilm_embedder, score_answer  # noqa: E402
-from mpg.extract import (  # noqa: E402
-    CREATIVE_ROLES,
-    DEFAULT_QUESTIONS,
-    NEUTRAL_PROMPTS,
-    PersonaVectors,  # noqa: E402
-    extract_persona_vectors,
-)
+from mpg.extract import CREATIVE_ROLES, NEUTRAL_PROMPTS  # noqa: E402
 from mpg.samplers import SAMPLERS  # noqa: E402
 from mpg.stats import mean_ci  # noqa: E402
 
@@ -72,30 +74,6 @@ def single_policy_target(policy: Policy) -> Target:
     return Target.single(policy)
 
 
-def creative_vectors(engine: Engine, path: Path, args) -> PersonaVectors:
-    """Load the persona vectors at `path`, or extract BILLY's three roles and save them there."""
-    if path.with_suffix(".safetensors").exists():
-        vectors = PersonaVectors.load(path)
-        if all(r in vectors.vectors for r in CREATIVE_ROLES):
-            return vectors
-        raise ValueError(
-            f"{path} lacks the creative roles {', '.join(CREATIVE_ROLES)}; extract them with "
-            "`mpg extract-vectors --personas mbti,creative`"
-        )
-    print(f"no persona vectors at {path}: extracting {', '.join(CREATIVE_ROLES)}", file=sys.stderr)
-    vectors = extract_persona_vectors(
-        engine,
-        CREATIVE_ROLES,
-        NEUTRAL_PROMPTS,
-        DEFAULT_QUESTIONS,
-        samples=args.extract_samples,
-        max_new_tokens=args.extract_max_new_tokens,
-        seed=args.seed,
-    )
-    vectors.save(path)
-    return vectors
-
-
 def method_targets(engine: Engine, args, methods: list[str]) -> dict[str, tuple[Target, str]]:
     """method -> (target, sampler). The single-policy methods use `fused`, exact for one policy."""
     out = {}
@@ -105,7 +83,7 @@ def method_targets(engine: Engine, args, methods: list[str]) -> dict[str, tuple[
         out["multi_role"] = (single_policy_target(Policy(system=MULTI_ROLE_PROMPT)), "fused")
     if "merged_steering" in methods:
         # under accelerate launch: the main process extracts and saves, the others then load
-        vectors = current_shard().main_first(lambda: creative_vectors(engine, Path(args.vectors), args))
+        vectors = current_shard().main_first(lambda: vectors_from_args(engine, args, list(CREATIVE_ROLES)))
         merged = vectors.merge(list(CREATIVE_ROLES))  # [n_layers, H]
         engine.add_steering_vector(MERGED, merged)
         out["merged_steering"] = (
@@ -184,7 +162,8 @@ def _fmt(ci: dict) -> str:
     return "n/a" if ci["mean"] is None else f"{ci['mean']:.2f} [{ci['lo']:.2f}, {ci['hi']:.2f}]"
 
 
-def write_table(summary: dict, path: Path) -> None:
+def markdown(summary: dict) -> str:
+    """table.md: per method, each score's mean [95% CI] over items, tokens, wall time, tokens/s."""
     lines = [
         "| method | fluency | originality | flexibility | tokens | wall s | tokens/s |",
         "|---|---|---|---|---|---|---|",
@@ -195,7 +174,7 @@ def write_table(summary: dict, path: Path) -> None:
             f"| {method} | {_fmt(m['fluency'])} | {_fmt(m['originality'])} | {_fmt(m['flexibility'])} "
             f"| {m['new_tokens']} | {m['wall_time_s']:.1f} | {tps} |"
         )
-    path.write_text("\n".join(lines) + "\n\nMean [95% CI] over items.\n")
+    return "\n".join(lines) + "\n\nMean [95% CI] over items.\n"
 
 
 def write_plot(summary: dict, path: Path, title: str) -> None:
@@ -225,16 +204,6 @@ def write_plot(summary: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default=str(ROOT.parent / "shared/data/creativity/tasks.jsonl"))
@@ -245,27 +214,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="items per task type (aut, instances, similarities, scientific)",
     )
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
-    ap.add_argument(
-        "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
-    )
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--top-p", type=float, default=0.9)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--vectors",
-        default="out/vectors/persona_vectors",
-        help="persona vectors (PersonaVectors.load path) holding the 3 creative roles, as written by "
-        "`mpg extract-vectors --personas mbti,creative`; extracted and saved there if missing",
-    )
-    ap.add_argument(
-        "--extract-samples", type=int, default=2, help="answers per (prompt, question) when extracting"
-    )
-    ap.add_argument("--extract-max-new-tokens", type=int, default=48)
-    ap.add_argument(
-        "--layer", type=int, default=None, help="steered decoder block, 0-based (default: 2/3 of depth)"
-    )
+    add_model_args(ap)
+    add_sampling_args(ap, max_new_tokens=128)
+    add_vector_args(ap)  # the 3 creative roles (`mpg extract-vectors --personas mbti,creative` writes them)
+    add_layer_arg(ap)
     ap.add_argument("--alpha", type=float, default=2.0, help="steering strength (BILLY's code: 2.0)")
     ap.add_argument("--mpg-sampler", default="fused", choices=sorted(SAMPLERS))
     ap.add_argument("--aggregator", default="product", choices=["product", "mixture"])
@@ -288,12 +240,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     items = load_items(args.tasks, args.per_task)
     engine = Engine.from_pretrained(args.base, device=args.device, dtype="float32")
     n_layers = engine.models["base"].config.num_hidden_layers
-    if args.layer is None:
-        args.layer = 2 * n_layers // 3
+    args.layer = steered_layer(engine, args.layer)
     embed = minilm_embedder(args.device) if args.embedder == "minilm" else hash_embedder()
     targets = method_targets(engine, args, args.methods)
 
@@ -306,23 +256,19 @@ def main(argv=None) -> int:
         model=str(getattr(engine.models["base"].config, "_name_or_path", "")),
         multi_role_prompt=MULTI_ROLE_PROMPT,
         samplers={m: s for m, (_, s) in targets.items()},
-        machine=platform.platform(),
-        threads=torch.get_num_threads(),
+        machine=machine_info(args.device),
+        command=command_line(__file__, argv),
         total_wall_s=time.perf_counter() - t0,
         processes=current_shard().world_size,
     )
     if not current_shard().is_main:  # every process holds all rows; the main one writes them
         return 0
-    (out_dir / "results.json").write_text(
-        json.dumps(_json_safe({"config": config, "methods": summary, "items": rows}), indent=2)
-    )
-    write_table(summary, out_dir / "table.md")
+    write_results(out_dir, {"config": config, "methods": summary, "items": rows}, markdown(summary))
     write_plot(
         summary,
         out_dir / "plot.png",
         f"creativity, {len(items)} items, {args.embedder} embedder, layer {args.layer}, alpha {args.alpha:g}",
     )
-    print((out_dir / "table.md").read_text())
     print(f"wrote {out_dir}/results.json, table.md, plot.png", file=sys.stderr)
     return 0
 

@@ -1,4 +1,4 @@
-"""Persona fidelity of every method, three ways, on the default model and the shipped experts (issue 5).
+"""Persona fidelity of every method, three ways, on the default model and the shipped experts.
 
 1. Questionnaire (mpg.eval.questionnaire): the 16Personalities items answered Agree/Disagree by
    likelihood under each method for each of --types; per-axis and full-type accuracy.
@@ -14,7 +14,7 @@ billy steers with the merged persona vectors of the type's letters, loaded from 
 there first if missing). Writes results.json (every answer, scores, CIs, timings, the command,
 machine), table.md and plot.png under --out.
 
-    .venv/bin/python benchmarks/fidelity.py
+    .venv/bin/python benchmarks/record/fidelity.py
 """
 
 from __future__ import annotations
@@ -22,14 +22,28 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
 
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    add_answers_args,
+    add_layer_arg,
+    add_model_args,
+    add_sampling_args,
+    add_vector_args,
+    command_line,
+    load_answers,
+    machine_info,
+    sampling_settings,
+    save_answers,
+    steered_layer,
+    vectors_from_args,
+    write_results,
+)
 from mpg import Engine  # noqa: E402
 from mpg.distributed import current_shard  # noqa: E402
 from mpg.eval import freeform as ff  # noqa: E402
@@ -83,35 +97,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument(
         "--roleplay", type=int, default=10, help="role-play profiles (first N of roleplay/test.jsonl)"
     )
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--top-p", type=float, default=0.9)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
-    )
-    ap.add_argument("--device", default="cpu")
+    add_sampling_args(ap, max_new_tokens=64)
+    add_model_args(ap)
     ap.add_argument("--dtype", default="float32", help="the engine's dtype: float32 (default) or bfloat16")
     ap.add_argument(
         "--experts", default="shipped", help="'shipped', 'prompted' or a folder of expert adapters"
     )
-    ap.add_argument(
-        "--vectors",
-        default="out/vectors/persona_vectors",
-        help="persona vectors (8 MBTI letters) for billy; extracted and saved there if missing",
-    )
-    ap.add_argument("--extract-samples", type=int, default=2)
-    ap.add_argument("--extract-max-new-tokens", type=int, default=48)
-    ap.add_argument(
-        "--layer", type=int, default=None, help="billy's steered block (default: 2/3 of depth, 20)"
-    )
+    add_vector_args(ap)  # billy's: the 8 MBTI letters
+    add_layer_arg(ap)
     ap.add_argument("--alpha", type=float, default=2.0, help="billy's steering strength")
     ap.add_argument("--no-billy", action="store_true", help="leave billy out (no persona vectors needed)")
     ap.add_argument("--judges", default="out/judges", help="judge cache folder (trained there if missing)")
     ap.add_argument(
         "--embedder", default="minilm", help="judges' and cosine's embedder: 'minilm' or 'hash<dim>'"
     )
-    ff.add_answers_args(ap)
+    add_answers_args(ap)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     args.methods = [  # compose: and billy: names in their canonical spelling (what answers are keyed by)
@@ -183,18 +183,8 @@ def _billy(engine, args, methods: list[str], types: list[str], log) -> tuple[lis
     if args.no_billy:
         log("billy skipped: --no-billy")
         return [m for m in methods if m not in steered], None
-    from mpg.steering_analysis import load_or_extract
-
     vectors = current_shard().main_first(
-        lambda: load_or_extract(
-            engine,
-            args.vectors,
-            list(TRAITS),
-            samples=args.extract_samples,
-            max_new_tokens=args.extract_max_new_tokens,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
+        lambda: vectors_from_args(engine, args, list(TRAITS), progress=not args.no_progress)
     )
     for t in types:
         register_merged_vector(engine, vectors, t)
@@ -209,7 +199,7 @@ def run(
     data = Path(args.data)
     progress = not args.no_progress
     n_layers = engine.models["base"].config.num_hidden_layers
-    layer = args.layer if args.layer is not None else 2 * n_layers // 3
+    layer = steered_layer(engine, args.layer)
     mbti_methods = [m for m in args.methods if m in MBTI_METHODS or m.startswith((COMPOSE, BILLY_AT))]
     rp_methods = [m for m in args.methods if m in ROLEPLAY_METHODS or m.startswith(COMPOSE)]
     if args.generate_only:  # sampling only: the parts scored by judges, without the judges
@@ -339,16 +329,16 @@ def run(
 
 def _answers(args, part: str, methods: list[str], items: list, sample) -> list[dict]:
     """The part's answers, one per (method, item) in that order: `sample()`d here, or read from the
-    --answers file of a --generate-only run (ff.load_answers: every one, the same settings)."""
+    --answers file of a --generate-only run (`load_answers`: every one, the same settings)."""
     if not args.answers:
         return sample()
     try:
-        return ff.load_answers(
+        return load_answers(
             args.answers.split(","),
             part,
             methods,
             items,
-            ff.sampling_settings(args, alpha="billy" in args.methods),
+            sampling_settings(args, alpha="billy" in args.methods),
         )
     except ValueError as e:
         raise SystemExit(f"--answers {e}") from None
@@ -468,7 +458,8 @@ def _cell(v) -> str:
     return f"{v:.2f}" if isinstance(v, float) and math.isfinite(v) else str(v)
 
 
-def write_table(results: dict, path: Path) -> None:
+def markdown(results: dict) -> str:
+    """table.md: one row per method (main and extra columns), the notes and the judges' accuracy."""
     rows = table_rows(results)
     lines = ["| method | " + " | ".join(MAIN_COLUMNS) + " |", "|---" * (len(MAIN_COLUMNS) + 1) + "|"]
     lines += [f"| {r['method']} | " + " | ".join(_cell(r.get(c)) for c in MAIN_COLUMNS) + " |" for r in rows]
@@ -496,7 +487,7 @@ def write_table(results: dict, path: Path) -> None:
             "",
             report_markdown(results["judges"]["mbti"], results["judges"]["roleplay"]),
         ]
-    path.write_text("\n".join(lines + notes) + "\n")
+    return "\n".join(lines + notes) + "\n"
 
 
 def write_plot(results: dict, path: Path, title: str) -> None:
@@ -536,12 +527,6 @@ def main(argv=None, *, engine=None, experts=None, roleplay_experts=None, judges=
     (an (MbtiJudge, RoleplayJudge) pair); by default the --base model, --experts and cached judges."""
     args = parse_args(argv)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    command = (
-        " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
-        if argv is None
-        else "benchmarks/fidelity.py " + " ".join(shlex.quote(a) for a in argv)
-    )
     t0 = time.perf_counter()
     if engine is None:
         engine = Engine.from_pretrained(args.base, device=args.device, dtype=args.dtype)
@@ -556,17 +541,19 @@ def main(argv=None, *, engine=None, experts=None, roleplay_experts=None, judges=
     )
     shard = current_shard()
     results.update(
-        command=command, machine=ff.machine_info(args.device), total_wall_s=time.perf_counter() - t0
+        command=command_line(__file__, argv),
+        machine=machine_info(args.device),
+        total_wall_s=time.perf_counter() - t0,
     )
     results["processes"] = shard.world_size
     if not shard.is_main:  # every process holds the gathered results; the main one writes them
         return 0
     if args.generate_only:
         parts = {k: v["answers"] for k, v in results.pop("parts").items()}
-        ff.save_answers(
+        save_answers(
             out_dir / "answers.json",
             parts,
-            ff.sampling_settings(args, alpha="billy" in args.methods),
+            sampling_settings(args, alpha="billy" in args.methods),
             **results,
             device=args.device,
         )
@@ -579,15 +566,13 @@ def main(argv=None, *, engine=None, experts=None, roleplay_experts=None, judges=
             results["answers_from"].append(
                 {"file": path, **{k: saved.get(k) for k in ("command", "machine", "device", "timings_s")}}
             )
-    (out_dir / "results.json").write_text(json.dumps(ff.finite(results), indent=1))
-    write_table(results, out_dir / "table.md")
+    write_results(out_dir, results, markdown(results))
     write_plot(
         results,
         out_dir / "plot.png",
         f"persona fidelity, seed {args.seed}, "
         f"{args.max_new_tokens} new tokens, {results['config']['model'][-40:]}",
     )
-    print((out_dir / "table.md").read_text())
     print(f"wrote {out_dir}/results.json, table.md, plot.png", file=sys.stderr)
     return 0
 

@@ -5,25 +5,32 @@ stays the plain base. The proposal is either the anchor (plain) or the base stee
 persona vectors of the type's four letters at `--layer` with each `--alphas` value (alpha 0 = plain).
 Same prompts, same seeds. Writes JSON + Markdown.
 
-    .venv/bin/python benchmarks/steered_proposal.py --persona ENTJ --prompts 4 --max-new-tokens 48 \
+    .venv/bin/python benchmarks/experiments/steered_proposal.py --persona ENTJ --prompts 4 --max-new-tokens 48 \
         --vectors out/vectors/persona_vectors --layer 15 --alphas 0,1,2,4 --out out/steered_proposal
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
 
-from mpg import Engine, Policy, Steer
-from mpg.bench_args import EVAL_PROMPTS
-from mpg.personas import parse_mbti, persona
-from mpg.steering_analysis import load_or_extract
+from benchmarks.common import (  # noqa: E402
+    EVAL_PROMPTS,
+    add_layer_arg,
+    add_model_args,
+    add_vector_args,
+    command_line,
+    machine_info,
+    steered_layer,
+    vectors_from_args,
+    write_results,
+)
+from mpg import Engine, Policy, Steer  # noqa: E402
+from mpg.personas import parse_mbti, persona  # noqa: E402
 
 
 def run(engine, attrs, anchor, proposal, prompts, args) -> dict:
@@ -60,24 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--persona", default="ENTJ")
     ap.add_argument("--experts", default="auto", help="auto | shipped | prompted | folder")
-    ap.add_argument(
-        "--vectors", default="out/vectors/persona_vectors", help="PersonaVectors path (extracted if missing)"
-    )
-    ap.add_argument("--layer", type=int, default=None, help="steered block (default: 2/3 of the depth)")
+    add_vector_args(ap)
+    add_layer_arg(ap)
     ap.add_argument("--alphas", default="0,1,2,4")
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--chunk-size", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--base", default=None)
+    add_model_args(ap, device=False)
     ap.add_argument("--out", default="out/steered_proposal")
     args = ap.parse_args(argv)
 
     engine = Engine.from_pretrained(args.base, dtype="float32")
     letters = list(parse_mbti(args.persona))
-    vectors = load_or_extract(engine, args.vectors, letters)
-    n_layers = engine.models["base"].config.num_hidden_layers
-    layer = args.layer if args.layer is not None else (2 * n_layers) // 3
+    vectors = vectors_from_args(engine, args, letters)
+    layer = steered_layer(engine, args.layer)
     engine.add_steering_vector("persona", vectors.merge(letters))
     p = persona(engine, args.persona, experts=args.experts)
     prompts = [EVAL_PROMPTS[i % len(EVAL_PROMPTS)] for i in range(args.prompts)]
@@ -86,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         proposal = None if alpha == 0 else Policy(steering=Steer("persona", layer, alpha))
         print(f"proposal alpha={alpha:g} ...", file=sys.stderr)
         rows.append({"alpha": alpha, **run(engine, list(p.attributes), p.anchor, proposal, prompts, args)})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     record = {
         "persona": args.persona,
         "attributes": p.describe(),
@@ -97,12 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         "prompts": prompts,
         "seed": args.seed,
         "results": rows,
-        "command": "python benchmarks/steered_proposal.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()} {platform.system()}, torch threads {torch.get_num_threads()}",
+        "command": command_line(__file__, argv),
+        "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    (out / "results.json").write_text(json.dumps(record, indent=2))
     lines = [
         "| proposal | acceptance rate | accepted / drafted | tokens/s | clips |",
         "|---|---|---|---|---|",
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {r['acceptance_rate']:.3f} | {r['accepted']} / {r['drafted']} | "
             f"{r['tokens_per_s']:.2f} | {r['clips']} |"
         )
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, record, "\n".join(lines) + "\n")
     return 0
 
 

@@ -5,17 +5,22 @@ first row comes out bit-identical (one group: batch-invariant); each group print
 one query over L keys, against the same keys behind masked padding columns (what a sequence sees when a
 batch-mate's longer context pads its cache). Prints and writes JSON.
 
-    .venv/bin/python benchmarks/probes/row_invariance.py --threads 1 --out out/probe/row_invariance.json
+    .venv/bin/python benchmarks/experiments/probes/row_invariance.py --threads 1 --out out/probe/row_invariance.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root: benchmarks.common
+
+from benchmarks.common import command_line, machine_info, write_json  # noqa: E402
 
 
 def gemm_groups(dtype: torch.dtype, H: int, n_out: int, max_rows: int = 200) -> list[list[int]]:
@@ -65,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             groups = gemm_groups(dtype, H, n_out)
             result["gemm_row_groups"][f"{name} {H}x{n_out}"] = [[g[0], g[-1], len(g)] for g in groups]
         result["attention_pad_invariant"][name] = {L: attention_pad_invariant(dtype, L) for L in (20, 60)}
+    result.update(machine=machine_info(), command=command_line(__file__, argv))
     print(json.dumps(result, indent=1))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
     return 0
 
 

@@ -9,30 +9,29 @@ in process: lm-eval's own task machinery builds the task's loglikelihood request
 Disagree, every item's context sharing one long head), and they are scored twice under the same
 `MPGLM(persona=ENTJ, experts=shipped, method=fused_mixture)`:
 
-- old: one `target_logliks` call per context (a fresh PolicyScorer each, so every policy's ~200-token
-  context is forwarded again for every item), as the plugin did before;
+- old: one `target_logliks` call per context (a fresh PolicyScorer each, so every policy's long context
+  is forwarded again for every item), as the plugin did before;
 - new: `MPGLM.loglikelihood` (one PolicyScorer for all contexts: each policy's shared head once, then
   per item only its tail and the options).
 
 Writes `results.json` under --out: the command, the machine, seconds per item of both paths, the
 speed-up and the largest |difference| of the log-likelihoods (and whether the greedy flags agree).
 
-    .venv/bin/python benchmarks/lm_eval_speed.py --out out/lm_eval_speed
-    .venv/bin/python benchmarks/lm_eval_speed.py --items 10 --out out/lm_eval_speed_10   # reduced
+    .venv/bin/python benchmarks/experiments/lm_eval_speed.py --out out/lm_eval_speed
+    .venv/bin/python benchmarks/experiments/lm_eval_speed.py --items 10 --out out/lm_eval_speed_10   # reduced
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
+
+from benchmarks.common import add_model_args, command_line, machine_info, write_results  # noqa: E402
 
 CLI = (
     "mpg-lm-eval --model mpg --model_args persona={persona},experts={experts},method={method} "
@@ -88,8 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--persona", default="ENTJ")
     ap.add_argument("--experts", default="shipped")
     ap.add_argument("--method", default="fused_mixture")
-    ap.add_argument("--base", default=None, help="local HF model folder (default: the embedded model)")
-    ap.add_argument("--device", default="cpu")
+    add_model_args(ap)
     ap.add_argument("--skip-old", action="store_true", help="time the batched path only")
     ap.add_argument("--out", default="out/lm_eval_speed")
     args = ap.parse_args(argv)
@@ -109,17 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
     new, new_s = timed(lambda r: lm.loglikelihood(r, disable_tqdm=True), requests)
     print(f"new: {new_s / n_items:.3f} s/item", file=sys.stderr)
     res = {
-        "command": " ".join([sys.executable, *sys.argv])
-        if argv is None
-        else " ".join(["lm_eval_speed", *argv]),
+        "command": command_line(__file__, argv),
         "work_of": CLI.format(persona=args.persona, experts=args.experts, method=args.method, data=args.data),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(args.device),
         "model": args.base or "embedded default",
         "device": str(lm.device),
         "method": args.method,
@@ -139,9 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["greedy_agree"] = all(a[1] == b[1] for a, b in zip(old, new, strict=True))
         res["loglikelihoods"] = {"old": [a[0] for a in old], "new": [b[0] for b in new]}
         print(f"speed-up {res['speedup']}x, max |diff| {diff:.2e}", file=sys.stderr)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(res, indent=2))
+    out = write_results(args.out, res)
     print(f"wrote {out / 'results.json'}", file=sys.stderr)
     return res
 

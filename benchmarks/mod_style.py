@@ -1,6 +1,7 @@
 """The MOD-style reference: token-level p_1 with every policy in its own sequential forward.
 
-This is how the public MOD code decodes (Shi et al., NeurIPS 2024): n+1 policies, each run one after
+Not part of the library: the baseline `benchmarks/record/speed.py` measures the engine against
+(`tests/test_scoring.py` checks that it samples what `fused` samples). This is how the public MOD code decodes (Shi et al., NeurIPS 2024): n+1 policies, each run one after
 another with its own KV cache, no batching across policies or prompts. It samples the same law as
 `fused` (and, for a given seed, the same tokens up to float rounding), so it is the baseline the speed
 benchmark measures the engine's batching, kernels and speculative samplers against.
@@ -12,9 +13,9 @@ import time
 
 import torch
 
-from ..distributions import sample
-from ..tokens import eos_token_ids
-from .state import SequenceStats
+from mpg.distributions import sample
+from mpg.samplers import SequenceStats
+from mpg.tokens import eos_token_ids
 
 __all__ = ["mod_style_generate"]
 

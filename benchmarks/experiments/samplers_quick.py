@@ -1,28 +1,26 @@
 """Quick look at every sampler on the embedded default model with a prompted MBTI persona.
 
-Not the speed benchmark of record (that is benchmarks/speed.py, issue 6): one prompt, one run per
+Not the speed benchmark of record (that is benchmarks/record/speed.py): one prompt, one run per
 sampler, to see acceptance, clips and tokens/s. Writes JSON.
 
-    .venv/bin/python benchmarks/samplers_quick.py --persona ENTJ --max-new-tokens 64 --out out/samplers_quick.json
+    .venv/bin/python benchmarks/experiments/samplers_quick.py --persona ENTJ --max-new-tokens 64 --out out/samplers_quick.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
-import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
 
-from mpg import Engine
-from mpg.personas import prompted_mbti
+from benchmarks.common import command_line, floor_run, machine_info, write_json  # noqa: E402
+from mpg import Engine  # noqa: E402
+from mpg.personas import prompted_mbti  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--persona", default="ENTJ")
     ap.add_argument("--prompt", default="How would you spend a free weekend?")
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -30,20 +28,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--samplers", default="fused,speculative:4,scr:2,scr:4,scr:8")
     ap.add_argument("--out", default="out/samplers_quick.json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     engine = Engine.from_pretrained(dtype="float32")
     attrs = prompted_mbti(args.persona)
-    ids = engine.tokenizer(args.prompt).input_ids
-    t0 = time.perf_counter()  # floor: plain generate() of the base model, same length, sampling
-    with torch.inference_mode():
-        base = engine.models["base"].generate(
-            torch.tensor([ids]),
-            max_new_tokens=args.max_new_tokens,
-            min_new_tokens=args.max_new_tokens,
-            do_sample=True,
-        )
-    floor = (base.shape[1] - len(ids)) / (time.perf_counter() - t0)
+    # floor: plain generate() of the base model, same length, sampling (the speed benchmark's floor)
+    floor = floor_run(engine.models["base"], engine.tokenizer, [args.prompt], args.max_new_tokens, args.seed)
+    floor = floor["tokens_per_s"]
     rows = [{"sampler": "base generate()", "tokens_per_s": floor}]
     print(f"base generate(): {floor:.2f} tok/s", file=sys.stderr)
     for spec in args.samplers.split(","):
@@ -80,20 +71,17 @@ def main() -> None:
             f"clip rate {row['clip_rate']:.2f}, model calls {row['model_calls']}",
             file=sys.stderr,
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps(
-            {
-                "persona": args.persona,
-                "prompt": args.prompt,
-                "lam": args.lam,
-                "max_new_tokens": args.max_new_tokens,
-                "machine": platform.platform(),
-                "threads": torch.get_num_threads(),
-                "results": rows,
-            },
-            indent=2,
-        )
+    write_json(
+        args.out,
+        {
+            "persona": args.persona,
+            "prompt": args.prompt,
+            "lam": args.lam,
+            "max_new_tokens": args.max_new_tokens,
+            "machine": machine_info(),
+            "command": command_line(__file__, argv),
+            "results": rows,
+        },
     )
 
 

@@ -7,20 +7,24 @@ input shape). Also times the prefill alone (each side's second 1-token run) and,
 decoder's projection matmuls alone at 1 row and at the target's row count, with weights too large for
 the cache (as in decoding). Writes JSON and prints the same as tables.
 
-    .venv/bin/python benchmarks/profile_step.py --max-new-tokens 128 --matmul --out out/profile_step.json
-    .venv/bin/python benchmarks/profile_step.py --batch 8 --max-new-tokens 16 --profiler torch --out out/profile_b8.json
+    .venv/bin/python benchmarks/experiments/profile_step.py --max-new-tokens 128 --matmul --out out/profile_step.json
+    .venv/bin/python benchmarks/experiments/profile_step.py --batch 8 --max-new-tokens 16 --profiler torch --out out/profile_b8.json
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import pstats
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
+
+from benchmarks.common import SPEED_PROMPTS, command_line, floor_run, machine_info, write_json  # noqa: E402
 
 
 def profiled(fn) -> tuple[float, list[dict]]:
@@ -103,22 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.dtype not in (None, "float32", "bfloat16"):
         ap.error(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
 
-    from speed import PROMPTS, floor_run  # the speed benchmark's prompts and floor
     from transformers import AutoModelForCausalLM
 
     from mpg import Engine
     from mpg.default_model import default_base_path
     from mpg.personas import persona
 
-    if not 1 <= args.batch <= len(PROMPTS):
-        ap.error(f"--batch must be 1..{len(PROMPTS)}")
+    if not 1 <= args.batch <= len(SPEED_PROMPTS):
+        ap.error(f"--batch must be 1..{len(SPEED_PROMPTS)}")
     engine = Engine.from_pretrained(dtype=args.dtype)  # None: the engine's default
     dtype = engine.models["base"].dtype  # the floor runs in the engine's dtype
     args.dtype = str(dtype).removeprefix("torch.")
     target = persona(engine, args.persona).target()
     rows = len(target.policies())
     floor = AutoModelForCausalLM.from_pretrained(default_base_path(), dtype=dtype).eval()
-    prompts = PROMPTS[: args.batch]
+    prompts = SPEED_PROMPTS[: args.batch]
 
     def run_floor(n=args.max_new_tokens):
         floor_run(floor, engine.tokenizer, prompts, n, seed=0)
@@ -166,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = engine.models["base"].config
         result["projection_matmuls_ms"] = {str(r): projection_matmuls_ms(cfg, r, dtype) for r in (1, rows)}
         print(f"\nprojection matmuls of one step (ms), by rows: {result['projection_matmuls_ms']}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    result.update(machine=machine_info(), command=command_line(__file__, argv))
+    write_json(args.out, result)
     return 0
 
 

@@ -5,14 +5,13 @@ On the default model with a fresh LoRA (the shipped experts' settings: r 16 on q
 reference log-probs precomputed for both (as `mpg train-expert` does), median of --repeats.
 The adapter is perturbed first so that the loss is not the trivial log 2. Writes JSON to --out.
 
-    .venv/bin/python benchmarks/dpo_step.py --data ../shared/data/mbti/prefs/s_n/train.jsonl --out out/dpo_step
+    .venv/bin/python benchmarks/experiments/dpo_step.py --data ../shared/data/mbti/prefs/s_n/train.jsonl --out out/dpo_step
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -21,9 +20,12 @@ from pathlib import Path
 
 import torch
 
-from mpg.dpo import answer_logprobs, dpo_loss, reference_logprobs, tokenize_pair
-from mpg.hardware import bf16_native, cpu_name
-from mpg.training import _conversational, load_preferences
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
+
+from benchmarks.common import command_line, machine_info, write_results  # noqa: E402
+from mpg.dpo import answer_logprobs, dpo_loss, reference_logprobs, tokenize_pair  # noqa: E402
+from mpg.hardware import bf16_native  # noqa: E402
+from mpg.training import _conversational, load_preferences  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -114,14 +116,13 @@ def main(argv=None) -> int:
         "max_length": args.max_length,
         "tokens_prompt_chosen_rejected": tokens,
         "bf16": bf16,
-        "machine": f"{cpu_name()}, torch threads {torch.get_num_threads()}",
+        "machine": machine_info(),
+        "command": command_line(__file__, argv),
         "speedup": out["trl"]["seconds_per_step"] / out["shared_prompt"]["seconds_per_step"],
         "loss_difference": abs(out["trl"]["loss"] - out["shared_prompt"]["loss"]),
         **out,
-        "python": platform.python_version(),
     }
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "results.json").write_text(json.dumps(result, indent=2))
+    write_results(args.out, result)
     print(json.dumps({k: result[k] for k in ("speedup", "loss_difference")}))
     return 0
 

@@ -9,29 +9,35 @@ For each strength lam, on an MBTI persona (shipped experts when installed):
   the pilots the new chunk lengths cost are counted) with each proposal, same prompts and seed.
 Writes results.json + table.md to --out.
 
-    nice -n 10 .venv/bin/python benchmarks/proposals.py --prompts 2 --max-new-tokens 16 --scr-tokens 8 \
+    nice -n 10 .venv/bin/python benchmarks/experiments/proposals.py --prompts 2 --max-new-tokens 16 --scr-tokens 8 \
         --out out/proposals
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from mpg import Engine
-from mpg.aggregators import token_target_logits
-from mpg.bench_args import EVAL_PROMPTS
-from mpg.likelihood import policy_logprobs
-from mpg.personas import DEFAULT_COMPOSITION, persona
-from mpg.policies import PROPOSALS, Target
-from mpg.proposals import resolve_proposal
-from mpg.samplers.drafting import proposal_logprobs
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
+
+from benchmarks.common import (  # noqa: E402
+    EVAL_PROMPTS,
+    add_model_args,
+    command_line,
+    machine_info,
+    write_results,
+)
+from mpg import Engine  # noqa: E402
+from mpg.aggregators import token_target_logits  # noqa: E402
+from mpg.likelihood import policy_logprobs  # noqa: E402
+from mpg.personas import DEFAULT_COMPOSITION, persona  # noqa: E402
+from mpg.policies import PROPOSALS, Target  # noqa: E402
+from mpg.proposals import resolve_proposal  # noqa: E402
+from mpg.samplers.drafting import proposal_logprobs  # noqa: E402
 
 
 def distances(q_lp: torch.Tensor, p_lp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,8 +122,6 @@ def acceptance(engine, target: Target, prompts, sampler: str, args, **knobs) -> 
 
 def write(args, argv, p, prompts, rows, wall_s: float) -> None:
     """results.json and table.md in args.out."""
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     record = {
         "persona": args.persona,
         "attributes": p.describe(),
@@ -129,12 +133,11 @@ def write(args, argv, p, prompts, rows, wall_s: float) -> None:
         "max_chunk_size": args.max_chunk_size,
         "seed": args.seed,
         "results": rows,
-        "command": "python benchmarks/proposals.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()} {platform.system()}, torch threads {torch.get_num_threads()}",
+        "command": command_line(__file__, argv),
+        "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d"),
         "wall_s": wall_s,
     }
-    (out / "results.json").write_text(json.dumps(record, indent=2))
     lines = [
         f"{args.persona}, product, plausibility {args.plausibility:g}, {len(prompts)} prompts, "
         f"speculative {args.max_new_tokens} / scr {args.scr_tokens} tokens each, k = {args.chunk_size} (adaptive: up to {args.max_chunk_size}), seed {args.seed}",
@@ -158,8 +161,7 @@ def write(args, argv, p, prompts, rows, wall_s: float) -> None:
             )
         )
     lines.append(f"\nwall time {record['wall_s']:.0f} s; command: `{record['command']}`")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, record, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         help="proposals whose scr run is repeated with adaptive chunks at the first lam: all, none or a list",
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--base", default=None)
+    add_model_args(ap, device=False)
     ap.add_argument("--out", default="out/proposals")
     args = ap.parse_args(argv)
     args.scr_tokens = args.scr_tokens or args.max_new_tokens

@@ -1,12 +1,12 @@
 """How far SCR's estimated thresholds move its output from the exact chunk-level target p_k.
 
-On the tiny enumerable model of the test suite (a mixture of two LoRA experts whose target is at TV
-0.53 from the base proposal), draws S responses per setting of (pilot, margin) and reports the total
+On the tiny enumerable model of the test suite (a mixture of two LoRA experts, far from the base
+proposal), draws S responses per setting of (pilot, margin) and reports the total
 variation distance to the exact p_k, the acceptance rate and the clip rate. This is how the SCR
 defaults (pilot 32, margin 0, window quantile 1 = the maximum) were chosen. Writes JSON.
 
-    .venv/bin/python benchmarks/scr_fidelity.py --samples 1000 --out out/scr_fidelity.json
-    .venv/bin/python benchmarks/scr_fidelity.py --settings 32:0:1,32:0:0.9,32:0:0.75,32:0:0.5   # bound quantiles
+    .venv/bin/python benchmarks/experiments/scr_fidelity.py --samples 1000 --out out/scr_fidelity.json
+    .venv/bin/python benchmarks/experiments/scr_fidelity.py --settings 32:0:1,32:0:0.9,32:0:0.75,32:0:0.5   # bound quantiles
 """
 
 from __future__ import annotations
@@ -17,17 +17,19 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # benchmarks.common; the tests' tiny model and oracle
 
 from oracle import empirical, exact_distribution, tv, tv_tolerance  # noqa: E402
 from tiny import EOS, add_lora, tiny_model, tiny_tokenizer  # noqa: E402
 
+from benchmarks.common import command_line, machine_info, write_json  # noqa: E402
 from mpg.engine import Engine  # noqa: E402
 from mpg.policies import Attribute, Target  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument(
         "--settings",
@@ -35,7 +37,7 @@ def main() -> None:
         help="pilot:margin[:quantile] settings (quantile of the threshold window, default 1 = its maximum)",
     )
     ap.add_argument("--out", default="out/scr_fidelity.json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     engine = Engine(add_lora(tiny_model(sharpness=1.0), ["x", "y"], alpha=8), tiny_tokenizer())
     engine.adapters["base"] |= {"x", "y"}
     target = Target(
@@ -75,11 +77,15 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps(
-            {"samples": args.samples, "tolerance": tv_tolerance(p, args.samples), "results": rows}, indent=2
-        )
+    write_json(
+        args.out,
+        {
+            "samples": args.samples,
+            "tolerance": tv_tolerance(p, args.samples),
+            "results": rows,
+            "machine": machine_info(),
+            "command": command_line(__file__, argv),
+        },
     )
 
 

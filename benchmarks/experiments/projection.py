@@ -2,7 +2,7 @@
 onto each unit persona vector, for a multi-role system prompt, merged-vector steering and each
 single vector's steering (SPEC section 5).
 
-    .venv/bin/python benchmarks/projection.py --layer 20 --alpha 2 --prompts 8
+    .venv/bin/python benchmarks/experiments/projection.py --layer 20 --alpha 2 --prompts 8
 
 Writes <out>/projection.json and <out>/projection.png (one subplot per persona vector, one line per
 condition). Vectors come from --vectors (extracted there first for the personas it lacks).
@@ -11,18 +11,24 @@ condition). Vectors come from --vectors (extracted there first for the personas 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
 
-from mpg.bench_args import add_benchmark_args, benchmark_inputs
-from mpg.extract import CREATIVE_ROLES
-from mpg.steering_analysis import multi_role_prompt, persona_prompts, projection_profile
+from benchmarks.common import (  # noqa: E402
+    add_layer_arg,
+    add_steering_args,
+    command_line,
+    machine_info,
+    persona_prompts,
+    steered_layer,
+    steering_inputs,
+    write_json,
+)
+from mpg.eval.steering.profile import multi_role_prompt, projection_profile  # noqa: E402
+from mpg.extract import CREATIVE_ROLES  # noqa: E402
 
 
 def plot_profile(result: dict, path: Path) -> None:
@@ -57,19 +63,20 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(CREATIVE_ROLES),
         help="comma-separated persona names (creative roles or MBTI letters); all are merged",
     )
-    ap.add_argument("--layer", type=int, default=20)
+    add_layer_arg(ap)
     ap.add_argument("--alpha", type=float, default=2.0)
     ap.add_argument(
         "--multi-role-prompt",
         default=None,
         help="system prompt naming every role (default: each persona's first prompt, joined)",
     )
-    add_benchmark_args(ap, out="out/projection")
+    add_steering_args(ap, out="out/projection")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
     names = [n.strip() for n in args.personas.split(",") if n.strip()]
-    engine, vectors, prompts = benchmark_inputs(args, names)
+    engine, vectors, prompts = steering_inputs(args, names)
+    args.layer = steered_layer(engine, args.layer)
     system = args.multi_role_prompt or multi_role_prompt(persona_prompts(names), names)
     result = projection_profile(
         engine,
@@ -87,21 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         {
             "vectors": str(args.vectors),
             "base": str(args.base or getattr(engine.models["base"].config, "_name_or_path", "")),
-            "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-            },
-            "command": shlex.join(
-                ["python", "benchmarks/projection.py", *(argv if argv is not None else sys.argv[1:])]
-            ),
+            "machine": machine_info(),
+            "command": command_line(__file__, argv),
             "wall_time_s": time.perf_counter() - t0,
         }
     )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "projection.json").write_text(json.dumps(result, indent=2))
+    write_json(out / "projection.json", result)
     plot_profile(result, out / "projection.png")
     for L in dict.fromkeys([args.layer, result["n_layers"] - 1]):  # the steered block and the last one
         for cond, per_name in result["conditions"].items():

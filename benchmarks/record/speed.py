@@ -10,11 +10,12 @@ taken within one repeat. Also: the multi-LoRA kernels (PEFT's masked loop vs sta
 `fused`, the validation kernel (reference vs fused) on random logits, and resident memory of the
 base alone vs the base with 4 LoRA adapters (fresh processes). Writes JSON, Markdown and a PNG.
 
-    .venv/bin/python benchmarks/speed.py --max-new-tokens 128 --repeats 3 --out out/speed
-    .venv/bin/python benchmarks/speed.py --n 4 --kinds lora --batch 1 --samplers fused,scr:4 --repeats 1   # quick
+    .venv/bin/python benchmarks/record/speed.py --max-new-tokens 128 --repeats 3 --out out/speed
+    .venv/bin/python benchmarks/record/speed.py --n 4 --kinds lora --batch 1 --samplers fused,scr:4 --repeats 1   # quick
 
 The composed target is the composition persona(), the CLI and the main job use
-(mpg.personas.DEFAULT_COMPOSITION) unless `--compositions 'A;B'` names others; the goals read the first. Attribute kinds: `lora` (the shipped experts as LoRA adapters on one base), `prompted` (trait
+(mpg.personas.DEFAULT_COMPOSITION) unless `--compositions 'A;B'` names others; the goals read the first.
+Attribute kinds: `lora` (the shipped experts as LoRA adapters on one base), `prompted` (trait
 prompts, no adapters) and `full` (the paper's setting: each expert merged into its own copy of the
 base, so MOD-style decoding reads n + 1 sets of weights per token). `--device cuda --dtype bfloat16`
 runs engine and floor on a GPU in bf16 (the floor always runs in the engine's dtype).
@@ -25,94 +26,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
 
-PROMPTS = [
-    "How would you spend a free weekend?",
-    "Describe your ideal job.",
-    "How do you make important decisions?",
-    "What do you do when plans change at the last minute?",
-    "Tell me about a time you worked in a team.",
-    "How do you prepare for a trip?",
-    "What makes a good friend?",
-    "How do you handle criticism?",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: benchmarks.common
+
+from benchmarks.common import (  # noqa: E402
+    ROOT,
+    SPEED_PROMPTS,
+    PeakRSS,
+    command_line,
+    floor_run,
+    machine_info,
+    write_json,
+    write_results,
+)
+
 LETTERS = "ENTJ"
-
-
-class PeakRSS:
-    """Peak resident memory (MiB) of this process while the block runs, sampled every 5 ms."""
-
-    def __enter__(self):
-        self.peak, self._stop = rss_mib(), threading.Event()
-        self._t = threading.Thread(target=self._watch, daemon=True)
-        self._t.start()
-        return self
-
-    def _watch(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, rss_mib())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, rss_mib())
-
-
-def rss_mib() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096 / 2**20
-    except OSError:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def floor_run(model, tok, prompts, max_new_tokens, seed) -> dict:
-    """Plain sampling with transformers generate() of the bare base model (left-padded batch)."""
-    from mpg.tokens import pad_token_id
-
-    tok.padding_side = "left"
-    if getattr(tok, "chat_template", None):  # the same context the engine gives the anchor
-        texts = [
-            tok.apply_chat_template(
-                [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
-            )
-            for p in prompts
-        ]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    else:
-        enc = tok(prompts, return_tensors="pt", padding=True)
-    enc = enc.to(model.device)
-    torch.manual_seed(seed)
-    with PeakRSS() as mem, torch.inference_mode():
-        t0 = time.perf_counter()
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens,
-            do_sample=True,
-            pad_token_id=pad_token_id(tok),
-        )
-        wall = time.perf_counter() - t0
-    new = (out.shape[1] - enc.input_ids.shape[1]) * len(prompts)
-    return {
-        "tokens": new,
-        "wall_s": wall,
-        "tokens_per_s": new / wall,
-        "calls_per_token": (max_new_tokens + 1) / max_new_tokens,
-        "acceptance_rate": None,
-        "peak_rss_mib": mem.peak,
-    }
 
 
 def engine_run(
@@ -146,7 +81,7 @@ def engine_run(
 
 
 def mod_run(engine, prompts, target, max_new_tokens, seed) -> dict:
-    from mpg.samplers.mod_style import mod_style_generate
+    from benchmarks.mod_style import mod_style_generate
 
     new = calls = 0
     with PeakRSS() as mem:
@@ -246,7 +181,7 @@ def memory_probe(
     after generating once freed heap is returned to the system (malloc_trim): the steady state."""
     code = f"""
 import ctypes, json, torch, transformers, peft
-from benchmarks.speed import PeakRSS, rss_mib
+from benchmarks.common import PeakRSS, rss_mib
 from mpg import Engine
 from mpg.personas import expert_mbti, prompted_mbti
 before = rss_mib()
@@ -261,9 +196,7 @@ except OSError:
 print(json.dumps({{"rss_before_model_mib": before, "steady_rss_mib": rss_mib(), "peak_rss_mib": m.peak,
                   "param_mib": sum(p.numel() * p.element_size() for p in e.models["base"].parameters()) / 2**20}}))
 """
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"memory probe failed: {out.stderr.strip().splitlines()[-1]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -373,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         floors = {}
         for b in batches:
             floors[b] = floor_run(
-                floor_model, engine.tokenizer, PROMPTS[:b], args.max_new_tokens, args.seed + rep
+                floor_model, engine.tokenizer, SPEED_PROMPTS[:b], args.max_new_tokens, args.seed + rep
             )
             runs.setdefault(f"floor|b{b}", []).append(floors[b])
             bar.update(1)
@@ -382,15 +315,17 @@ def main(argv: list[str] | None = None) -> int:
             target, billy = targets(engine, kind, n, vectors, comp)
             name, _, k = spec.partition(":")
             if name == "mod":
-                r = mod_run(engine, PROMPTS[:b], target, args.max_new_tokens, args.seed + rep)
+                r = mod_run(engine, SPEED_PROMPTS[:b], target, args.max_new_tokens, args.seed + rep)
                 mods[(kind, n, comp)] = r
             elif name == "billy":
-                r = engine_run(engine, PROMPTS[:b], billy, "fused", 1, args.max_new_tokens, args.seed + rep)
+                r = engine_run(
+                    engine, SPEED_PROMPTS[:b], billy, "fused", 1, args.max_new_tokens, args.seed + rep
+                )
             else:  # "scr:2x8" = chunk 2, 8 candidates per round
                 k, _, c = (k or "4").partition("x")
                 r = engine_run(
                     engine,
-                    PROMPTS[:b],
+                    SPEED_PROMPTS[:b],
                     target,
                     name,
                     int(k),
@@ -405,9 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(f"{spec}|{kind}|n{n}|b{b}{tag}", []).append(r)
             bar.update(1)
             bar.set_postfix_str(f"{spec} {kind} n={n} b={b}: {r['tokens_per_s']:.2f} tok/s")
-        out_dir = Path(args.out)  # every finished repeat on disk: a long run cut short keeps its runs
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "runs.partial.json").write_text(json.dumps({"repeats_done": rep + 1, "runs": runs}))
+        # every finished repeat on disk: a long run cut short keeps its runs
+        write_json(Path(args.out) / "runs.partial.json", {"repeats_done": rep + 1, "runs": runs})
     kernel_runs = {}
     if args.lora_kernels:
         n = max(ns)
@@ -417,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             e.vectors = engine.vectors
             target, _ = targets(e, "lora", n, vectors, comps[0])
             kernel_runs[kern] = [
-                engine_run(e, PROMPTS[:1], target, "fused", 1, args.max_new_tokens, args.seed + rep)
+                engine_run(e, SPEED_PROMPTS[:1], target, "fused", 1, args.max_new_tokens, args.seed + rep)
                 for rep in range(args.repeats)
             ]
     memory = {}
@@ -455,25 +389,13 @@ def main(argv: list[str] | None = None) -> int:
     kernels["validation"] = validation_kernel_timing()
     if args.memory_only:
         kernels = {"validation": kernels["validation"]}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     result = {
-        "command": " ".join(
-            [".venv/bin/python", "benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "device": args.device
-            + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
-            "dtype": args.dtype,
-        },
+        "command": command_line(__file__, argv),
+        "machine": {**machine_info(args.device), "dtype": args.dtype},
         "compositions": comps,
         "max_new_tokens": args.max_new_tokens,
         "repeats": args.repeats,
-        "prompts": PROMPTS,
+        "prompts": SPEED_PROMPTS,
         "steering_vectors": vector_note,
         "summary": summary,
         "runs": runs,
@@ -483,14 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         "goals": goals(summary, ns, kinds),
     }
     if args.memory_only:  # a separate record, so the full run's files stay
-        (out / "memory.json").write_text(json.dumps(result, indent=2))
-        (out / "memory.md").write_text(markdown(result))
-        print(markdown(result))
+        write_results(args.out, result, markdown(result), name="memory.json", table_name="memory.md")
         return 0
-    (out / "speed.json").write_text(json.dumps(result, indent=2))
-    (out / "table.md").write_text(markdown(result))
+    out = write_results(args.out, result, markdown(result), name="speed.json")
     plot(summary, out / "speed.png", max(ns), batches)
-    print(markdown(result))
     return 0
 
 
@@ -501,7 +419,7 @@ def fmt(s: dict, digits: int = 2) -> str:
 
 
 def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
-    """The speed issue's goals at n = max, batch 1 unless said, for the first composition (what was
+    """The speed goals at n = max, batch 1 unless said, for the first composition (what was
     measured, not a pass/fail claim beyond it)."""
     out = {}
     n = max(ns)
