@@ -13,7 +13,6 @@ OUTSIDE_CORE = ("mpg.eval", "mpg.server", "mpg.cli", "mpg.__main__")
 CORE_MUST_NOT_IMPORT = ("mpg.eval", "mpg.server", "benchmarks")
 
 
-
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
