@@ -7,6 +7,14 @@ import json
 import shlex
 import sys
 
+from .threads import set_wait_policy
+
+set_wait_policy()  # before anything loads torch (mpg.threads)
+
+THREADS_HELP = (
+    "intra-op threads: 'auto' (default: the cores other processes leave idle, re-measured while running; "
+    "mpg.threads) or a fixed count"
+)
 DTYPE_HELP = (
     "float32, bfloat16, float16 or auto (the checkpoint's); default: bfloat16 on a CPU with native bf16 "
     "(AVX512-BF16 / AMX), float32 elsewhere"
@@ -24,11 +32,27 @@ def _trait(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"trait weight {w!r} is not a number") from None
 
 
+def _threads(value: str):
+    """--threads: 'auto' or an integer >= 1."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--threads takes 'auto' or an integer >= 1, got {value!r}")
+    return n
+
+
 def _generate(args) -> int:
     from transformers import TextStreamer
 
     from .engine import Engine
     from .personas import persona
+    from .threads import ThreadPolicy
+
+    ThreadPolicy(args.threads).apply()
 
     device_map = args.device_map
     if device_map and device_map.lstrip().startswith("{"):
@@ -85,9 +109,14 @@ def _serve(args) -> int:
     from .extract import PersonaVectors
     from .personas import load_experts, parse_mbti
     from .server import serve
+    from .threads import ThreadPolicy
 
     if args.max_batch < 1 or args.max_queue < 0 or args.max_tokens < 1:
         raise ValueError("--max-batch and --max-tokens must be >= 1 and --max-queue >= 0")
+    if args.prefill_chunk < 1 or args.max_merged_adapters < 1:
+        raise ValueError("--prefill-chunk and --max-merged-adapters must be >= 1")
+    threads = ThreadPolicy(args.threads)
+    threads.apply()
     if args.persona:
         parse_mbti(args.persona)  # a bad default persona fails now, not on the first request
     engine = Engine.from_pretrained(args.base, dtype=args.dtype)
@@ -111,6 +140,9 @@ def _serve(args) -> int:
         max_batch=args.max_batch,
         max_queue=args.max_queue,
         max_tokens=args.max_tokens,
+        prefill_chunk=args.prefill_chunk,
+        max_merged=args.max_merged_adapters,
+        threads=threads,
     )
     return 0
 
@@ -347,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--stats", action="store_true", help="print sampler statistics (JSON) to stderr")
     g.add_argument("--no-stream", action="store_true", help="print the text at the end instead of streaming")
+    g.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
     g.set_defaults(func=_generate)
     s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with per-request personas")
     s.add_argument(
@@ -369,6 +402,19 @@ def main(argv: list[str] | None = None) -> int:
         "--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM"
     )
     s.add_argument("--log-level", default="warning", help="uvicorn's log level (info logs every request)")
+    s.add_argument("--threads", type=_threads, default="auto", help=THREADS_HELP)
+    s.add_argument(
+        "--prefill-chunk",
+        type=int,
+        default=256,
+        help="context tokens per row a newcomer's prefill feeds between two decode steps",
+    )
+    s.add_argument(
+        "--max-merged-adapters",
+        type=int,
+        default=4,
+        help="summed adapters of proposal='merged' kept loaded (least recently used unloaded first)",
+    )
     s.set_defaults(func=_serve)
     x = sub.add_parser(
         "extract-vectors", help="extract persona vectors (mean block outputs, persona - neutral)"

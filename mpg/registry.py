@@ -8,6 +8,7 @@ name weights; `check_policy` says, once, whether a policy's names exist.
 
 from __future__ import annotations
 
+import collections
 import warnings
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class Registry:
         self.head_cache_size = head_cache_size
         self.head_caches: dict[str, HeadCache] = {}  # model name -> its context heads
         self._lora: dict = {}  # model name -> (key, MultiLoRA | None)
+        self.merged: collections.OrderedDict = collections.OrderedDict()  # (model, name) of summed adapters, LRU
 
     # ---- weights -----------------------------------------------------------------------------------
     def load_adapter(self, name: str, path: str | Path, model: str = "base") -> None:
@@ -101,10 +103,13 @@ class Registry:
 
     def add_lora_sum(self, name: str, coefficients: dict[str, float], model: str = "base") -> None:
         """Register adapter `name` on `model`: one LoRA whose delta is sum_a coefficients[a] * delta_a of
-        loaded adapters (`mpg.lora_sum.add_merged_adapter`). A no-op if `name` is already loaded."""
+        loaded adapters (`mpg.lora_sum.add_merged_adapter`). A name already loaded is reused (names hash
+        the coefficients: the same name is the same weights) and becomes the most recently used."""
         from .lora_sum import add_merged_adapter
 
         if name in self.adapters.get(model, set()):
+            if (model, name) in self.merged:
+                self.merged.move_to_end((model, name))
             return
         missing = [a for a in coefficients if a not in self.adapters.get(model, set())]
         if missing:
@@ -118,14 +123,30 @@ class Registry:
         finally:
             ctx.__exit__(None, None, None)
         self.adapters[model].add(name)
+        self.merged[(model, name)] = None
+
+    def trim_merged(self, limit: int, keep: set[str] = frozenset()) -> list[str]:
+        """Unload the least recently used summed adapters until at most `limit` remain, never one named in
+        `keep` (those running sequences use). Returns the names unloaded. The caller makes sure no forward
+        is under way (the server's worker, between steps)."""
+        out = []
+        for model, name in list(self.merged):
+            if len(self.merged) <= limit:
+                break
+            if name in keep:
+                continue
+            self.remove_adapter(name, model)
+            out.append(name)
+        return out
 
     def remove_adapter(self, name: str, model: str = "base") -> None:
-        """Unload adapter `name` from `model` (a bounded cache of merged adapters evicts this way)."""
+        """Unload adapter `name` from `model`. Cached context heads stay: they are keyed by the adapter's
+        name, and a name is loaded again only with the same weights."""
         if name not in self.adapters.get(model, set()):
             raise ValueError(f"no adapter {name!r} on model {model!r}")
         self.models[model].delete_adapter(name)
         self.adapters[model].discard(name)
-        self.head_caches.pop(model, None)
+        self.merged.pop((model, name), None)
 
     def add_model(self, name: str, model, tokenizer=None) -> None:
         """Register a separate causal LM; it must share the base tokenizer and output vocabulary."""

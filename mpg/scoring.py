@@ -396,6 +396,8 @@ class PolicyGroup:
                 else:
                     self.cache.layers[i] = keeper
         self.adapters += other.adapters
+        if other.lora is not None:  # built after this group's, for a superset of the adapters in use
+            self.lora = other.lora
         self._tails += other._tails
         self._tail_pos += other._tail_pos
         self.steer_deltas = {
@@ -431,6 +433,7 @@ class MultiPolicyScorer:
 
     def __init__(self, groups: list[PolicyGroup], slots: list[list[tuple[int, int]]], models: list[str]):
         self.groups, self.slots, self.models = groups, slots, models
+        self.dropped_passes = 0  # forward passes of groups dropped when their last rows left
 
     @property
     def n_seqs(self) -> int:
@@ -595,14 +598,21 @@ class MultiPolicyScorer:
     def select(self, keep: list[int]) -> None:
         """Keep sequences `keep` (old numbering), renumbered 0..len(keep)-1."""
         remap = {b: i for i, b in enumerate(keep)}
-        new_index = []
-        for g in self.groups:
+        new_index, kept = [], []  # per group: old row -> new row; the groups that still have rows
+        for gi, g in enumerate(self.groups):
             rows = [i for i in range(g.rows) if int(g.row_seq[i]) in remap]
             new_index.append({r: j for j, r in enumerate(rows)})
-            rows_t = torch.tensor(rows, dtype=torch.long)
-            g.select(rows_t, torch.tensor([remap[int(g.row_seq[i])] for i in rows], dtype=torch.long))
-        self.slots = [[(gi, new_index[gi][r]) for gi, r in self.slots[b]] for b in keep]
+            if rows:  # a model nobody uses any more leaves (its group and cache are dropped)
+                rows_t = torch.tensor(rows, dtype=torch.long)
+                g.select(rows_t, torch.tensor([remap[int(g.row_seq[i])] for i in rows], dtype=torch.long))
+                kept.append(gi)
+            else:
+                self.dropped_passes += g.forward_passes
+        position = {gi: j for j, gi in enumerate(kept)}
+        self.groups = [self.groups[gi] for gi in kept]
+        self.models = [self.models[gi] for gi in kept]
+        self.slots = [[(position[gi], new_index[gi][r]) for gi, r in self.slots[b]] for b in keep]
 
     @property
     def forward_passes(self) -> int:
-        return sum(g.forward_passes for g in self.groups)
+        return sum(g.forward_passes for g in self.groups) + self.dropped_passes

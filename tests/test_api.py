@@ -261,3 +261,20 @@ def test_stop_strings_found_in_new_text_equal_a_whole_text_search(engine, stop_a
 def test_generate_config_names_the_bad_setting(engine, kwargs, match):
     with pytest.raises(ValueError, match=match):
         engine.generate("a b", ATTRS, **kwargs)
+
+
+@pytest.mark.parametrize("sampler", ["fused", "speculative"])
+def test_temperature_zero_is_the_argmax_of_p1(engine, sampler):
+    """Greedy decoding: every token is p_1's most likely token (checked against the target enumerated
+    from scratch, one prefix at a time)."""
+    from oracle import exact_distribution
+
+    target = Target(tuple(ATTRS), "product")
+    out = engine.generate(
+        "a b", target=target, sampler=sampler, temperature=0, max_new_tokens=3, eos_token_id=[]
+    )
+    ids = out.token_ids[0]
+    for t in range(len(ids)):
+        p = exact_distribution(engine, target, "a b", t + 1, 1, None)  # p_1 over t+1 tokens
+        after = {seq[t]: q for seq, q in p.items() if list(seq[:t]) == ids[:t]}
+        assert ids[t] == max(after, key=after.get)

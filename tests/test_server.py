@@ -334,3 +334,224 @@ def test_full_queue_gets_429_and_sigterm_finishes_in_flight_work(setup):
     assert results["queued"].status_code == 200  # accepted before the signal: answered, not lost
     assert results["queued"].json()["usage"]["completion_tokens"] == 5
     assert os.path.exists(root)
+
+
+def test_sixteen_clients_over_eight_personas_and_mixed_settings(client, setup):
+    """One running batch per sampler holds every persona and setting: each client still gets exactly its
+    offline text (temperature, top-p, sampler and its knobs are the sequence's own)."""
+    types = ["ENTJ", "INTP", "ESFJ", "ISTP", "ENFP", "INFJ", "ESTJ", "ISFP"]
+    settings = [
+        {"temperature": 1.0, "top_p": 1.0, "sampler": "fused"},
+        {"temperature": 0.7, "top_p": 0.9, "sampler": "fused"},
+        {"temperature": 1.2, "top_p": 1.0, "sampler": "speculative", "chunk_size": 2},
+        {"temperature": 1.0, "top_p": 0.8, "sampler": "speculative", "chunk_size": 4},
+        {"temperature": 0.0, "top_p": 1.0, "sampler": "fused"},
+        {"temperature": 1.0, "top_p": 1.0, "sampler": "scr", "chunk_size": 3},
+    ]
+    jobs = [
+        (types[i % 8], "a b" if i % 3 else "b a a", 200 + i, 5 + i % 7, settings[i % 6]) for i in range(16)
+    ]
+
+    def ask(job):
+        mbti, prompt, seed, n, kw = job
+        extra = {k: v for k, v in kw.items() if k in ("sampler", "chunk_size")}
+        r = client.chat.completions.create(
+            model=f"mpg-{mbti.lower()}",
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=n,
+            seed=seed,
+            temperature=kw["temperature"],
+            top_p=kw["top_p"],
+            extra_body={"ignore_eos": True, **extra},
+        )
+        return r.choices[0].message.content
+
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(ask, jobs))
+    for (mbti, prompt, seed, n, kw), text in zip(jobs, got):
+        assert text == offline(setup, prompt, seed, n, mbti=mbti, eos_token_id=[], **kw), (mbti, seed, kw)
+
+
+def test_a_multi_turn_chat_is_the_offline_text_of_the_same_conversation(client, setup):
+    from mpg.chat import Conversation
+
+    messages = [
+        {"role": "system", "content": "b a"},
+        {"role": "user", "content": "a b"},
+        {"role": "assistant", "content": "b b a"},
+        {"role": "user", "content": "a a"},
+    ]
+    r = client.chat.completions.create(model="mpg-infj", messages=messages, max_tokens=10, seed=4)
+    conv = Conversation((("system", "b a"), ("user", "a b"), ("assistant", "b b a")), "a a")
+    assert r.choices[0].message.content == offline(setup, conv, 4, 10, mbti="INFJ")
+    single = client.chat.completions.create(
+        model="mpg-infj", messages=[{"role": "user", "content": "a a"}], max_tokens=10, seed=4
+    )
+    assert r.usage.prompt_tokens > single.usage.prompt_tokens  # the history is in the context
+
+
+def test_a_wave_joining_mid_stream_changes_no_running_text(client, setup, server):
+    """A long streamed answer is under way when eight requests of other personas arrive at once: their
+    prefill runs between its steps, and its text is still its offline text."""
+    body = {
+        "model": "mpg-estp",
+        "prompt": "a b",
+        "max_tokens": 60,
+        "seed": 9,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    lines = []
+    with httpx.stream("POST", server + "/v1/completions", json=body, timeout=120) as r:
+        it = r.iter_lines()
+        lines.append(next(line for line in it if line.startswith("data:")))
+
+        def wave(i):
+            return (
+                client.completions.create(
+                    model=f"mpg-{['isfj', 'enfp', 'intj', 'esfp'][i % 4]}",
+                    prompt="b" if i % 2 else "a a b",
+                    max_tokens=8,
+                    seed=30 + i,
+                )
+                .choices[0]
+                .text
+            )
+
+        with ThreadPoolExecutor(8) as pool:
+            waves = list(pool.map(wave, range(8)))
+        lines += [line for line in it if line.startswith("data:")]
+    chunks = [json.loads(line[5:]) for line in lines if line != "data: [DONE]"]
+    text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+    assert text == offline(setup, "a b", 9, 60, mbti="ESTP", eos_token_id=[])
+    assert all(isinstance(w, str) for w in waves)
+
+
+def test_the_merged_adapter_cache_evicts_and_reloads_without_changing_outputs(setup):
+    """proposal="merged" is served: the worker builds each persona's summed adapter between steps and
+    keeps at most --max-merged-adapters of them; one evicted and built again gives the same text."""
+    root, engine = setup
+    proc, url = start_server(root, "--max-merged-adapters", "1")
+    try:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=120)
+
+        def ask(mbti):
+            r = c.completions.create(
+                model="mpg",
+                prompt="a b",
+                max_tokens=8,
+                seed=3,
+                extra_body={
+                    "persona": mbti,
+                    "sampler": "speculative",
+                    "proposal": "merged",
+                    "ignore_eos": True,
+                },
+            )
+            return r.choices[0].text, httpx.get(url + "/health").json()["merged_adapters"]
+
+        # a merge sums the letters' axis adapters by weight (the side lives in the contexts): two
+        # personas with other weights need two adapters
+        first, loaded_first = ask("ENTJ")
+        other, loaded_other = ask("E=1,N=0.5")
+        again, loaded_again = ask("ENTJ")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert len(loaded_first) == len(loaded_other) == len(loaded_again) == 1
+    assert loaded_first != loaded_other and loaded_again == loaded_first  # evicted, then built again
+    assert first == again
+    for mbti, text in (("ENTJ", first), ("E=1,N=0.5", other)):
+        want = offline(
+            setup, "a b", 3, 8, mbti=mbti, sampler="speculative", proposal="merged", eos_token_id=[]
+        )
+        assert text == want, mbti
+
+
+def test_no_request_body_gets_a_500_and_the_server_keeps_answering(server):
+    """Generated bodies (wrong types, NaN and infinite numbers, huge, empty and unicode strings, unknown
+    and missing fields) on both routes: every answer is a 400 naming a field, or a 200."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**70), max_value=2**70)
+        | st.floats(allow_nan=True, allow_infinity=True)
+        | st.text(max_size=30)
+        | st.sampled_from(
+            ["", " ", "a b", "ENTJ", "E=nan", "E=inf", "x" * 20_000, "\u00e9\U0001f600", "\x00"]
+        )
+    )
+    values = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=6,
+    )
+    fields = st.sampled_from(
+        [
+            "model",
+            "messages",
+            "prompt",
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "seed",
+            "stop",
+            "stream",
+            "n",
+            "persona",
+            "profile",
+            "personality",
+            "traits",
+            "aggregator",
+            "lam",
+            "sampler",
+            "chunk_size",
+            "proposal",
+            "steer",
+            "ignore_eos",
+            "max_completion_tokens",
+            "logprobs",
+            "mystery",
+        ]
+    )
+    base = {"model": "mpg", "max_tokens": 2, "ignore_eos": True}
+    statuses = []
+
+    @hypothesis.settings(
+        max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(hypothesis.HealthCheck)
+    )
+    @hypothesis.given(
+        kind=st.sampled_from(["chat", "completion"]),
+        changes=st.dictionaries(fields, values, max_size=4),
+        drop=st.lists(st.sampled_from(["model", "messages", "prompt", "max_tokens"]), max_size=2),
+    )
+    def one(kind, changes, drop):
+        body = dict(
+            base,
+            **({"messages": [{"role": "user", "content": "a b"}]} if kind == "chat" else {"prompt": "a b"}),
+        )
+        body.update(changes)
+        for k in drop:
+            body.pop(k, None)
+        route = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
+        if body.get("stream") is True:
+            body["stream"] = False  # a streamed answer's status is sent before generation: same checks
+        r = httpx.post(
+            server + route,
+            content=json.dumps(body),
+            headers={"content-type": "application/json"},
+            timeout=120,
+        )
+        statuses.append(r.status_code)
+        assert r.status_code in (200, 400), (r.status_code, body, r.text[:300])
+        if r.status_code == 400:
+            assert r.json()["error"]["message"]
+
+    one()
+    assert 200 in statuses and 400 in statuses
+    ok = httpx.post(
+        server + "/v1/completions", json={"model": "mpg", "prompt": "a b", "max_tokens": 2}, timeout=60
+    )
+    assert ok.status_code == 200

@@ -83,11 +83,23 @@ def mpg_stats(spec, members) -> dict:
 
 
 def create_app(
-    engine, *, experts="auto", persona="ENTJ", max_batch=16, max_queue=64, max_tokens=1024
+    engine,
+    *,
+    experts="auto",
+    persona="ENTJ",
+    max_batch=16,
+    max_queue=64,
+    max_tokens=1024,
+    prefill_chunk=256,
+    max_merged=4,
+    threads=None,
 ) -> FastAPI:
-    """The app; its scheduler's worker starts with the app (lifespan) and stops with it."""
+    """The app; its scheduler's worker starts with the app (lifespan) and stops with it. prefill_chunk,
+    max_merged and threads (a `mpg.threads.ThreadPolicy`): see `Scheduler`."""
     metrics = Metrics()
-    scheduler = Scheduler(engine, max_batch, max_queue, metrics)
+    scheduler = Scheduler(
+        engine, max_batch, max_queue, metrics, prefill_chunk=prefill_chunk, max_merged=max_merged, threads=threads
+    )
     presets = Presets(persona)
 
     @contextlib.asynccontextmanager
@@ -117,6 +129,8 @@ def create_app(
             "waiting": waiting,
             "max_batch": max_batch,
             "max_queue": max_queue,
+            "merged_adapters": [name for _, name in engine.registry.merged],
+            "threads": scheduler.threads.current if scheduler.threads is not None else None,
         }
 
     @app.get("/metrics")

@@ -19,7 +19,7 @@ from ..chat import Conversation, Prompt, prompt_text
 from ..generation import GenerateConfig
 from ..personas import AXES, persona
 from ..policies import AGGREGATORS, Policy, Target
-from ..proposals import prompt_proposal
+from ..proposals import merge_coefficients, prompt_proposal
 from ..samplers import SequenceSettings
 from ..steering import Steer
 from ..tokens import eos_token_ids
@@ -42,6 +42,9 @@ OPENAI = {"model", "messages", "prompt", "max_tokens", "max_completion_tokens", 
 OPENAI |= {"seed", "stop", "stream"}
 MPG = {"persona", "profile", "personality", "traits", "aggregator", "lam", "sampler", "chunk_size"}
 MPG |= {"proposal", "steer", "ignore_eos"}
+
+
+SEED_LIMIT = 2**44  # seeds are integers in [0, SEED_LIMIT]
 
 
 class RequestError(ValueError):
@@ -194,9 +197,8 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
         )
     lam = _number(body, "lam", 0)
     proposal = body.get("proposal", "anchor")
-    if proposal not in ("anchor", "prompt", None):
-        # "merged" adds a LoRA adapter per distinct persona mix to the served model: not while serving
-        raise RequestError(f"proposal must be 'anchor' or 'prompt' here, got {proposal!r}", "proposal")
+    if proposal not in ("anchor", "prompt", "merged", None):
+        raise RequestError(f"proposal must be 'anchor', 'prompt' or 'merged', got {proposal!r}", "proposal")
     if not mbti and not roleplaying and not traits:  # the base alone (mpg-base), maybe steered
         policy = Policy(steering=steer)  # checked with the others in parse_request
         return Target.single(policy), True, "base" + (" (steered)" if steer else "")
@@ -209,16 +211,20 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
             traits=traits,
             experts=experts,
         )
-    except (ValueError, FileNotFoundError) as e:
+        anchor = replace(p.anchor, steering=steer) if steer else p.anchor
+        # the persona's own composition where the request names no aggregator / lam (Persona.target)
+        target = replace(p.target(aggregator=aggregator, lam=None if lam is None else float(lam)), anchor=anchor)
+    except (ValueError, TypeError, FileNotFoundError) as e:
         raise RequestError(str(e), "persona") from None
-    anchor = replace(p.anchor, steering=steer) if steer else p.anchor
-    # the persona's own composition where the request names no aggregator / lam (Persona.target)
-    target = replace(p.target(aggregator=aggregator, lam=None if lam is None else float(lam)), anchor=anchor)
-    if proposal == "prompt":
-        try:
+    try:
+        if proposal == "prompt":
             target = replace(target, proposal=prompt_proposal(target))
-        except ValueError as e:
-            raise RequestError(str(e), "proposal") from None
+        elif proposal == "merged":
+            merge_coefficients(target)  # a merge that cannot be built is the request's error, now
+            # the adapter itself is built by the scheduler's worker, between steps (a bounded cache)
+            target = replace(target, proposal="merged")
+    except ValueError as e:
+        raise RequestError(str(e), "proposal") from None
     return target, p.needs_prompt, p.describe()
 
 
@@ -253,7 +259,8 @@ def parse_request(
         raise RequestError(
             "the prompt (the last user message) is empty", "messages" if kind == "chat" else "prompt"
         )
-    for p in dict.fromkeys([*target.policies(), target.draft_policy]):
+    drafts = [] if isinstance(target.proposal, str) else [target.draft_policy]  # a named one: built later
+    for p in dict.fromkeys([*target.policies(), *drafts]):
         try:
             engine.registry.check_policy(p)
         except ValueError as e:
@@ -264,7 +271,8 @@ def parse_request(
         raise RequestError(
             f"{field_name}={max_tokens} exceeds this server's limit of {max_tokens_limit} tokens", field_name
         )
-    seed = _number(body, "seed", integer=True)
+    # a choice's stream is seed * 1_000_003 + choice (mpg.samplers.prompt_rng): kept inside torch's 64 bits
+    seed = _number(body, "seed", 0, SEED_LIMIT, integer=True)
     seed = secrets.randbelow(2**31) if seed is None else seed
     stream = body.get("stream", False)
     if not isinstance(stream, bool):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..proposals import resolve_proposal
 from ..running import Pending, RunningBatch
 from ..samplers import SAMPLERS, Sequence, prompt_rng
 from .protocol import JobSpec
@@ -47,6 +48,7 @@ class Job:
     members: list = field(default_factory=list)  # its choices' mpg.running.Member, once admitted
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
+    target: object = None  # the spec's target with its proposal built (the worker sets it)
 
     def push(self, *event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
@@ -59,9 +61,21 @@ class Job:
 
 
 class Scheduler:
-    def __init__(self, engine, max_batch: int, max_queue: int, metrics=None, prefill_chunk: int = 256):
+    def __init__(
+        self,
+        engine,
+        max_batch: int,
+        max_queue: int,
+        metrics=None,
+        prefill_chunk: int = 256,
+        max_merged: int = 4,
+        threads=None,
+    ):
+        """prefill_chunk: context tokens per row a newcomer's prefill feeds per loop; max_merged: summed
+        adapters (proposal="merged") kept loaded, least recently used unloaded first; threads: a
+        `mpg.threads.ThreadPolicy`, re-applied between steps (None: torch's own setting)."""
         self.engine, self.max_batch, self.max_queue, self.metrics = engine, max_batch, max_queue, metrics
-        self.prefill_chunk = prefill_chunk  # context tokens per row fed per loop for newcomers
+        self.prefill_chunk, self.max_merged, self.threads = prefill_chunk, max_merged, threads
         self.waiting: collections.deque[Job] = collections.deque()
         self.batches: dict[str, RunningBatch] = {}  # sampler -> its running batch
         self.prefilling: list[tuple[str, list[Job], Pending]] = []  # newcomers whose prefill is under way
@@ -129,6 +143,8 @@ class Scheduler:
             for sampler, jobs in by_sampler.items():
                 self._prepare(sampler, jobs)
             self._prefill()
+            if self.threads is not None:
+                self.threads.adapt()
             for sampler, rb in list(self.batches.items()):
                 self._advance(rb)
                 if not len(rb):
@@ -152,14 +168,25 @@ class Scheduler:
             out.append(self.waiting.popleft())
         return out
 
+    def _in_use(self) -> set[str]:
+        """The adapters of running and prefilling sequences' proposals (a summed adapter in use stays)."""
+        jobs = [m.tag[0] for rb in self.batches.values() for m in rb.members]
+        jobs += [job for _, waiting, _ in self.prefilling for job in waiting]
+        return {job.target.draft_policy.adapter for job in jobs if job.target is not None}
+
     def _prepare(self, sampler: str, jobs: list[Job]) -> None:
-        """Build the rows of jobs of one sampler (their prefill is left to `_prefill`, in pieces)."""
+        """Build the rows of jobs of one sampler (their prefill is left to `_prefill`, in pieces). A
+        proposal named "merged" gets its summed adapter here, between steps, from a bounded cache."""
         requests = []
-        for job in jobs:
-            for i, prompt in enumerate(job.spec.prompts):
-                seq = Sequence(job.spec.max_tokens, prompt_rng(job.spec.seed, i), job.spec.settings)
-                requests.append((job.spec.target, prompt, seq, job.spec.stop, (job, i)))
         try:
+            for job in jobs:
+                t = job.spec.target
+                job.target = resolve_proposal(self.engine, t, t.proposal) if isinstance(t.proposal, str) else t
+                for i, prompt in enumerate(job.spec.prompts):
+                    seq = Sequence(job.spec.max_tokens, prompt_rng(job.spec.seed, i), job.spec.settings)
+                    requests.append((job.target, prompt, seq, job.spec.stop, (job, i)))
+            keep = self._in_use() | {job.target.draft_policy.adapter for job in jobs}
+            self.engine.registry.trim_merged(self.max_merged, keep=keep)
             pending = self.engine.prepare(requests, prefill=False)
         except Exception as e:  # noqa: BLE001 -- one request's failure must not stop the server
             traceback.print_exc()
