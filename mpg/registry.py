@@ -62,7 +62,8 @@ class Registry:
         self.head_cache_size = head_cache_size
         self.head_caches: dict[str, HeadCache] = {}  # model name -> its context heads
         self._lora: dict = {}  # model name -> (key, MultiLoRA | None)
-        self.merged: collections.OrderedDict = collections.OrderedDict()  # (model, name) of summed adapters, LRU
+        # (model, name) of the summed adapters, least recently used first
+        self.merged: collections.OrderedDict = collections.OrderedDict()
 
     # ---- weights -----------------------------------------------------------------------------------
     def load_adapter(self, name: str, path: str | Path, model: str = "base") -> None:

@@ -98,7 +98,13 @@ def create_app(
     max_merged and threads (a `mpg.threads.ThreadPolicy`): see `Scheduler`."""
     metrics = Metrics()
     scheduler = Scheduler(
-        engine, max_batch, max_queue, metrics, prefill_chunk=prefill_chunk, max_merged=max_merged, threads=threads
+        engine,
+        max_batch,
+        max_queue,
+        metrics,
+        prefill_chunk=prefill_chunk,
+        max_merged=max_merged,
+        threads=threads,
     )
     presets = Presets(persona)
 

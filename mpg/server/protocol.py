@@ -213,7 +213,9 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
         )
         anchor = replace(p.anchor, steering=steer) if steer else p.anchor
         # the persona's own composition where the request names no aggregator / lam (Persona.target)
-        target = replace(p.target(aggregator=aggregator, lam=None if lam is None else float(lam)), anchor=anchor)
+        target = replace(
+            p.target(aggregator=aggregator, lam=None if lam is None else float(lam)), anchor=anchor
+        )
     except (ValueError, TypeError, FileNotFoundError) as e:
         raise RequestError(str(e), "persona") from None
     try:

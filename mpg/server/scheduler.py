@@ -181,7 +181,9 @@ class Scheduler:
         try:
             for job in jobs:
                 t = job.spec.target
-                job.target = resolve_proposal(self.engine, t, t.proposal) if isinstance(t.proposal, str) else t
+                job.target = (
+                    resolve_proposal(self.engine, t, t.proposal) if isinstance(t.proposal, str) else t
+                )
                 for i, prompt in enumerate(job.spec.prompts):
                     seq = Sequence(job.spec.max_tokens, prompt_rng(job.spec.seed, i), job.spec.settings)
                     requests.append((job.target, prompt, seq, job.spec.stop, (job, i)))
