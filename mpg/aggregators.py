@@ -9,7 +9,17 @@ import math
 
 import torch
 
-__all__ = ["aggregate", "chunk_log_weights", "implausible", "plausible", "token_target_logits"]
+from .policies import GUARDS
+
+__all__ = [
+    "GUARDS",
+    "aggregate",
+    "chunk_log_weights",
+    "guard_cut",
+    "implausible",
+    "plausible",
+    "token_target_logits",
+]
 
 
 def aggregate(ratios: torch.Tensor, weights: torch.Tensor, aggregator: str, lam: float) -> torch.Tensor:
@@ -51,6 +61,28 @@ def implausible(lp: torch.Tensor, top: torch.Tensor, alpha: float) -> torch.Tens
     return lp < top + math.log(alpha)
 
 
+def guard_cut(anchor_lp: torch.Tensor, num_lp: torch.Tensor, alpha: float, guard: str) -> torch.Tensor:
+    """The tokens a guard removes (GUARDS): True where the token is implausible at alpha > 0.
+
+    anchor_lp: [..., V]    log-probs of the anchor (normalised: "mixture" adds probabilities)
+    num_lp:    [..., n, V] log-probs of the attributes' numerators (read by "union" and "mixture")
+    returns    [..., V]    bool
+    """
+    if guard == "anchor":
+        return implausible(anchor_lp, anchor_lp.amax(-1, keepdim=True), alpha)
+    if guard == "union":
+        # cut only what neither the anchor nor any numerator finds plausible: a token the policy that
+        # carries an axis would write stays, one no fluent policy would write goes
+        anchor_cut = implausible(anchor_lp, anchor_lp.amax(-1, keepdim=True), alpha)  # [..., V]
+        num_cut = implausible(num_lp, num_lp.amax(-1, keepdim=True), alpha).all(-2)  # [..., V]
+        return anchor_cut & num_cut
+    if guard == "mixture":
+        every = torch.cat([anchor_lp.unsqueeze(-2), num_lp], -2)  # [..., n+1, V]
+        mix = torch.logsumexp(every, -2)  # [..., V] log of (n+1) x the mixture: the scale cancels
+        return implausible(mix, mix.amax(-1, keepdim=True), alpha)
+    raise ValueError(f"unknown guard {guard!r}; choose one of {', '.join(GUARDS)}")
+
+
 def token_target_logits(
     anchor_lp: torch.Tensor,
     num_lp: torch.Tensor,
@@ -59,16 +91,21 @@ def token_target_logits(
     aggregator: str,
     lam: float,
     plausibility: float = 0.0,
+    guard: str = "anchor",
 ) -> torch.Tensor:
     """Unnormalised log p~_1 over the vocabulary (k = 1 target).
 
     anchor_lp:        [..., V]    log pi_0(. | h)
     num_lp, den_lp:   [..., n, V] log num_i(. | h), log den_i(. | h)
-    returns           [..., V]    log pi_0 + A_w(lam * (num - den)), kept to the anchor's plausible
-                                  tokens when plausibility > 0; log_softmax of it is log p_1
+    returns           [..., V]    log pi_0 + A_w(lam * (num - den)), kept to the guard's plausible
+                                  tokens when plausibility > 0 (`guard_cut`; "anchor": the anchor's
+                                  own); log_softmax of it is log p_1
     """
     ratios = (num_lp - den_lp).transpose(-1, -2)  # [..., V, n]
-    return plausible(anchor_lp + aggregate(ratios, weights, aggregator, lam), anchor_lp, plausibility)
+    logits = anchor_lp + aggregate(ratios, weights, aggregator, lam)  # [..., V]
+    if plausibility <= 0:
+        return logits
+    return logits.masked_fill(guard_cut(anchor_lp, num_lp, plausibility, guard), float("-inf"))
 
 
 def chunk_log_weights(

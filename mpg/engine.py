@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .chat import HEAD_PROBE, ChatRenderer, Conversation, Prompt, common_prefix, prompt_text
-from .generation import GenerateConfig, GenerateOutput, build_target
+from .generation import GenerateConfig, GenerateOutput, build_target, check_sampler_target
 from .policies import Attribute, Policy, Target
 from .policy_table import PolicyTable
 from .registry import Registry, check_same_vocab, is_peft
@@ -193,6 +193,7 @@ class Engine:
         if streamer is not None and len(prompts) > 1:
             raise ValueError("a streamer needs a single prompt (as in transformers)")
         self.check_target(target)
+        check_sampler_target(cfg.sampler, target)
         eos = eos_token_ids(self.models["base"], self.tokenizer, cfg.eos_token_id)
         settings = SequenceSettings(
             cfg.sampler, float(cfg.temperature), float(cfg.top_p), cfg.sampler_config, eos
@@ -245,6 +246,8 @@ class Engine:
         policies (its policy table), the scorer's rows for all of them and, for a drafting sampler, one
         drafter row each. prefill=False leaves the contexts' tails to `Pending.prefill` (in pieces)."""
         sampler = SAMPLERS[requests[0][2].settings.sampler]
+        for t, *_ in requests:
+            check_sampler_target(sampler.name, t)
         tables = [PolicyTable.for_target(self.chat, t, [p]) for t, p, *_ in requests]
         scorer = self.build_scorer_rows([tb.sequence(0) for tb in tables], defer_prefill=not prefill)
         drafter, draft_labels = None, []

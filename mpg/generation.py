@@ -13,7 +13,14 @@ from dataclasses import dataclass, field, fields
 from .policies import PROPOSALS, Attribute, Policy, Target
 from .samplers import SAMPLERS, SamplerConfig, SequenceStats
 
-__all__ = ["GenerateConfig", "GenerateOutput", "BatchStats", "build_target", "find_stop"]
+__all__ = [
+    "GenerateConfig",
+    "GenerateOutput",
+    "BatchStats",
+    "build_target",
+    "check_sampler_target",
+    "find_stop",
+]
 
 
 @dataclass
@@ -84,6 +91,18 @@ class GenerateConfig:
         self.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if not all(isinstance(s, str) for s in self.stop):
             raise ValueError(f"stop must be a string or a list of strings, got {self.stop!r}")
+
+
+def check_sampler_target(sampler: str, target: Target) -> None:
+    """A clear error where a sampler cannot sample the target's law: scr weighs whole chunks, and its
+    chunk-level constraint is the anchor's plausible set alone (drafts are kept to the proposal's own
+    set), so a guard that widens the set by other policies' has no chunk-level form there."""
+    guard = getattr(target, "guard", "anchor")
+    if sampler == "scr" and guard != "anchor":
+        raise ValueError(
+            f"sampler 'scr' cannot sample a target with guard={guard} (its chunk-level constraint is the "
+            "anchor's plausible set); use sampler='fused' or 'speculative'"
+        )
 
 
 def build_target(

@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 
 from .steering import Steer
 
-__all__ = ["AGGREGATORS", "PROPOSALS", "Attribute", "Policy", "Target", "validate_target"]
+__all__ = ["AGGREGATORS", "GUARDS", "PROPOSALS", "Attribute", "Policy", "Target", "validate_target"]
 
 AGGREGATORS = ("product", "mixture")
+# Whose plausible sets a target with plausibility alpha > 0 is kept to (mpg.aggregators.guard_cut):
+#   "anchor"   the anchor's alone (contrastive decoding's constraint);
+#   "union"    a token stays if the anchor OR any attribute's numerator finds it plausible, each
+#              relative to its own top token;
+#   "mixture"  a token stays if plausible under the mixture (anchor + sum_i num_i) / (n + 1).
+GUARDS = ("anchor", "union", "mixture")
 PROPOSALS = ("anchor", "merged", "prompt")  # proposals built from the target by name (mpg.proposals)
 
 
@@ -110,6 +116,8 @@ class Target:
     # > 0: the target kept to the tokens the anchor gives >= plausibility x its top token's probability
     # (mpg.aggregators.plausible; at chunk level, zero from a chunk's first implausible token)
     plausibility: float = 0.0
+    # whose plausible sets (GUARDS); other than "anchor" only at token level (fused, speculative)
+    guard: str = "anchor"
 
     def __post_init__(self):
         object.__setattr__(self, "attributes", tuple(self.attributes))
@@ -127,6 +135,7 @@ class Target:
             ("anchor", policy),
             ("proposal", proposal),
             ("plausibility", 0.0),
+            ("guard", "anchor"),
         ):
             object.__setattr__(t, name, value)
         if not isinstance(policy, Policy) or not (proposal is None or isinstance(proposal, Policy)):
@@ -197,3 +206,12 @@ def validate_target(t: Target) -> None:
     if not isinstance(t.lam, (int, float)) or not math.isfinite(t.lam) or t.lam < 0:
         raise ValueError(f"lam (strength) must be a finite number >= 0, got {t.lam!r}")
     check_plausibility(t.plausibility)
+    check_guard(t.guard, t.plausibility)
+
+
+def check_guard(guard, plausibility) -> None:
+    """A guard names whose plausible sets the target keeps to, so it needs a constraint to act on."""
+    if guard not in GUARDS:
+        raise ValueError(f"unknown guard {guard!r}; choose one of {', '.join(GUARDS)}")
+    if guard != "anchor" and not plausibility:
+        raise ValueError(f"guard={guard} needs a plausibility constraint (plausibility > 0)")

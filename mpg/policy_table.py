@@ -38,10 +38,11 @@ class TargetRows:
     aggregator: str
     lam: float
     plausibility: float = 0.0
+    guard: str = "anchor"  # whose plausible sets (mpg.aggregators.guard_cut)
 
     def law(self) -> tuple:
         """What the target's formula depends on besides the rows (equal laws are computed together)."""
-        return (self.aggregator, tuple(self.weights.tolist()), self.lam, self.plausibility)
+        return (self.aggregator, tuple(self.weights.tolist()), self.lam, self.plausibility, self.guard)
 
     def token_logprobs(self, lp: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
         """lp: [..., P, T, V] policy log-probs (any leading batch of sequences that share this target's
@@ -54,6 +55,7 @@ class TargetRows:
             self.aggregator,
             self.lam,
             self.plausibility,
+            self.guard,
         )  # [..., T, V]
         return temper(logits, temperature, top_p)
 
@@ -197,6 +199,7 @@ class PolicyTable:
             target.aggregator,
             float(target.lam),
             float(target.plausibility),
+            target.guard,
         )
         return cls(t.policies, t.contexts, t.asked, t.row_of, rows)
 

@@ -64,14 +64,29 @@ def exact_distribution(
         return sum(float(lp(policy, prefix + chunk[:t])[c]) for t, c in enumerate(chunk))
 
     alpha = getattr(target, "plausibility", 0.0)
+    guard = getattr(target, "guard", "anchor")
+    if alpha and guard != "anchor" and k != 1:
+        raise ValueError(f"guard={guard} is defined at token level only (k = 1)")
+
+    def below(probs, c):
+        """probs[c] < alpha x max(probs), on a probability vector (float64)."""
+        return float(probs[c]) < alpha * float(probs.max())
+
+    def token_implausible(prefix, c):
+        """Token c after prefix is outside the guard's plausible set (mpg.policies.GUARDS)."""
+        anchor = lp(target.anchor, prefix).exp()  # [V]
+        nums = [lp(a.num, prefix).exp() for a in attrs]  # n x [V]
+        if guard == "anchor":
+            return below(anchor, c)
+        if guard == "union":  # kept if plausible to the anchor or to any numerator
+            return below(anchor, c) and all(below(num, c) for num in nums)
+        if guard == "mixture":  # plausible under (anchor + sum_i num_i) / (n + 1)
+            return below((anchor + sum(nums)) / (len(nums) + 1), c)
+        raise ValueError(guard)
 
     def implausible(prefix, chunk):
-        """Some token of the chunk is below alpha x the anchor's top probability at its position."""
-        for t, c in enumerate(chunk):
-            a = lp(target.anchor, prefix + chunk[:t])
-            if alpha and float(a[c]) < float(a.max()) + math.log(alpha):
-                return True
-        return False
+        """Some token of the chunk is outside the plausible set at its position."""
+        return bool(alpha) and any(token_implausible(prefix + chunk[:t], c) for t, c in enumerate(chunk))
 
     def log_target(prefix, chunk):
         if implausible(prefix, chunk):
