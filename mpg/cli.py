@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         "--composition",
         default=None,
         help="how the experts compose: 'AGGREGATOR[,lam=X][,weights=given|sum1|spread][,anchor=base|prompt]"
-        "[,plausibility=ALPHA]' (default: mpg.personas.DEFAULT_COMPOSITION; see the README)",
+        "[,plausibility=ALPHA][,guard=anchor|union|mixture][,ratio=trait|anchor]' "
+        "(default: mpg.personas.DEFAULT_COMPOSITION; see the README)",
     )
     g.add_argument(
         "--aggregator", default=None, choices=["product", "mixture"], help="overrides the composition's"

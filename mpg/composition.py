@@ -19,7 +19,17 @@ sweep them and the CLI, `persona()` and the main job can share one default:
   prompt naming every trait of the persona: the multi-trait prompt, which the composition then tilts);
 - plausibility alpha (default 0: none): the token-level target is kept to the tokens the anchor gives at
   least alpha times its most likely token's probability (`mpg.aggregators.plausible`), so that a strong
-  composition only chooses among continuations the anchor finds fluent.
+  composition only chooses among continuations the anchor finds fluent;
+- guard (with plausibility > 0), whose plausible sets the target is kept to (`mpg.policies.GUARDS`):
+    "anchor"  the anchor's (the constraint above);
+    "union"   a token stays if the anchor OR some attribute's numerator gives it >= alpha x its own top
+              token's probability: the words of the policy that carries an axis are not cut;
+    "mixture" a token stays if the mixture (anchor + sum_i num_i) / (n + 1) finds it plausible;
+  the wider guards act at token level only (fused, speculative; scr refuses them);
+- ratio, each attribute's denominator:
+    "trait"   as the attribute was built (an expert: the base under the expert's own trait context);
+    "anchor"  the anchor policy itself: l_i = log num_i - log anchor, so one attribute at lam 1 without
+              a constraint IS its numerator alone (the expert), and the n denominators cost no rows.
 
 Mixture weights are normalised to sum 1 by the engine whatever the rule (SPEC), so "sum1" and "given"
 coincide there.
@@ -30,18 +40,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .policies import AGGREGATORS, Attribute, check_plausibility
+from .policies import AGGREGATORS, Attribute, Policy, check_guard, check_plausibility
 
 __all__ = [
     "ANCHORS",
+    "RATIOS",
     "WEIGHT_RULES",
     "Composition",
     "apply_weight_rule",
+    "apply_ratio",
     "measure_ratio_spread",
 ]
 
 WEIGHT_RULES = ("given", "sum1", "spread")
 ANCHORS = ("base", "prompt")
+RATIOS = ("trait", "anchor")
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,8 @@ class Composition:
     weights: str = "given"
     anchor: str = "base"
     plausibility: float = 0.0
+    guard: str = "anchor"
+    ratio: str = "trait"
 
     def __post_init__(self):
         if self.aggregator not in AGGREGATORS:
@@ -64,12 +79,18 @@ class Composition:
         if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
         check_plausibility(self.plausibility)
+        check_guard(self.guard, self.plausibility)
+        if self.ratio not in RATIOS:
+            raise ValueError(f"unknown ratio {self.ratio!r}; choose one of {', '.join(RATIOS)}")
 
     @property
     def name(self) -> str:
-        """'product,lam=0.5,weights=spread,anchor=prompt[,plausibility=0.1]' (what `parse` reads back)."""
+        """'product,lam=0.5,weights=spread,anchor=prompt[,plausibility=0.1][,guard=union][,ratio=anchor]'
+        (what `parse` reads back; fields at their defaults after anchor are left out)."""
         name = f"{self.aggregator},lam={self.lam:g},weights={self.weights},anchor={self.anchor}"
-        return name + (f",plausibility={self.plausibility:g}" if self.plausibility else "")
+        name += f",plausibility={self.plausibility:g}" if self.plausibility else ""
+        name += f",guard={self.guard}" if self.guard != "anchor" else ""
+        return name + (f",ratio={self.ratio}" if self.ratio != "trait" else "")
 
     @classmethod
     def parse(cls, spec: str) -> "Composition":
@@ -82,10 +103,8 @@ class Composition:
             key, eq, value = p.partition("=")
             if not eq:
                 key, value = "aggregator", key
-            if key not in ("aggregator", "lam", "weights", "anchor", "plausibility"):
-                raise ValueError(
-                    f"composition field {key!r} is unknown; use aggregator, lam, weights, anchor, plausibility"
-                )
+            if key not in FIELDS:
+                raise ValueError(f"composition field {key!r} is unknown; use {', '.join(FIELDS)}")
             if key in ("lam", "plausibility"):
                 try:
                     value = float(value)
@@ -93,6 +112,16 @@ class Composition:
                     raise ValueError(f"composition {key} {value!r} is not a number") from None
             kw[key] = value
         return cls(**kw)
+
+
+FIELDS = ("aggregator", "lam", "weights", "anchor", "plausibility", "guard", "ratio")
+
+
+def apply_ratio(attributes: list[Attribute], ratio: str, anchor: Policy) -> list[Attribute]:
+    """The attributes with their denominators as `ratio` says: "trait" as built, "anchor" the anchor."""
+    if ratio not in RATIOS:
+        raise ValueError(f"unknown ratio {ratio!r}; choose one of {', '.join(RATIOS)}")
+    return list(attributes) if ratio == "trait" else [replace(a, den=anchor) for a in attributes]
 
 
 def apply_weight_rule(

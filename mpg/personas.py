@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .composition import Composition, apply_weight_rule
+from .composition import Composition, apply_ratio, apply_weight_rule
 from .expert_file import expert_contexts, expert_spreads
 from .policies import Attribute, Policy, Target
 
@@ -75,6 +75,7 @@ class Persona:
     aggregator: str = "product"
     lam: float = 1.0
     plausibility: float = 0.0
+    guard: str = "anchor"
 
     def target(self, **overrides) -> Target:
         """The composed target; `aggregator=` / `lam=` override the composition's."""
@@ -84,6 +85,7 @@ class Persona:
             lam=self.lam if overrides.get("lam") is None else overrides["lam"],
             anchor=self.anchor,
             plausibility=self.plausibility,
+            guard=self.guard,
         )
 
     def describe(self) -> str:
@@ -259,7 +261,10 @@ def persona(
     attrs = apply_weight_rule(attrs, comp.weights, spreads)
     if comp.anchor == "prompt" and needs_prompt:
         anchor = multi_trait_policy(mbti, [t for t, _ in traits])
-    return Persona(tuple(attrs), anchor, needs_prompt, comp.aggregator, comp.lam, comp.plausibility)
+    attrs = apply_ratio(attrs, comp.ratio, anchor)
+    return Persona(
+        tuple(attrs), anchor, needs_prompt, comp.aggregator, comp.lam, comp.plausibility, comp.guard
+    )
 
 
 def multi_trait_policy(mbti: str | None, traits: list[str] = ()) -> Policy:

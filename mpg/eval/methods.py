@@ -22,6 +22,9 @@ MBTI methods (persona = a type such as ENTJ):
 - compose:SPEC   the four axis experts under any mpg.composition.Composition, e.g.
                  "compose:product,lam=0.5,weights=spread,anchor=prompt" (fused; the benchmarks' sweeps);
                  anchor=prompt tilts the multi-trait prompt (the `prompt` method) instead of the base.
+- one:AXIS:SPEC  ONE axis expert (the type's side of AXIS) under a composition, e.g.
+                 "one:EI:product,lam=1,plausibility=0.1": what the composition does to that axis alone
+                 (anchor=prompt: the base under that one letter's trait prompt).
 Role-play methods (persona = profile + personality): base (= prompt: the role-play prompt already names
 both), expert_personality, expert_profile, and the composed ones above, over the two role-play experts.
 
@@ -34,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..composition import Composition, apply_weight_rule
+from ..composition import Composition, apply_ratio, apply_weight_rule
 from ..personas import (
     AXES,
     NEUTRAL,
@@ -52,6 +55,7 @@ __all__ = [
     "KINDS",
     "MBTI_METHODS",
     "METHODS",
+    "ONE",
     "ROLEPLAY_METHODS",
     "Method",
     "alone",
@@ -82,6 +86,7 @@ class Method:
     candidates: int = 1  # scr: chunks drafted and validated together per round (a speed knob)
     composition: Composition | None = None  # composed methods: None = lam 1, weights as given, base anchor
     alpha: float | None = None  # steered methods: the steering strength (None: the caller's alpha)
+    axis: str | None = None  # one:AXIS: methods: the one axis (of AXES) whose attribute is composed
 
     @property
     def likelihood_mode(self) -> str:
@@ -135,6 +140,7 @@ Experts = str | Path | Callable
 
 
 COMPOSE = "compose:"
+ONE = "one:"
 BILLY_AT = "billy:alpha="
 
 
@@ -144,6 +150,12 @@ def get_method(method: Method | str) -> Method:
     if isinstance(method, str) and method.startswith(COMPOSE):
         comp = Composition.parse(method[len(COMPOSE) :])
         return Method(COMPOSE + comp.name, "fused", comp.aggregator, composition=comp)
+    if isinstance(method, str) and method.startswith(ONE):
+        axis, _, spec = method[len(ONE) :].partition(":")
+        if axis not in AXES:
+            raise ValueError(f"{method!r}: give {ONE}AXIS:COMPOSITION with AXIS one of {', '.join(AXES)}")
+        comp = Composition.parse(spec)
+        return Method(f"{ONE}{axis}:{comp.name}", "fused", comp.aggregator, composition=comp, axis=axis)
     if isinstance(method, str) and method.startswith(BILLY_AT):
         try:
             alpha = float(method[len(BILLY_AT) :])
@@ -154,8 +166,8 @@ def get_method(method: Method | str) -> Method:
         return Method(f"{BILLY_AT}{alpha:g}", "fused", kind="steered", alpha=alpha)
     if method not in METHODS:
         raise ValueError(
-            f"unknown method {method!r}; choose one of {', '.join(METHODS)}, {COMPOSE}<composition> "
-            f"or {BILLY_AT}<strength>"
+            f"unknown method {method!r}; choose one of {', '.join(METHODS)}, {COMPOSE}<composition>, "
+            f"{ONE}<axis>:<composition> or {BILLY_AT}<strength>"
         )
     return METHODS[method]
 
@@ -168,19 +180,20 @@ def composed_target(
     *,
     anchor: Policy | None = None,
 ) -> Target:
-    """The attributes composed as `composition` says (weight rule, lam, anchor, plausibility).
-    anchor: a fixed anchor that wins over the composition's (role-play's own prompt); else the base,
-    or with anchor=prompt the base under the MBTI type's multi-trait prompt."""
+    """The attributes composed as `composition` says (weight rule, lam, anchor, plausibility, guard,
+    ratio). anchor: a fixed anchor that wins over the composition's (role-play's own prompt); else the
+    base, or with anchor=prompt the base under the MBTI type's multi-trait prompt."""
     spreads = attribute_spreads(attributes, experts) if composition.weights == "spread" else None
     attrs = apply_weight_rule(attributes, composition.weights, spreads)
     if anchor is None:
         anchor = prompt_policy(mbti_type) if composition.anchor == "prompt" else Policy()
     return Target(
-        tuple(attrs),
+        tuple(apply_ratio(attrs, composition.ratio, anchor)),
         composition.aggregator,
         lam=composition.lam,
         anchor=anchor,
         plausibility=composition.plausibility,
+        guard=composition.guard,
     )
 
 
@@ -264,6 +277,13 @@ def mbti_target(
             raise ValueError(f"type {mbti_type!r} has no letter on the {axis[0]}/{axis[1]} axis for {m.name}")
         attr = next(a for a in mbti_attributes(engine, letter, experts))
         return alone(attr.num)
+    if m.kind == "composed" and m.composition is not None and m.axis is not None:
+        letter = next((c for c in parse_mbti(mbti_type) if c in m.axis), None)
+        if letter is None:
+            raise ValueError(
+                f"type {mbti_type!r} has no letter on the {m.axis[0]}/{m.axis[1]} axis for {m.name}"
+            )
+        return composed_target(mbti_attributes(engine, letter, experts), m.composition, letter, experts)
     if m.kind == "composed" and m.composition is not None:
         return composed_target(mbti_attributes(engine, mbti_type, experts), m.composition, mbti_type, experts)
     if m.kind == "composed":
@@ -276,7 +296,7 @@ def roleplay_target(
 ) -> Target:
     """The target a method samples for a role-play persona (profile + personality)."""
     m = get_method(method)
-    if m.name not in ROLEPLAY_METHODS and m.composition is None:
+    if (m.name not in ROLEPLAY_METHODS and m.composition is None) or m.axis is not None:
         raise ValueError(
             f"method {m.name!r} is not a role-play method; choose one of {', '.join(ROLEPLAY_METHODS)} "
             f"or {COMPOSE}<composition>"
