@@ -58,6 +58,43 @@ def test_plausibility_parses_names_and_validates():
         Target((Attribute.expert("x", None),), plausibility=1.5)
 
 
+def test_guard_and_ratio_parse_name_and_validate():
+    c = Composition.parse("product,lam=1,plausibility=0.1,ratio=anchor,guard=union")
+    assert (c.guard, c.ratio) == ("union", "anchor")
+    assert c.name == "product,lam=1,weights=given,anchor=base,plausibility=0.1,guard=union,ratio=anchor"
+    assert Composition.parse(c.name) == c
+    assert "guard" not in Composition(plausibility=0.1).name and "ratio" not in Composition().name
+    for bad, match in [
+        ("product,plausibility=0.1,guard=any", "unknown guard"),
+        ("product,guard=union", "guard=union needs a plausibility constraint"),
+        ("product,ratio=base", "unknown ratio"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            Composition.parse(bad)
+    with pytest.raises(ValueError, match="guard=mixture needs"):
+        Target((Attribute.expert("x", None),), guard="mixture")
+
+
+def test_guard_cut_keeps_what_some_fluent_policy_would_write():
+    from mpg.aggregators import guard_cut
+
+    anchor = torch.tensor([0.6, 0.3, 0.06, 0.04]).log()  # [V]: plausible at 0.2: tokens 0, 1
+    nums = torch.tensor([[0.1, 0.1, 0.7, 0.1], [0.5, 0.4, 0.05, 0.05]]).log()  # [n, V]: 2; 0, 1
+    assert guard_cut(anchor, nums, 0.2, "anchor").tolist() == [False, False, True, True]
+    assert guard_cut(anchor, nums, 0.2, "union").tolist() == [False, False, False, True]
+    mix = (anchor.exp() + nums.exp().sum(0)) / 3  # [V]: 0.4, 0.267, 0.27, 0.063
+    assert guard_cut(anchor, nums, 0.2, "mixture").tolist() == (mix < 0.2 * mix.max()).tolist()
+    batched = guard_cut(anchor.expand(3, 4), nums.expand(3, 2, 4), 0.2, "union")  # [3, V]
+    assert batched.tolist() == [[False, False, False, True]] * 3
+
+
+def test_ratio_over_the_anchor_replaces_every_denominator(engine):
+    comp = Composition.parse("product,lam=1,plausibility=0.1,anchor=prompt,ratio=anchor,guard=union")
+    t = composed_target([_letters()(c) for c in "EN"], comp, "EN", _letters())
+    assert all(a.den == t.anchor for a in t.attributes) and t.anchor.system and t.guard == "union"
+    assert len(t.policies()) == 3  # anchor + two numerators: no denominator rows
+
+
 def test_plausible_keeps_the_tokens_the_anchor_finds_likely():
     anchor = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()  # [V]
     logits = torch.tensor([0.0, 5.0, -1.0, 9.0])  # [V]: the composition's favourite is token 3

@@ -4,10 +4,14 @@ Each test also checks that the law it compares against is far (in TV) from a wro
 proposal's own -- so that a sampler ignoring the target would fail it.
 """
 
+from dataclasses import replace
+
 import pytest
-from oracle import check_sampler, empirical, exact_distribution, tv
+from oracle import check_sampler, empirical, exact_distribution, tv, tv_tolerance
 from tiny import EOS
 
+from mpg.composition import Composition
+from mpg.eval.methods import composed_target
 from mpg.policies import Attribute, Policy, Target
 from mpg.steering import Steer
 
@@ -21,6 +25,11 @@ STEERED = Target(
     (Attribute(Policy(adapter="y", system="b", steering=Steer("v", 1, 1.5)), Policy(system="b"), 1.0),),
     "product",
     proposal=Policy(steering=Steer("v", 0, 1.0)),
+)
+# two experts whose ratios are taken over the anchor (ratio=anchor: den = the anchor policy)
+OVER_ANCHOR = (
+    Attribute(Policy(adapter="x", system="b a"), Policy(), 1.0, "E"),
+    Attribute(Policy(adapter="y", system="a"), Policy(), 1.0, "N"),
 )
 SEPARATE = Target(
     (Attribute(Policy(model="other", system="b"), Policy(system="b"), 1.0), Attribute.expert("y", "a", 0.5)),
@@ -107,3 +116,68 @@ def test_single_policy_matches_its_own_law(engine, sampler, k):
     """Target.single(P): the law of P itself (no attribute), drafted here from the plain base."""
     target = Target.single(Policy(adapter="x", system="b a"), proposal=Policy())
     check(engine, target, sampler, n_tokens=2, k=k, expect_k=1)
+
+
+# ---- guards wider than the anchor's plausible set, and ratios over the anchor ----------------------
+GUARDED = [
+    Target(PRODUCT.attributes, "product", lam=1.5, plausibility=0.3, guard="union"),
+    Target(PRODUCT.attributes, "product", lam=1.5, plausibility=0.3, guard="mixture"),
+    Target(OVER_ANCHOR, "product", lam=1.0, plausibility=0.3, guard="union"),
+    Target(MIXTURE.attributes, "mixture", lam=1.5, plausibility=0.3, guard="union"),
+]
+GUARD_IDS = ["union", "mixture-guard", "union-ratio-anchor", "union-mixture-aggregator"]
+
+
+@pytest.mark.parametrize("target", GUARDED, ids=GUARD_IDS)
+@pytest.mark.parametrize("sampler,n_tokens,k", [("fused", 2, 1), ("speculative", 3, 2)])
+def test_token_samplers_sample_the_guarded_target(engine, target, sampler, n_tokens, k):
+    """The target kept to the guard's plausible set (oracle: written out from every policy's scratch
+    log-probs), against fused and speculative; the guard must change the law from the anchor's own
+    constraint, else the test could not tell a sampler that ignored it."""
+    p = exact_distribution(engine, target, PROMPT, n_tokens, 1, EOS)
+    anchor_only = exact_distribution(engine, replace(target, guard="anchor"), PROMPT, n_tokens, 1, EOS)
+    assert tv(p, anchor_only) > 2 * tv_tolerance(p, S), "the guard does not change the law here"
+    check(engine, target, sampler, n_tokens=n_tokens, k=k, expect_k=1)
+
+
+@pytest.mark.parametrize("sampler,k", [("fused", 1), ("speculative", 2)])
+def test_one_attribute_over_the_anchor_at_lam_1_is_its_expert_alone(engine, sampler, k):
+    """ratio=anchor: log p~ = log anchor + (log num - log anchor) = log num, so one attribute at lam 1
+    without a constraint samples exactly its numerator (the expert under its own context) alone."""
+    expert = Attribute.expert("x", "b a", 1.0, name="E")
+    target = composed_target([expert], Composition("product", 1.0, ratio="anchor"), "E", None)
+    assert target.attributes[0].den == target.anchor == Policy()
+    alone = exact_distribution(engine, Target.single(expert.num), PROMPT, 3, 1, EOS)
+    composed = exact_distribution(engine, target, PROMPT, 3, 1, EOS)
+    assert max(abs(alone.get(y, 0.0) - composed.get(y, 0.0)) for y in alone.keys() | composed.keys()) < 1e-9
+    trait_ratio = exact_distribution(engine, replace(target, attributes=(expert,)), PROMPT, 3, 1, EOS)
+    assert tv(alone, trait_ratio) > 0.1  # the ratio over the base under the trait context is another law
+    out, _ = check(engine, target, sampler, n_tokens=3, k=k, expect_k=1)
+    assert tv(empirical(out.token_ids), alone) < tv_tolerance(alone, S)
+
+
+def test_scr_with_true_bound_samples_ratios_over_the_anchor(engine):
+    """ratio=anchor changes only the denominators, so SCR's chunk-level law (exact with a true bound)
+    holds for it as for any attribute."""
+    target = Target(OVER_ANCHOR, "mixture", lam=1.0, plausibility=0.3)
+    bound = [float("-inf")]
+    exact_distribution(engine, target, PROMPT, 2, 2, EOS, max_log_weight=bound)
+    out, _ = check(
+        engine,
+        target,
+        "scr",
+        n_tokens=2,
+        k=2,
+        threshold=bound[0] + 1e-6,
+        salvage=False,
+        max_rejections=10**9,
+        candidates=8,
+    )
+    assert sum(s.clips for s in out.stats) == 0 and sum(s.rejections for s in out.stats) > 0
+
+
+@pytest.mark.parametrize("guard", ["union", "mixture"])
+def test_scr_refuses_a_guard_it_has_no_chunk_level_form_for(engine, guard):
+    target = Target(PRODUCT.attributes, "product", plausibility=0.3, guard=guard)
+    with pytest.raises(ValueError, match=f"cannot sample a target with guard={guard}"):
+        engine.generate([PROMPT], target=target, sampler="scr", max_new_tokens=2)
