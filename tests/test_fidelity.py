@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mpg.composition import Composition
 from mpg.eval.judge import (
     MbtiJudge,
     clean_roleplay_answer,
@@ -644,3 +645,67 @@ def test_style_test_asks_held_out_pairs_with_their_two_answers(data, tokenizer):
     ) == 2
     with pytest.raises(ValueError, match="per_axis must be >= 1"):
         style_items(data, 0)
+
+
+def test_axes_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
+    """benchmarks/axes.py, reduced: two opposite types x 2 items, 3 tokens; each axis's expert alone, a
+    composition of that one attribute, and of all four, for two compositions; sampled elsewhere and
+    scored here gives the same figures."""
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location("axes_benchmark", ROOT / "benchmarks" / "axes.py")
+    axes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(axes)
+    mbti, _ = _tiny_experts()
+    comps = ["product,lam=1,plausibility=0.3", "product,lam=1,ratio=anchor"]
+    argv = ["--data", str(data), "--types", "ENTJ,ISFP", "--per-type", "2", "--skip", "0"]
+    argv += [
+        "--max-new-tokens",
+        "3",
+        "--compositions",
+        ";".join(comps),
+        "--embedder",
+        "hash256",
+        "--no-progress",
+    ]
+    out = tmp_path / "axes"
+    assert (
+        axes.main([*argv, "--out", str(out)], engine=_tiny_engine(tokenizer), experts=mbti, judges=judges)
+        == 0
+    )
+    res = json.loads((out / "results.json").read_text())
+    methods = res["methods"]
+    names = [Composition.parse(c).name for c in comps]
+    ones = [f"one:{a}:{n}" for n in names for a in ("EI", "SN", "TF", "JP")]
+    assert set(methods) == {"base", "prompt", *(f"expert_{a}" for a in ("EI", "SN", "TF", "JP"))} | set(
+        ones
+    ) | {f"compose:{n}" for n in names}
+    for m, e in methods.items():
+        assert e["answers"] == 4, m
+        own = e["axis"]
+        assert set(e["per_axis"]) == ({f"{own[0]}/{own[1]}"} if own else {"E/I", "S/N", "T/F", "J/P"}), m
+        for name, acc in e["per_axis"].items():
+            assert _in_unit(acc), (m, name)
+            expert = methods[f"expert_{name[0]}{name[2]}"]["per_axis"][name]["mean"]
+            if m.startswith(("one:", "compose:")) and expert:
+                assert acc["vs_expert"]["mean"] == pytest.approx(acc["mean"] / expert), (m, name)
+        assert ("mean_axis" in e) == (own is None) and ("vs_prompt" in e) == (own is None and m != "prompt")
+    assert set(res["goals"]) == set(names)
+    assert {"one_every_axis_0.9x", "four_every_axis_0.8x", "four_ppl_within_prompt"} <= set(
+        res["goals"][names[0]]
+    )
+    rows = {(r["method"], r["id"]): r["text"] for r in res["rows"]}
+    # ratio=anchor, lam 1, no constraint: one attribute is its expert alone (same seeds, same text)
+    for a in ("EI", "SN", "TF", "JP"):
+        for i in ("ENTJ-0", "ENTJ-1", "ISFP-0", "ISFP-1"):
+            assert rows[(f"one:{a}:{names[1]}", i)] == rows[(f"expert_{a}", i)]
+    assert (out / "axes.png").stat().st_size > 0 and "| expert_EI |" in (out / "table.md").read_text()
+    sampled, rescored = tmp_path / "sampled", tmp_path / "rescored"
+    kw = dict(engine=_tiny_engine(tokenizer), experts=mbti)
+    assert axes.main([*argv, "--out", str(sampled), "--generate-only"], **kw) == 0
+    argv_scored = [*argv, "--out", str(rescored), "--answers", str(sampled / "answers.json")]
+    assert axes.main(argv_scored, judges=judges, **kw) == 0
+    again = json.loads((rescored / "results.json").read_text())
+    assert again["methods"] == methods
+    for bad in (["--kinds", "nope"], ["--compositions", "product,guard=union"], ["--types", "ENTX"]):
+        with pytest.raises(SystemExit):
+            axes.parse_args(bad)
