@@ -648,11 +648,13 @@ def test_style_test_asks_held_out_pairs_with_their_two_answers(data, tokenizer):
 
 
 def test_axes_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
-    """benchmarks/axes.py, reduced: two opposite types x 2 items, 3 tokens; each axis's expert alone, a
+    """benchmarks/record/axes.py, reduced: two opposite types x 2 items, 3 tokens; each axis's expert alone, a
     composition of that one attribute, and of all four, for two compositions; sampled elsewhere and
     scored here gives the same figures."""
     pytest.importorskip("matplotlib")
-    spec = importlib.util.spec_from_file_location("axes_benchmark", ROOT / "benchmarks" / "axes.py")
+    spec = importlib.util.spec_from_file_location(
+        "axes_benchmark", ROOT / "benchmarks" / "record" / "axes.py"
+    )
     axes = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(axes)
     mbti, _ = _tiny_experts()

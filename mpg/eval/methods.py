@@ -6,7 +6,7 @@ persona into a `Target` here, then either samples it,
 
     engine.generate(prompts, target=mbti_target(engine, m, "ENTJ"), **generate_kwargs(m))
 
-or scores continuations under it (`mpg.eval.likelihood`, mode `METHODS[m].likelihood_mode`).
+or scores continuations under it (`mpg.likelihood`, mode `METHODS[m].likelihood_mode`).
 
 MBTI methods (persona = a type such as ENTJ):
 - base           the base model under the plain prompt;
@@ -90,7 +90,7 @@ class Method:
 
     @property
     def likelihood_mode(self) -> str:
-        """How a continuation is scored under this method (mpg.eval.likelihood): "chunk" for SCR (the
+        """How a continuation is scored under this method (mpg.likelihood): "chunk" for SCR (the
         unnormalised chunk-level target it weighs), "token" (exact log p_1) for everything else."""
         return "chunk" if self.sampler == "scr" else "token"
 

@@ -1,7 +1,7 @@
 """Probe: what the plausibility cut removes from each axis expert's own text.
 
 Every answer an axis expert wrote alone (`expert_EI` ... rows of an answers.json from
-benchmarks/fidelity.py or benchmarks/axes.py) is teacher-forced under the three policies of that
+benchmarks/record/fidelity.py or benchmarks/record/axes.py) is teacher-forced under the three policies of that
 attribute: the anchor (the base under the plain prompt), the numerator (the expert LoRA under its trait
 context) and today's denominator (the base under the same trait context). Per axis it reports:
 
@@ -11,7 +11,7 @@ context) and today's denominator (the base under the same trait context). Per ax
   under each ratio ("trait": anchor x num / den; "anchor": num itself) and guard;
 - the tokens the anchor's cut removes most often from the expert's text.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/probes/cut_removes.py out/ax_single/answers.json \
+    .venv/bin/python benchmarks/experiments/probes/cut_removes.py out/ax_single/answers.json \
         --alpha 0.1 --per-axis 64 --out out/cut_removes.json
 """
 
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the repository root
 sys.path.insert(0, str(ROOT))
 
 from mpg import Engine  # noqa: E402
 from mpg.aggregators import guard_cut, token_target_logits  # noqa: E402
-from mpg.eval.likelihood import policy_logprobs  # noqa: E402
 from mpg.eval.methods import mbti_attributes  # noqa: E402
+from mpg.likelihood import policy_logprobs  # noqa: E402
 from mpg.personas import AXES  # noqa: E402
 from mpg.policies import Policy  # noqa: E402
 from mpg.stats import bounded_mean_ci  # noqa: E402
@@ -58,13 +58,17 @@ def answer_figures(anchor: torch.Tensor, num: torch.Tensor, den: torch.Tensor, y
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("answers", help="answers.json holding expert_EI ... rows")
+    ap.add_argument("answers", help="comma list of answers.json files holding expert_EI ... rows")
     ap.add_argument("--alpha", type=float, default=0.1)
     ap.add_argument("--per-axis", type=int, default=64, help="answers per axis (the first N)")
     ap.add_argument("--experts", default="shipped")
     ap.add_argument("--out", default="out/cut_removes.json")
     args = ap.parse_args(argv)
-    rows = json.loads(Path(args.answers).read_text())["parts"]["freeform"]["answers"]
+    rows = [
+        r
+        for path in args.answers.split(",")
+        for r in json.loads(Path(path).read_text())["parts"]["freeform"]["answers"]
+    ]
     engine = Engine.from_pretrained(dtype="float32")
     tok = engine.tokenizer
     report = {"alpha": args.alpha, "answers_file": args.answers, "axes": {}}

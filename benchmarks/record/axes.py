@@ -18,7 +18,7 @@ paired difference to `prompt`; and the goals (`goals` in results.json): one attr
 expert alone on every axis; four attributes keep >= 0.8x on every axis, beat the prompt's mean per-axis
 accuracy by >= 20% relative with a paired interval above 0, at a perplexity no higher than the prompt's.
 
-    .venv/bin/python benchmarks/axes.py --compositions "product,lam=1,plausibility=0.1" --out out/axes
+    .venv/bin/python benchmarks/record/axes.py --compositions "product,lam=1,plausibility=0.1" --out out/axes
 
 Sampling and scoring split as in benchmarks/fidelity.py (`--generate-only`, then `--answers`: answers
 files from either benchmark mix, when sampled with the same settings). Writes results.json, table.md and
@@ -35,9 +35,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository root: this mpg, benchmarks.common
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import common  # noqa: E402
 from mpg import Engine  # noqa: E402
 from mpg.composition import Composition  # noqa: E402
 from mpg.eval import freeform as ff  # noqa: E402
@@ -75,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # recorded with the answers so that files from benchmarks/fidelity.py (same defaults) can be mixed in
     ap.add_argument("--layer", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--vectors", default="out/vectors/persona_vectors", help=argparse.SUPPRESS)
-    ff.add_answers_args(ap)
+    common.add_answers_args(ap)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -233,8 +234,8 @@ def run(args, engine, *, experts, judges=None, embed=None) -> dict:
     methods = methods_of(args)
     if args.answers:
         try:
-            rows = ff.load_answers(
-                args.answers.split(","), "freeform", methods, items, ff.sampling_settings(args)
+            rows = common.load_answers(
+                args.answers.split(","), "freeform", methods, items, common.sampling_settings(args)
             )
         except ValueError as e:
             raise SystemExit(f"--answers {e}") from None
@@ -376,24 +377,24 @@ def main(argv=None, *, engine=None, experts=None, judges=None, embed=None) -> in
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "benchmarks/axes.py " + " ".join(
+    command = "benchmarks/record/axes.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
     engine = engine or Engine.from_pretrained(args.base, device=args.device, dtype=args.dtype)
     results = run(args, engine, experts=experts or args.experts, judges=judges, embed=embed)
     if args.generate_only:
-        ff.save_answers(
+        common.save_answers(
             out / "answers.json",
             {"freeform": results["rows"]},
-            ff.sampling_settings(args),
+            common.sampling_settings(args),
             args.device,
             command=command,
             timings_s={"freeform": results["sample_s"]},
         )
         print(f"wrote {out}/answers.json (score with --answers)", file=sys.stderr)
         return 0
-    results.update(command=command, machine=ff.machine_info(args.device))
-    (out / "results.json").write_text(json.dumps(ff.finite(results), indent=1))
+    results.update(command=command, machine=common.machine_info(args.device))
+    (out / "results.json").write_text(json.dumps(common.finite(results), indent=1))
     write_table(results, out / "table.md")
     write_plot(results, out / "axes.png")
     print((out / "table.md").read_text())
