@@ -555,3 +555,22 @@ def test_no_request_body_gets_a_500_and_the_server_keeps_answering(server):
         server + "/v1/completions", json={"model": "mpg", "prompt": "a b", "max_tokens": 2}, timeout=60
     )
     assert ok.status_code == 200
+
+
+def test_serve_load_benchmark_on_the_tiny_model(setup, tmp_path):
+    """benchmarks/record/serve_load.py, reduced: two levels, one of them again beside a competing process,
+    and a short soak; its JSON says what it measured."""
+    from benchmarks.record import serve_load
+
+    root, _ = setup
+    out = tmp_path / "load"
+    argv = ["--base", str(root / "base"), "--experts", str(root / "experts"), "--levels", "1,2"]
+    argv += ["--requests", "2", "--max-tokens", "4", "--compete-levels", "2", "--soak-seconds", "4"]
+    serve_load.main([*argv, "--soak-concurrency", "2", "--out", str(out)])
+    result = json.loads((out / "serve_load.json").read_text())
+    assert [lv["concurrency"] for lv in result["levels"]] == [1, 2]
+    assert all(lv["errors"] == 0 and lv["completion_tokens"] > 0 for lv in result["levels"])
+    (busy,) = result["busy"]
+    assert busy["concurrency"] == 2 and busy["errors"] == 0 and busy["busy_over_idle"] > 0
+    assert result["soak"]["errors"] == 0 and result["soak"]["rss_max_mib"] > 0
+    assert result["server_exit_code"] == 0 and (out / "serve_load.md").exists()

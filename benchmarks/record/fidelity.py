@@ -55,6 +55,7 @@ from mpg.eval.methods import (  # noqa: E402
     METHODS,
     ONE,
     ROLEPLAY_METHODS,
+    VIA,
     get_method,
     register_merged_vector,
 )
@@ -116,13 +117,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     args.methods = [  # compose: and billy: names in their canonical spelling (what answers are keyed by)
-        get_method(m).name if m.startswith((COMPOSE, ONE, BILLY_AT)) else m
+        get_method(m).name if m.startswith((COMPOSE, VIA, ONE, BILLY_AT)) else m
         for m in _names(
             ap,
             args.methods,
             METHODS,
             "method",
-            allow=lambda m: m.startswith((COMPOSE, ONE, BILLY_AT)),
+            allow=lambda m: m.startswith((COMPOSE, VIA, ONE, BILLY_AT)),
         )
     ]
     args.parts = _names(ap, args.parts, PARTS, "part")
@@ -201,7 +202,9 @@ def run(
     progress = not args.no_progress
     n_layers = engine.models["base"].config.num_hidden_layers
     layer = steered_layer(engine, args.layer)
-    mbti_methods = [m for m in args.methods if m in MBTI_METHODS or m.startswith((COMPOSE, ONE, BILLY_AT))]
+    mbti_methods = [
+        m for m in args.methods if m in MBTI_METHODS or m.startswith((COMPOSE, VIA, ONE, BILLY_AT))
+    ]
     rp_methods = [m for m in args.methods if m in ROLEPLAY_METHODS or m.startswith(COMPOSE)]
     if args.generate_only:  # sampling only: the parts scored by judges, without the judges
         args.parts = [p for p in args.parts if p in ("freeform", "roleplay")]

@@ -1,12 +1,16 @@
-"""Load on `mpg serve` over 127.0.0.1: throughput and latency at concurrency 1, 4, 16, 64, then a soak.
+"""Load on `mpg serve` over 127.0.0.1: throughput and latency at concurrency 1, 4, 16, 64, a busy
+machine, then a soak.
 
 Starts the server itself (the embedded default model and the shipped experts unless told otherwise),
 sends a fixed number of streamed chat requests per concurrency level through the `openai` client
-(personas rotating over --personas, each request its own seed), and reports per level: total
-completion tokens/s, time to first token and end-to-end latency (p50, p95), errors and requests that
-got no answer. Then a soak: --soak-seconds at --soak-concurrency, sampling the server's resident
-memory every few seconds. Bounded and self-stopping: every request has max_tokens, every level a
-fixed count, the soak a deadline; nothing listens beyond 127.0.0.1.
+(personas rotating over --personas, eight by default, so concurrency 16 mixes eight personas in one
+running batch; each request its own seed), and reports per level: total completion tokens/s, time to
+first token and end-to-end latency (p50, p95), errors and requests that got no answer. With
+--compete-levels, those levels run again beside a competing CPU-bound process (a torch matmul loop on
+one thread: another program on the machine), and their tokens/s are compared with the idle run's.
+Then a soak: --soak-seconds at --soak-concurrency, the server's resident memory sampled every few
+seconds while the requests run. Bounded and self-stopping: every request has max_tokens, every level a
+fixed count, the soak a deadline, the competitor is killed; nothing listens beyond 127.0.0.1.
 
     .venv/bin/python benchmarks/record/serve_load.py --out out/serve_load            # the documented run
     .venv/bin/python benchmarks/record/serve_load.py --levels 1,4 --requests 4 --soak-seconds 0 --out /tmp/x
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -45,9 +50,16 @@ QUESTIONS = [
 ]
 
 
+COMPETITOR = (
+    "import torch; torch.set_num_threads(1); a = torch.randn(512, 512)\n"
+    "while True:\n    a = torch.tanh(a @ a)"
+)  # one core's worth of dense float work, as another process on the machine would use
+
+
 def serve_options(args) -> list[str]:
     """The `mpg serve` options of this run."""
     options = ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue)]
+    options += ["--threads", args.threads]
     options += ["--base", args.base] if args.base else []
     return options + (["--experts", args.experts] if args.experts else [])
 
@@ -110,8 +122,31 @@ def level(client, args, concurrency: int, n: int, offset: int) -> dict:
     }
 
 
+def busy_levels(client, args, offset: int, idle: dict) -> list[dict]:
+    """The --compete-levels again, beside a competing CPU-bound process; tokens/s against the idle run's."""
+    out = []
+    for c in [int(x) for x in args.compete_levels.split(",") if x]:
+        proc = subprocess.Popen([sys.executable, "-c", COMPETITOR])
+        try:
+            time.sleep(3)  # the competitor is running, and the server's thread policy has seen it
+            n = max(c, args.requests)
+            print(f"concurrency {c} beside a competing process: {n} requests ...", file=sys.stderr)
+            lv = level(client, args, c, n, offset)
+            offset += n
+        finally:
+            proc.kill()
+            proc.wait()
+        base = idle.get(c)
+        lv["idle_tokens_per_s"] = base["tokens_per_s"] if base else None
+        lv["busy_over_idle"] = round(lv["tokens_per_s"] / base["tokens_per_s"], 3) if base else None
+        print(json.dumps(lv), file=sys.stderr)
+        out.append(lv)
+    return out
+
+
 def soak(client, args, pid: int) -> dict:
-    """Requests at a fixed concurrency until the deadline; resident memory sampled every few seconds."""
+    """Requests at a fixed concurrency until the deadline; resident memory sampled every few seconds while
+    they run (growth: the last quarter's median over the median of the first quarter after one minute)."""
     deadline, t0 = time.monotonic() + args.soak_seconds, time.monotonic()
     samples, results, lock, counter = [], [], threading.Lock(), iter(range(10**9))
 
@@ -132,19 +167,23 @@ def soak(client, args, pid: int) -> dict:
             f"soak {samples[-1][0]:.0f}s: {len(results)} requests, RSS {samples[-1][1]:.0f} MiB",
             file=sys.stderr,
         )
-        time.sleep(min(10, max(0.1, deadline - time.monotonic())))
+        time.sleep(min(5, max(0.1, deadline - time.monotonic())))
     for t in threads:
         t.join(timeout=args.max_tokens * 10 + 120)
-    samples.append((round(time.monotonic() - t0, 1), round(rss_mib(pid), 1)))
-    after_1min = next((m for s, m in samples if s >= 60), samples[0][1])
+    idle = round(rss_mib(pid), 1)
+    during = [m for s, m in samples if s >= min(60, args.soak_seconds / 4)] or [m for _, m in samples]
+    q = max(1, len(during) // 4)
+    first, last = sorted(during[:q])[q // 2], sorted(during[-q:])[q // 2]
     return {
         "seconds": args.soak_seconds,
         "concurrency": args.soak_concurrency,
         "requests": len(results),
         "errors": sum(r["error"] is not None for r in results),
-        "rss_after_1min_mib": after_1min,
-        "rss_end_mib": samples[-1][1],
-        "rss_growth": round(samples[-1][1] / after_1min - 1, 4),
+        "rss_first_quarter_mib": first,
+        "rss_last_quarter_mib": last,
+        "rss_growth_during_load": round(last / first - 1, 4),
+        "rss_max_mib": max(m for _, m in samples),
+        "rss_idle_after_mib": idle,
         "rss_samples": samples,
     }
 
@@ -154,12 +193,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--levels", default="1,4,16,64")
     ap.add_argument("--requests", type=int, default=16, help="requests per level (at least the concurrency)")
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--personas", default="ENTJ,INFP,ESTJ,ISFP", help="rotated over the requests")
+    ap.add_argument(
+        "--personas", default="ENTJ,INFP,ESTJ,ISFP,INTJ,ENFP,ISTP,ESFJ", help="rotated over the requests"
+    )
     ap.add_argument("--sampler", default="fused", choices=["fused", "speculative", "scr"])
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--max-queue", type=int, default=64)
     ap.add_argument("--soak-seconds", type=float, default=600)
     ap.add_argument("--soak-concurrency", type=int, default=16)
+    ap.add_argument("--threads", default="auto", help="the server's --threads")
+    ap.add_argument(
+        "--compete-levels", default="4", help="levels run again beside a competing process ('' for none)"
+    )
     ap.add_argument("--base", default=None)
     ap.add_argument("--experts", default=None)
     ap.add_argument("--out", default="out/serve_load")
@@ -180,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             levels.append(level(client, args, c, n, offset))
             offset += n
             print(json.dumps(levels[-1]), file=sys.stderr)
+        busy = busy_levels(client, args, offset, {lv["concurrency"]: lv for lv in levels})
         soaked = soak(client, args, proc.pid) if args.soak_seconds > 0 else None
     finally:
         exit_code = stop_server(proc)
@@ -193,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         if 1 in by_c and 16 in by_c
         else None,
         "burst_64_lost_or_failed": by_c[64]["errors"] if 64 in by_c else None,
+        "busy": busy,
         "soak": soaked,
         "server_exit_code": exit_code,
     }
@@ -210,11 +257,17 @@ def main(argv: list[str] | None = None) -> None:
             f"| {lv['concurrency']} | {lv['requests']} | {lv['errors']} | {lv['tokens_per_s']:.2f} | "
             f"{f(lv['ttft_p50_s'])} / {f(lv['ttft_p95_s'])} | {f(lv['latency_p50_s'])} / {f(lv['latency_p95_s'])} |"
         )
+    for lv in busy:
+        lines.append(
+            f"\nBeside a competing process, concurrency {lv['concurrency']}: {lv['tokens_per_s']:.2f} tokens/s "
+            f"({lv['busy_over_idle']}x the idle run's), {lv['errors']} errors."
+        )
     if soaked:
         lines.append(
             f"\nSoak: {soaked['seconds']:.0f} s at concurrency {soaked['concurrency']}, {soaked['requests']} requests, "
-            f"{soaked['errors']} errors; RSS {soaked['rss_after_1min_mib']:.0f} MiB after 1 min, "
-            f"{soaked['rss_end_mib']:.0f} MiB at the end ({100 * soaked['rss_growth']:+.1f}%)."
+            f"{soaked['errors']} errors; RSS during the load {soaked['rss_first_quarter_mib']:.0f} MiB (first "
+            f"quarter) -> {soaked['rss_last_quarter_mib']:.0f} MiB (last quarter), "
+            f"{100 * soaked['rss_growth_during_load']:+.1f}%; max {soaked['rss_max_mib']:.0f} MiB."
         )
     write_results(out, result, "\n".join(lines) + "\n", name="serve_load.json", table_name="serve_load.md")
     plot(result, out / "serve_load.png")

@@ -22,6 +22,9 @@ MBTI methods (persona = a type such as ENTJ):
 - compose:SPEC   the four axis experts under any mpg.composition.Composition, e.g.
                  "compose:product,lam=0.5,weights=spread,anchor=prompt" (fused; the benchmarks' sweeps);
                  anchor=prompt tilts the multi-trait prompt (the `prompt` method) instead of the base.
+- via:SAMPLER/PROPOSAL/K:SPEC  the compose:SPEC target sampled by another sampler, e.g.
+                 "via:scr/anchor/4:product,lam=1,plausibility=0.1" (SCR, drafts from the anchor, chunks
+                 of 4, 8 candidates): the benchmarks' sampler comparisons at one target;
 - one:AXIS:SPEC  ONE axis expert (the type's side of AXIS) under a composition, e.g.
                  "one:EI:product,lam=1,plausibility=0.1": what the composition does to that axis alone
                  (anchor=prompt: the base under that one letter's trait prompt).
@@ -56,6 +59,7 @@ __all__ = [
     "MBTI_METHODS",
     "METHODS",
     "ONE",
+    "VIA",
     "ROLEPLAY_METHODS",
     "Method",
     "alone",
@@ -87,6 +91,7 @@ class Method:
     composition: Composition | None = None  # composed methods: None = lam 1, weights as given, base anchor
     alpha: float | None = None  # steered methods: the steering strength (None: the caller's alpha)
     axis: str | None = None  # one:AXIS: methods: the one axis (of AXES) whose attribute is composed
+    proposal: str | None = None  # via: methods: the proposal the drafting sampler draws from
 
     @property
     def likelihood_mode(self) -> str:
@@ -140,6 +145,7 @@ Experts = str | Path | Callable
 
 
 COMPOSE = "compose:"
+VIA = "via:"
 ONE = "one:"
 BILLY_AT = "billy:alpha="
 
@@ -150,6 +156,24 @@ def get_method(method: Method | str) -> Method:
     if isinstance(method, str) and method.startswith(COMPOSE):
         comp = Composition.parse(method[len(COMPOSE) :])
         return Method(COMPOSE + comp.name, "fused", comp.aggregator, composition=comp)
+    if isinstance(method, str) and method.startswith(VIA):
+        how, _, spec = method[len(VIA) :].partition(":")
+        parts = how.split("/")
+        if len(parts) != 3 or parts[0] not in ("fused", "speculative", "scr") or not parts[2].isdigit():
+            raise ValueError(
+                f"{method!r}: give {VIA}SAMPLER/PROPOSAL/K:COMPOSITION, e.g. {VIA}scr/anchor/4:product"
+            )
+        sampler, proposal, k = parts[0], parts[1], int(parts[2])
+        comp = Composition.parse(spec)
+        return Method(
+            f"{VIA}{sampler}/{proposal}/{k}:{comp.name}",
+            sampler,
+            comp.aggregator,
+            chunk_size=k,
+            candidates=8 if sampler == "scr" else 1,
+            composition=comp,
+            proposal=proposal,
+        )
     if isinstance(method, str) and method.startswith(ONE):
         axis, _, spec = method[len(ONE) :].partition(":")
         if axis not in AXES:
@@ -204,6 +228,8 @@ def generate_kwargs(method: Method | str) -> dict:
     kw = {"sampler": m.sampler, "aggregator": m.aggregator, "chunk_size": m.chunk_size}
     if m.sampler == "scr":
         kw["candidates"] = m.candidates
+    if m.proposal is not None:
+        kw["proposal"] = m.proposal
     return kw
 
 
