@@ -18,6 +18,7 @@ __all__ = [
     "guard_cut",
     "implausible",
     "plausible",
+    "product_features",
     "token_target_logits",
 ]
 
@@ -106,6 +107,23 @@ def token_target_logits(
     if plausibility <= 0:
         return logits
     return logits.masked_fill(guard_cut(anchor_lp, num_lp, plausibility, guard), float("-inf"))
+
+
+def product_features(
+    anchor_h: torch.Tensor, num_h: torch.Tensor, den_h: torch.Tensor, weights: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """The product target as one feature vector: g = h_0 + lam * sum_i w_i (h_num,i - h_den,i).
+
+    When every policy ends in the same bias-free output head W (experts that adapt only the attention,
+    as the shipped ones do), log pi(. | h) = W h - logZ, so log p~_1 = W g + const: the composed target
+    is one head matmul away from g, whatever the persona (the plausibility cut still comes from W h_0).
+
+    anchor_h:        [..., H] each policy's final (normed) hidden state at a position
+    num_h, den_h:    [..., n, H]
+    weights:         [n] the product's weights
+    returns          [..., H]
+    """
+    return anchor_h + lam * (weights[:, None] * (num_h - den_h)).sum(-2)
 
 
 def chunk_log_weights(

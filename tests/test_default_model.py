@@ -3,6 +3,7 @@
 import time
 
 import pytest
+import torch
 
 from mpg import cli
 from mpg.default_model import default_base_path
@@ -51,3 +52,26 @@ def test_cli_generate_on_default_model(cache, monkeypatch, capsys):
 def test_cli_rejects_unknown_persona(capsys):
     assert cli.main(["generate", "hi", "--persona", "ENXQ"]) == 2
     assert "unknown persona letter(s) X, Q" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_default_composition_is_one_head_matmul_of_composed_features(cache, monkeypatch, dtype):
+    """On the embedded default with the shipped experts (which adapt attention only; the head is tied),
+    the default ENTJ target's log p_1 is log_softmax(W g) of the composed features (test_feature_identity):
+    with float64 weights to 1e-5 over the whole vocabulary (the scorer's log-softmax itself is float32);
+    with float32 weights to their rounding of logits of size ~30 (relative 1e-5)."""
+    from test_feature_identity import composed_vs_target
+
+    from mpg.engine import Engine
+    from mpg.personas import persona
+
+    monkeypatch.setenv("MPG_CACHE", str(cache))
+    engine = Engine.from_pretrained(default_base_path(verbose=False), dtype=dtype)
+    target = persona(engine, "ENTJ", experts="shipped").target()
+    assert target.aggregator == "product"
+    composed, target_lp, dropped, cut = composed_vs_target(engine, target, ["Describe your ideal weekend."])
+    if dtype == "float64":
+        torch.testing.assert_close(composed, target_lp, atol=1e-5, rtol=0)
+    else:
+        torch.testing.assert_close(composed, target_lp, atol=1e-5, rtol=1e-5)
+    assert torch.equal(dropped, cut)

@@ -66,6 +66,11 @@ def test_speculative_matches_tempered_p1(engine):
     check(engine, PRODUCT, "speculative", n_tokens=2, k=2, expect_k=1, temperature=0.7)
 
 
+# The oracle's bound is computed in float64 from scratch; the sampler's chunk weights in float32 from
+# batched kernels, whose rounding differs between CPUs (AVX2, AVX512, AMX). A bound above the true one
+# is still a bound (only slower), so the threshold sits a float32 rounding above it.
+BOUND_SLACK = 1e-4
+
 # Exact mode draws until acceptance, so its cost grows with max W / E[W]; the single-candidate case
 # uses a milder strength (lam = 0.5) to keep the suite fast, the others try 8 drafts per round.
 @pytest.mark.parametrize(
@@ -86,7 +91,7 @@ def test_scr_with_true_bound_matches_pk(engine, target, n_tokens, k, candidates)
         "scr",
         n_tokens=n_tokens,
         k=k,
-        threshold=bound[0] + 1e-6,
+        threshold=bound[0] + BOUND_SLACK,
         salvage=False,
         max_rejections=10**9,
         candidates=candidates,
@@ -168,7 +173,7 @@ def test_scr_with_true_bound_samples_ratios_over_the_anchor(engine):
         "scr",
         n_tokens=2,
         k=2,
-        threshold=bound[0] + 1e-6,
+        threshold=bound[0] + BOUND_SLACK,
         salvage=False,
         max_rejections=10**9,
         candidates=8,
