@@ -140,8 +140,13 @@ class TargetBatch:
     def support_rows(self, n_rows: int) -> tuple[torch.Tensor, float, torch.Tensor] | None:
         """(anchor rows [A], alpha, rows needing every logit [N]) for `MultiPolicyScorer.score_rows`:
         sequences whose target is a product kept to its anchor's plausible set are scored on that set
-        only (their anchor in full); every other sequence's rows in full. None: no sequence qualifies."""
-        cut = [b for b, t in enumerate(self.targets) if t.aggregator == "product" and t.plausibility > 0]
+        only (their anchor in full); every other sequence's rows in full, wider guards included (their
+        sets come from the numerators' full distributions). None: no sequence qualifies."""
+        cut = [
+            b
+            for b, t in enumerate(self.targets)
+            if t.aggregator == "product" and t.plausibility > 0 and t.guard == "anchor"
+        ]
         if not cut:
             return None
         full = torch.ones(n_rows, dtype=torch.bool)

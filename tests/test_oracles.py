@@ -129,8 +129,11 @@ GUARDED = [
     Target(PRODUCT.attributes, "product", lam=1.5, plausibility=0.3, guard="mixture"),
     Target(OVER_ANCHOR, "product", lam=1.0, plausibility=0.3, guard="union"),
     Target(MIXTURE.attributes, "mixture", lam=1.5, plausibility=0.3, guard="union"),
+    # a narrow anchor set: tokens only the numerators find plausible lie outside the anchor's alpha / 2
+    # set, on which the scorer computes a product kept to its anchor's own set (support_rows)
+    Target(PRODUCT.attributes, "product", lam=1.5, plausibility=0.8, guard="union"),
 ]
-GUARD_IDS = ["union", "mixture-guard", "union-ratio-anchor", "union-mixture-aggregator"]
+GUARD_IDS = ["union", "mixture-guard", "union-ratio-anchor", "union-mixture-aggregator", "union-narrow"]
 
 
 @pytest.mark.parametrize("target", GUARDED, ids=GUARD_IDS)
