@@ -44,7 +44,11 @@ def composed_vs_target(engine: Engine, target: Target, prompts, lam: float | Non
     for b in range(len(prompts)):
         h = torch.stack([final_features(engine, p, ctx) for p, ctx in table.sequence(b)])  # [P, H]
         g = product_features(
-            h[rows.anchor], h[rows.num], h[rows.den], rows.weights.to(h.dtype), rows.lam if lam is None else lam
+            h[rows.anchor],
+            h[rows.num],
+            h[rows.den],
+            rows.weights.to(h.dtype),
+            rows.lam if lam is None else lam,
         )  # [H]
         composed.append(torch.log_softmax(head(g).double(), -1))
         anchor_lp = torch.log_softmax(head(h[rows.anchor]).double(), -1)  # [V]

@@ -71,6 +71,7 @@ def test_speculative_matches_tempered_p1(engine):
 # is still a bound (only slower), so the threshold sits a float32 rounding above it.
 BOUND_SLACK = 1e-4
 
+
 # Exact mode draws until acceptance, so its cost grows with max W / E[W]; the single-candidate case
 # uses a milder strength (lam = 0.5) to keep the suite fast, the others try 8 drafts per round.
 @pytest.mark.parametrize(
