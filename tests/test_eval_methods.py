@@ -69,6 +69,24 @@ def test_method_table():
         get_method("nope")
 
 
+def test_via_methods_name_the_sampler_of_a_composition(engine):
+    """via:SAMPLER/PROPOSAL/K:SPEC samples the compose:SPEC target with another sampler and proposal."""
+    m = get_method("via:scr/anchor/4:product,lam=1,plausibility=0.1")
+    assert m.name == "via:scr/anchor/4:product,lam=1,weights=given,anchor=base,plausibility=0.1"
+    assert generate_kwargs(m) == {
+        "sampler": "scr",
+        "aggregator": "product",
+        "chunk_size": 4,
+        "candidates": 8,
+        "proposal": "anchor",
+    }
+    composed = mbti_target(engine, "compose:product,lam=1,plausibility=0.1", "ENTJ", experts=tiny_experts)
+    assert mbti_target(engine, m, "ENTJ", experts=tiny_experts) == composed
+    for bad in ("via:scr/anchor:product", "via:beam/anchor/4:product", "via:scr/anchor/k:product"):
+        with pytest.raises(ValueError, match="SAMPLER/PROPOSAL/K"):
+            get_method(bad)
+
+
 def test_mbti_targets(engine):
     t = mbti_target(engine, "fused_product", "ENTJ", experts=tiny_experts)
     assert (
