@@ -535,8 +535,9 @@ class MultiPolicyScorer:
         alpha): the target never reads another policy outside that set, and a weighted sum of log-probs
         needs no normaliser: a row's log-softmax of this vector differs from its true log-probs by one
         constant on the set, which the target's own normalisation removes. So the output embedding
-        runs in full for the anchors' rows only. Not for a mixture (its terms need true normalisers)
-        nor for SCR's chunk weights (the same).
+        runs in full for the anchors' rows only. Not for a mixture (its terms need true normalisers),
+        for SCR's chunk weights (the same), nor for a guard wider than the anchor's (its set is read off
+        the numerators' full distributions): `TargetBatch.support_rows` decides.
         The set is taken at alpha / 2 so that no rounding can leave out a token the target keeps.
         """
         off = self.offsets()

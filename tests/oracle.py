@@ -15,23 +15,32 @@ import torch
 from mpg.registry import is_peft
 
 
-def _scratch_logprobs(engine, policy, prompt, prefix: tuple) -> torch.Tensor:
-    ids = torch.tensor([engine.context_ids(policy, prompt) + list(prefix)])
+def scratch_forward(engine, policy, ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """One uncached forward of token ids under the policy (its adapter and steering): the last position's
+    logits [V] and the input to the output head there (the final normed hidden state) [H]."""
     model = engine.models[policy.model]
     kw = {"adapter_names": [policy.adapter or "__base__"]} if is_peft(model) else {}
     blocks = (model.get_base_model() if is_peft(model) else model).model.layers
+    features = []
     hooks = [
         blocks[s.layer].register_forward_hook(
             lambda m, a, out, d=s.alpha * engine.vectors[s.vector][s.layer]: out + d
         )
         for s in policy.steering or ()
     ]
+    hooks.append(model.get_output_embeddings().register_forward_hook(lambda m, a, out: features.append(a[0])))
     try:
         with torch.no_grad():
-            return torch.log_softmax(model(input_ids=ids, **kw).logits[0, -1].double(), -1)  # [V]
+            logits = model(input_ids=torch.tensor([list(ids)]), **kw).logits[0, -1]  # [V]
     finally:
         for h in hooks:
             h.remove()
+    return logits, features[-1][0, -1]
+
+
+def _scratch_logprobs(engine, policy, prompt, prefix: tuple) -> torch.Tensor:
+    ids = engine.context_ids(policy, prompt) + list(prefix)
+    return torch.log_softmax(scratch_forward(engine, policy, ids)[0].double(), -1)  # [V]
 
 
 def exact_distribution(

@@ -5,27 +5,14 @@ one bias-free output head. Checked against the engine's own scorer and target fo
 import dataclasses
 
 import torch
+from oracle import scratch_forward
 
 from mpg.aggregators import implausible, product_features
 from mpg.engine import Engine
 from mpg.policies import Attribute, Target
-from mpg.registry import is_peft
 
 PROMPTS = ["a b", "b", "a a b a"]
 TARGET = Target((Attribute.expert("x", "b a b", 1.0), Attribute.expert("y", None, 0.5)), "product", lam=0.7)
-
-
-def final_features(engine, policy, ids) -> torch.Tensor:
-    """The policy's last-position input to the output head (its final normed hidden state): [H]."""
-    model = engine.models[policy.model]
-    kw = {"adapter_names": [policy.adapter or "__base__"]} if is_peft(model) else {}
-    seen = []
-    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, out: seen.append(a[0]))
-    try:
-        model(input_ids=torch.tensor([list(ids)]), **kw)
-    finally:
-        hook.remove()
-    return seen[-1][0, -1]  # [H] in the model's dtype
 
 
 @torch.inference_mode()
@@ -42,7 +29,7 @@ def composed_vs_target(engine: Engine, target: Target, prompts, lam: float | Non
     cut = dataclasses.replace(rows, plausibility=0.1).token_logprobs(lp, 1.0, 1.0)[:, 0].isinf()  # [B, V]
     composed, dropped = [], []
     for b in range(len(prompts)):
-        h = torch.stack([final_features(engine, p, ctx) for p, ctx in table.sequence(b)])  # [P, H]
+        h = torch.stack([scratch_forward(engine, p, ctx)[1] for p, ctx in table.sequence(b)])  # [P, H]
         g = product_features(
             h[rows.anchor],
             h[rows.num],

@@ -65,6 +65,7 @@ from mpg.stats import bounded_mean_ci, paired_bootstrap_ci  # noqa: E402
 
 PARTS = ("questionnaire", "style", "freeform", "roleplay")
 AXIS_NAMES = [f"{a[0]}/{a[1]}" for a in AXES]
+SPEC_PREFIXES = (COMPOSE, VIA, ONE, BILLY_AT)  # MBTI methods named by a spec (mpg.eval.methods.get_method)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -117,13 +118,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     args.methods = [  # compose: and billy: names in their canonical spelling (what answers are keyed by)
-        get_method(m).name if m.startswith((COMPOSE, VIA, ONE, BILLY_AT)) else m
+        get_method(m).name if m.startswith(SPEC_PREFIXES) else m
         for m in _names(
             ap,
             args.methods,
             METHODS,
             "method",
-            allow=lambda m: m.startswith((COMPOSE, VIA, ONE, BILLY_AT)),
+            allow=lambda m: m.startswith(SPEC_PREFIXES),
         )
     ]
     args.parts = _names(ap, args.parts, PARTS, "part")
@@ -202,9 +203,7 @@ def run(
     progress = not args.no_progress
     n_layers = engine.models["base"].config.num_hidden_layers
     layer = steered_layer(engine, args.layer)
-    mbti_methods = [
-        m for m in args.methods if m in MBTI_METHODS or m.startswith((COMPOSE, VIA, ONE, BILLY_AT))
-    ]
+    mbti_methods = [m for m in args.methods if m in MBTI_METHODS or m.startswith(SPEC_PREFIXES)]
     rp_methods = [m for m in args.methods if m in ROLEPLAY_METHODS or m.startswith(COMPOSE)]
     if args.generate_only:  # sampling only: the parts scored by judges, without the judges
         args.parts = [p for p in args.parts if p in ("freeform", "roleplay")]

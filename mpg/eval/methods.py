@@ -52,6 +52,7 @@ from ..personas import (
     roleplay,
 )
 from ..policies import Attribute, Policy, Target
+from ..samplers import SAMPLERS
 from ..steering import Steer
 
 __all__ = [
@@ -159,7 +160,7 @@ def get_method(method: Method | str) -> Method:
     if isinstance(method, str) and method.startswith(VIA):
         how, _, spec = method[len(VIA) :].partition(":")
         parts = how.split("/")
-        if len(parts) != 3 or parts[0] not in ("fused", "speculative", "scr") or not parts[2].isdigit():
+        if len(parts) != 3 or parts[0] not in SAMPLERS or not parts[2].isdigit():
             raise ValueError(
                 f"{method!r}: give {VIA}SAMPLER/PROPOSAL/K:COMPOSITION, e.g. {VIA}scr/anchor/4:product"
             )
