@@ -2,8 +2,8 @@
 # Train the shipped experts (mpg/experts/) from ../shared/data with the documented settings:
 # four MBTI axis adapters and two role-play adapters, one after the other, each with its model card.
 #   bash scripts/train-experts.sh [DATA_DIR] [OUT_DIR] [EXPERT ...]   (e.g. ... mbti_s_n mbti_t_f)
-# Per-axis pairs and epochs (issue 12): S/N (480 distinct pairs, one epoch), T/F (240 x 2) and J/P (160 pairs,
-# each also from the other side: --mirror-sides; a third epoch over the same 160 had scored lower, 0.649)
+# Per-axis pairs and epochs: S/N (480 distinct pairs, one epoch), T/F (240 x 2) and J/P (160 pairs,
+# each also from the other side: --mirror-sides; a third epoch over the same 160 had scored lower)
 # use the shared-prompt DPO loop (mpg/dpo.py); E/I keeps the settings and trainer (TRL's DPOTrainer) it
 # was shipped with (docs/results.md). Each
 # expert trains on a seeded subset and leaves the rest of its train.jsonl unseen: the fidelity judges

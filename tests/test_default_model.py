@@ -59,7 +59,7 @@ def test_default_composition_is_one_head_matmul_of_composed_features(cache, monk
     """On the embedded default with the shipped experts (which adapt attention only; the head is tied),
     the default ENTJ target's log p_1 is log_softmax(W g) of the composed features (test_feature_identity):
     with float64 weights to 1e-5 over the whole vocabulary (the scorer's log-softmax itself is float32);
-    with float32 weights to their rounding of logits of size ~30 (relative 1e-5)."""
+    with float32 weights to float32's rounding of the logits (relative 1e-5)."""
     from test_feature_identity import composed_vs_target
 
     from mpg.engine import Engine
