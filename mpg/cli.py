@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 
 from .threads import set_wait_policy
 
@@ -61,6 +62,8 @@ def _generate(args) -> int:
         except ValueError as e:
             raise ValueError(f"--device-map is not valid JSON: {e}") from None
     engine = Engine.from_pretrained(args.base, device_map=device_map or None, dtype=args.dtype)
+    if args.draft_head:
+        engine.load_draft_head(args.draft_head)
     roleplaying = args.profile is not None or args.personality is not None
     mbti = args.persona if args.persona is not None else (None if roleplaying else "ENTJ")
     p = persona(
@@ -120,6 +123,10 @@ def _serve(args) -> int:
     if args.persona:
         parse_mbti(args.persona)  # a bad default persona fails now, not on the first request
     engine = Engine.from_pretrained(args.base, dtype=args.dtype)
+    if args.draft_head:
+        engine.load_draft_head(args.draft_head)
+    else:  # loaded now, not on a first request: a server does not change its model while it serves
+        engine.find_draft_head()
     loaded = load_experts(engine, args.experts)
     for path in args.vectors or []:
         for name, vector in PersonaVectors.load(path).vectors.items():
@@ -216,6 +223,69 @@ def _train_expert(args) -> int:
             f"likelihood accuracy {held['likelihood_accuracy']:.3f} vs base {held['base_likelihood_accuracy']:.3f}"
         )
     print(f"saved adapter and model card in {args.out}")
+    return 0
+
+
+def _train_draft(args) -> int:
+    import time
+
+    from .draft_head import SHIPPED_HEAD
+    from .draft_training import (
+        DraftTrainSettings,
+        FeatureSet,
+        build_feature_sets,
+        head_card,
+        held_out_acceptance,
+        is_held_out_type,
+        train_draft_head,
+        write_card_md,
+    )
+    from .engine import Engine
+    from .hardware import cpu_has_bf16, cpu_name
+
+    out = Path(args.out) if args.out else SHIPPED_HEAD
+    work = out / "work"  # features and checkpoints (resumable); not shipped
+    work.mkdir(parents=True, exist_ok=True)
+    engine = Engine.from_pretrained(args.base, dtype=args.dtype)
+    model = engine.models["base"]
+    t0 = time.perf_counter()
+    cached = work / "features.pt", work / "features_test.pt", work / "data.json"
+    if args.resume and all(p.exists() for p in cached):
+        train, test = FeatureSet.load(cached[0]), FeatureSet.load(cached[1])
+        data = json.loads(cached[2].read_text())
+    else:
+        train, test, data = build_feature_sets(
+            engine,
+            Path(args.data),
+            args.experts,
+            lams=tuple(float(x) for x in args.lams.split(",")),
+            train_texts=args.texts,
+            test_texts=args.test_texts,
+            roleplay_train=args.roleplay,
+            roleplay_test=args.roleplay_test,
+            max_tokens=args.max_tokens,
+            composition=args.composition,
+        )
+        data["host"] = f"{cpu_name()}, bf16 {'native' if cpu_has_bf16() else 'emulated'}"
+        train.save(cached[0])
+        test.save(cached[1])
+        cached[2].write_text(json.dumps(data))
+    t_features = time.perf_counter() - t0
+    settings = DraftTrainSettings(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, window=args.window, seed=args.seed
+    )
+    head = train_draft_head(
+        train, model, settings, work, keep=lambda n: not is_held_out_type(n), resume=args.resume
+    )
+    t_train = time.perf_counter() - t0 - t_features
+    acceptance = held_out_acceptance(head, model, test)
+    data["feature_seconds"] = round(t_features, 1)
+    card = head_card(settings, data, acceptance, t_train, model)
+    head.save(out, card=card)
+    write_card_md(out, card)
+    for name, by_depth in acceptance.items():
+        print(f"{name}: " + ", ".join(f"depth {d} {a:.3f}" for d, a in by_depth.items()))
+    print(f"saved the draft head and its card in {out}")
     return 0
 
 
@@ -364,9 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument(
         "--proposal",
         default="anchor",
-        choices=["anchor", "merged", "prompt"],
+        choices=["anchor", "merged", "prompt", "head"],
         help="what drafts (speculative, scr): the anchor; the anchor plus the experts' LoRA deltas summed "
-        "into one adapter (merged); or the anchor under a system prompt naming every trait (prompt)",
+        "into one adapter (merged); the anchor under a system prompt naming every trait (prompt); or the "
+        "draft head, which predicts the composed target's features (head: the shipped one, or --draft-head)",
+    )
+    g.add_argument(
+        "--draft-head", default=None, help="a draft head folder from mpg train-draft (for --proposal head)"
     )
     g.add_argument("--chunk-size", type=int, default=4)
     g.add_argument(
@@ -409,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=256,
         help="context tokens per row a newcomer's prefill feeds between two decode steps",
+    )
+    s.add_argument(
+        "--draft-head",
+        default=None,
+        help="a draft head folder from mpg train-draft for proposal 'head' (default: the shipped one, if it fits)",
     )
     s.add_argument(
         "--max-merged-adapters",
@@ -488,6 +567,38 @@ def main(argv: list[str] | None = None) -> int:
         help="shared-prompt: mpg's DPO loop, each pair's prompt run once (default); trl: TRL's DPOTrainer",
     )
     t.set_defaults(func=_train_expert)
+    d = sub.add_parser(
+        "train-draft",
+        help="train a draft head for proposal='head': the composed targets' own features, teacher-forced",
+    )
+    d.add_argument("--out", default=None, help="head folder to write (default: the package's shipped head)")
+    d.add_argument(
+        "--base", default=None, help="local Hugging Face model folder (default: embedded SmolLM2-135M)"
+    )
+    d.add_argument("--experts", default="auto", help="'auto', 'shipped', 'prompted' or an experts folder")
+    d.add_argument("--data", default="../shared/data", help="shared data folder (MBTI pairs, role-play)")
+    d.add_argument("--composition", default=None, help="the composition trained on (default: persona()'s)")
+    d.add_argument("--lams", default="0.5,1", help="comma-separated strengths trained on")
+    d.add_argument("--texts", type=int, default=400, help="MBTI training texts (answers of the train split)")
+    d.add_argument("--test-texts", type=int, default=48, help="held-out texts (the test split)")
+    d.add_argument("--roleplay", type=int, default=80, help="role-play personas trained on")
+    d.add_argument("--roleplay-test", type=int, default=20, help="held-out role-play personas")
+    d.add_argument("--max-tokens", type=int, default=64, help="response tokens per text")
+    d.add_argument("--steps", type=int, default=600)
+    d.add_argument("--batch-size", type=int, default=16, help="(text, persona) samples per step")
+    d.add_argument("--lr", type=float, default=1e-3)
+    d.add_argument("--window", type=int, default=16, help="positions the head attends to")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--dtype", default=None, help="the base's dtype while reading features (default: engine's)"
+    )
+    d.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="start afresh (default: reuse the features and the checkpoint in OUT/work)",
+    )
+    d.set_defaults(func=_train_draft)
     c = sub.add_parser(
         "calibrate-expert",
         help="measure an expert's ratio spread (for --composition ...,weights=spread) into its mpg_expert.json",

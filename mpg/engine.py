@@ -4,12 +4,14 @@ drafter rows a running batch is handed (`prepare`)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from .chat import HEAD_PROBE, ChatRenderer, Conversation, Prompt, common_prefix, prompt_text
+from .draft_head import SHIPPED_HEAD, DraftHead, load_draft_head
 from .generation import GenerateConfig, GenerateOutput, build_target, check_sampler_target
 from .policies import Attribute, Policy, Target
 from .policy_table import PolicyTable
@@ -17,6 +19,7 @@ from .registry import Registry, check_same_vocab, is_peft
 from .running import Member, Pending, RunningBatch
 from .samplers import SAMPLERS, Batch, SamplerConfig, Sequence, SequenceSettings, prompt_rng
 from .samplers.drafting import PolicyDrafter
+from .samplers.head_drafter import HeadDrafter
 from .scoring import MultiPolicyScorer, PolicyGroup
 from .steering import row_deltas
 from .tokens import eos_token_ids, pad_token_id
@@ -41,6 +44,9 @@ class Engine:
         share one forward ("stacked", "gathered", or "peft": PEFT's own mixed batch)."""
         self.registry = Registry(model, tokenizer, lora_kernel=lora_kernel, head_cache_size=head_cache_size)
         self.chat = ChatRenderer(tokenizer, use_chat_template)
+        self.draft_head: DraftHead | None = None  # proposal="head" (load_draft_head, set_draft_head)
+        self._head_looked_up = False
+        self._head_notes: set[str] = set()
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -148,6 +154,52 @@ class Engine:
         for p in dict.fromkeys([*target.policies(), target.draft_policy]):
             self.registry.check_policy(p)
 
+    # ---- the draft head (proposal="head") ----------------------------------------------------------
+    def load_draft_head(self, folder: str | Path | None = None) -> DraftHead:
+        """Load the head proposal="head" drafts with: from `folder` (`mpg train-draft` writes one), or
+        None: the one shipped for the embedded default base (an error if this base is another)."""
+        model = self.models["base"]
+        head = load_draft_head(SHIPPED_HEAD if folder is None else folder, model)
+        self.draft_head = head.to(next(model.parameters()).device, torch.float32)
+        return self.draft_head
+
+    def set_draft_head(self, head: DraftHead | None) -> None:
+        """Use `head` (a `DraftHead` for this base) for proposal="head"; None: no head (anchor drafts)."""
+        if head is not None:
+            c = self.models["base"].config
+            if (head.config.hidden_size, head.config.vocab_size) != (c.hidden_size, c.vocab_size):
+                raise ValueError("the draft head's hidden size or vocabulary is not this base's")
+        self.draft_head = head
+
+    def find_draft_head(self) -> DraftHead | None:
+        """The draft head in use; if none was set, the shipped one when it fits this base (looked up once)."""
+        if self.draft_head is None and not self._head_looked_up:
+            self._head_looked_up = True
+            try:
+                self.load_draft_head()
+            except (FileNotFoundError, ValueError):
+                pass
+        return self.draft_head
+
+    def _head_for(self, targets: list[Target], scorer: MultiPolicyScorer) -> DraftHead | None:
+        """The draft head for these targets, or None with a one-line note on stderr saying why not."""
+        self.find_draft_head()
+        why = None
+        if self.draft_head is None:
+            why = "no draft head for this base (mpg train-draft makes one; Engine.load_draft_head loads it)"
+        elif any(t.aggregator != "product" for t in targets):
+            why = "the draft head reads a product's composed features; a mixture target has none"
+        elif any(p.model != "base" for t in targets for p in t.policies()):
+            why = "the draft head reads the base's features; this target scores a separate model"
+        elif not scorer.head_skippable:
+            why = "this model cannot hand its hidden states to the draft head"
+        if why is None:
+            return self.draft_head
+        if why not in self._head_notes:
+            self._head_notes.add(why)
+            print(f"mpg: note: proposal 'head' drafts from the anchor instead: {why}", file=sys.stderr)
+        return None
+
     def check_policies(self, policies: list[Policy]) -> None:
         for p in dict.fromkeys(policies):
             self.registry.check_policy(p)
@@ -251,7 +303,16 @@ class Engine:
         tables = [PolicyTable.for_target(self.chat, t, [p]) for t, p, *_ in requests]
         scorer = self.build_scorer_rows([tb.sequence(0) for tb in tables], defer_prefill=not prefill)
         drafter, draft_labels = None, []
-        if sampler.drafts:
+        head = None
+        if sampler.drafts and all(t.proposal == "head" for t, *_ in requests):
+            head = self._head_for([t for t, *_ in requests], scorer)
+        if head is not None:
+            model = self.models["base"]
+            drafter = HeadDrafter(
+                head, model.get_input_embeddings(), model.get_output_embeddings(), len(requests)
+            )
+            draft_labels = ["draft-head"] * len(requests)
+        elif sampler.drafts:
             rows = []
             for (t, p, *_), tb in zip(requests, tables):
                 q = t.draft_policy

@@ -22,7 +22,9 @@ AGGREGATORS = ("product", "mixture")
 #              relative to its own top token;
 #   "mixture"  a token stays if plausible under the mixture (anchor + sum_i num_i) / (n + 1).
 GUARDS = ("anchor", "union", "mixture")
-PROPOSALS = ("anchor", "merged", "prompt")  # proposals built from the target by name (mpg.proposals)
+# proposals built from the target by name (mpg.proposals); "head" drafts with the engine's draft head
+# (mpg.draft_head) and stays a name on the target: it is not a policy
+PROPOSALS = ("anchor", "merged", "prompt", "head")
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class Target:
         validate_target(self)
 
     @classmethod
-    def single(cls, policy: Policy, proposal: Policy | None = None) -> "Target":
+    def single(cls, policy: Policy, proposal: Policy | str | None = None) -> "Target":
         """One policy alone: p~ = policy (no attributes, nothing composed), drafted from `proposal`
         (default: the policy itself). The way to sample a base, a prompted or a steered model."""
         t = object.__new__(cls)
@@ -138,8 +140,8 @@ class Target:
             ("guard", "anchor"),
         ):
             object.__setattr__(t, name, value)
-        if not isinstance(policy, Policy) or not (proposal is None or isinstance(proposal, Policy)):
-            raise TypeError("Target.single takes an mpg.Policy (and optionally a proposal Policy)")
+        if not isinstance(policy, Policy) or not (proposal in (None, "head") or isinstance(proposal, Policy)):
+            raise TypeError('Target.single takes an mpg.Policy (and optionally a proposal Policy, or "head")')
         return t
 
     def policies(self) -> list[Policy]:
@@ -150,6 +152,9 @@ class Target:
 
     @property
     def draft_policy(self) -> Policy:
+        """The policy chunks are drafted from (with proposal "head": the anchor, the head's fallback)."""
+        if self.proposal == "head":
+            return self.anchor
         if isinstance(self.proposal, str):
             raise ValueError(
                 f"proposal {self.proposal!r} is a name: mpg.proposals.resolve_proposal builds it "

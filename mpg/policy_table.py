@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .aggregators import chunk_log_weights, token_target_logits
+from .aggregators import chunk_log_weights, product_features, token_target_logits
 from .distributions import temper
 from .policies import Policy, Target
 
@@ -58,6 +58,19 @@ class TargetRows:
             self.guard,
         )  # [..., T, V]
         return temper(logits, temperature, top_p)
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        """h: [..., P, T, H] the policies' last hidden states -> [..., T, H] the product's composed
+        features g (`aggregators.product_features`); W g is the target's logits up to a constant."""
+        if self.aggregator != "product":
+            raise ValueError("only a product target has composed features (a mixture is not linear in them)")
+        return product_features(
+            h[..., self.anchor, :, :],
+            h[..., self.num, :, :].transpose(-3, -2),
+            h[..., self.den, :, :].transpose(-3, -2),
+            self.weights.to(h.device, h.dtype),
+            self.lam,
+        )
 
     def chunk_log_weights(
         self, tok_lp: torch.Tensor, q_tok: torch.Tensor, temperature: float, anchor_top: torch.Tensor | None
@@ -114,6 +127,15 @@ class TargetBatch:
             )  # [B_g, T, V]
             for i, s in enumerate(seqs):
                 out[s] = p[i]
+        return torch.stack(out)
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        """h: [N, ..., H] every row's last hidden states -> [B, ..., H] each sequence's composed features
+        (product targets only: `TargetRows.features`)."""
+        out = []
+        for b, t in enumerate(self.targets):
+            rows = torch.tensor(self.rows[b], device=h.device)  # [P]
+            out.append(t.features(h[rows].movedim(0, -3)))  # [..., H]
         return torch.stack(out)
 
     def chunk_log_weights(

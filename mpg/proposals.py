@@ -12,6 +12,10 @@ only raises acceptance (SPEC section 1). Three names, for `generate(proposal=...
   product of experts in weight space, a first-order stand-in for the target's product of ratios.
 - "prompt": the anchor's weights under a system prompt naming every trait (the MBTI letters' texts
   from `mpg.personas.TRAITS`, or a prompted attribute's own trait prompt).
+- "head": the engine's draft head (`mpg.draft_head`) predicts the composed target's features and
+  drafts through the output embedding. Not a policy: the name stays on the target, and the engine
+  builds a head drafter for it (or, with no head for its base or a target the head cannot read, drafts
+  from the anchor and says so).
 """
 
 from __future__ import annotations
@@ -132,6 +136,10 @@ def resolve_proposal(engine, target: Target, name: str) -> Target:
     """The target with its proposal set from a name in PROPOSALS."""
     if name not in PROPOSALS:
         raise ValueError(f"unknown proposal {name!r}; choose one of {', '.join(PROPOSALS)} or pass a Policy")
+    if name == "head":
+        if not target.attributes:
+            return Target.single(target.anchor, "head")
+        return dataclasses.replace(target, proposal="head")
     if name == "anchor":
         q = None
     elif name == "merged":

@@ -469,7 +469,8 @@ class MultiPolicyScorer:
         ys: list[list[int]],
         chunks: torch.Tensor | None = None,
         support: tuple[torch.Tensor, float, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+        features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Raw next-token logits [N, n, K+1, V] of every row before each chunk token and after it.
 
         ys: each sequence's accepted response; chunks: [B, n, K] drafted alternatives (None: K = 0, n = 1).
@@ -477,19 +478,29 @@ class MultiPolicyScorer:
         vocabulary; every other row is exact on the tokens some anchor row finds plausible at that
         position and 0 elsewhere (needs `head_skippable`; see `_logits_on_support` for when that is all a
         target reads).
+        features: also return every row's last hidden states there, [N, n, K+1, H] (needs
+        `head_skippable`): what a draft head reads.
         """
         n, K = (1, 0) if chunks is None else chunks.shape[1:]
+        hidden = support is not None or features
         feeds = [
-            g.feed(ys, None if chunks is None else chunks[g.row_seq], hidden=support is not None)
-            for g in self.groups
+            g.feed(ys, None if chunks is None else chunks[g.row_seq], hidden=hidden) for g in self.groups
         ]  # per group [N_g, 1 + n*K, V] (hidden: [N_g, 1 + n*K, H])
+        states = feeds
         if support is not None:
             feeds = self._logits_on_support(feeds, *support)
+        elif features:
+            feeds = [g.head(h) for g, h in zip(self.groups, feeds)]
+        logits = self._by_branch(feeds, n, K)
+        return (logits, self._by_branch(states, n, K)) if features else logits
+
+    def _by_branch(self, feeds: list[torch.Tensor], n: int, K: int) -> torch.Tensor:
+        """Per group [N_g, 1 + n*K, D] -> [N, n, K+1, D]: column 0 (before any branch) in every branch."""
         outs = []
         for g, lg in zip(self.groups, feeds):
-            first = lg[:, :1].unsqueeze(1).expand(-1, n, 1, -1)  # [N_g, n, 1, V]
-            rest = lg[:, 1:].reshape(g.rows, n, K, lg.shape[-1])  # [N_g, n, K, V]
-            outs.append(torch.cat([first, rest], 2))  # [N_g, n, K+1, V]
+            first = lg[:, :1].unsqueeze(1).expand(-1, n, 1, -1)  # [N_g, n, 1, D]
+            rest = lg[:, 1:].reshape(g.rows, n, K, lg.shape[-1])  # [N_g, n, K, D]
+            outs.append(torch.cat([first, rest], 2))  # [N_g, n, K+1, D]
         if len(outs) == 1:
             return outs[0]
         return torch.cat([o.to(outs[0].device) for o in outs], 0)

@@ -711,3 +711,29 @@ def test_axes_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
     for bad in (["--kinds", "nope"], ["--compositions", "product,guard=union"], ["--types", "ENTX"]):
         with pytest.raises(SystemExit):
             axes.parse_args(bad)
+
+
+def test_axes_benchmark_measures_a_samplers_drift_from_fused(tmp_path, tokenizer, data, judges):
+    """--via: the four-attribute target also sampled by scr (anchor drafts), compared pairwise with its
+    fused answers: per-axis accuracy, target log-likelihood per token, perplexity, acceptance, clips."""
+    spec = importlib.util.spec_from_file_location("axes_via", ROOT / "benchmarks" / "record" / "axes.py")
+    axes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(axes)
+    mbti, _ = _tiny_experts()
+    argv = ["--data", str(data), "--types", "ENTJ,ISFP", "--per-type", "2", "--skip", "0"]
+    argv += ["--max-new-tokens", "3", "--compositions", "product,lam=1,plausibility=0.3"]
+    argv += ["--kinds", "four,prompt", "--via", "scr/anchor/2", "--embedder", "hash256", "--no-progress"]
+    out = tmp_path / "via"
+    assert (
+        axes.main([*argv, "--out", str(out)], engine=_tiny_engine(tokenizer), experts=mbti, judges=judges)
+        == 0
+    )
+    res = json.loads((out / "results.json").read_text())
+    name = Composition.parse("product,lam=1,plausibility=0.3").name
+    e = res["methods"][f"via:scr/anchor/2:{name}"]
+    assert e["fused_method"] == f"compose:{name}" and e["vs_fused"]["n"] == 4
+    assert e["target_lp"]["mean"] < 0 and e["target_lp_vs_fused"]["n"] == 4
+    assert 0 <= e["acceptance"] <= 1 and 0 <= e["clip_rate"] <= 1
+    assert "| sampled by |" in (out / "table.md").read_text()
+    with pytest.raises(SystemExit):
+        axes.parse_args(["--via", "scr/anchor"])

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 from tiny import add_lora, tiny_model, tiny_tokenizer
 
 from mpg.engine import Engine
@@ -574,3 +575,46 @@ def test_serve_load_benchmark_on_the_tiny_model(setup, tmp_path):
     assert busy["concurrency"] == 2 and busy["errors"] == 0 and busy["busy_over_idle"] > 0
     assert result["soak"]["errors"] == 0 and result["soak"]["rss_max_mib"] > 0
     assert result["server_exit_code"] == 0 and (out / "serve_load.md").exists()
+
+
+def test_proposal_head_is_served_beside_anchor_drafts(setup):
+    """proposal="head" drafts with the server's draft head; sequences drafted by the head and by the
+    anchor run side by side (batches of their own), and each text is its offline text."""
+    from mpg.draft_head import DraftHead, DraftHeadConfig
+
+    root, engine = setup
+    head = DraftHead.fresh(DraftHeadConfig.for_base(engine.models["base"]), seed=5)
+    head.save(root / "head", dtype=torch.float32)
+    proc, url = start_server(root, "--draft-head", str(root / "head"))
+    jobs = [("ENTJ", "speculative", "head", 11), ("INFP", "speculative", "anchor", 12)]
+    jobs += [("ESTP", "scr", "head", 13), ("ISFJ", "speculative", "head", 14)]
+    try:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=120)
+
+        def ask(job):
+            mbti, sampler, proposal, seed = job
+            r = c.completions.create(
+                model="mpg",
+                prompt="a b",
+                max_tokens=12,
+                seed=seed,
+                extra_body={"persona": mbti, "sampler": sampler, "proposal": proposal, "ignore_eos": True},
+            )
+            return r.choices[0].text
+
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(ask, jobs))
+        bad = httpx.post(url + "/v1/completions", json={"model": "mpg", "prompt": "a", "proposal": "heads"})
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert bad.status_code == 400 and "proposal" in bad.text
+    engine.set_draft_head(DraftHead.fresh(DraftHeadConfig.for_base(engine.models["base"]), seed=5))
+    try:
+        for (mbti, sampler, proposal, seed), text in zip(jobs, got):
+            want = offline(
+                setup, "a b", seed, 12, mbti=mbti, sampler=sampler, proposal=proposal, eos_token_id=[]
+            )
+            assert text == want, (mbti, proposal)
+    finally:
+        engine.set_draft_head(None)

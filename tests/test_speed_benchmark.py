@@ -16,8 +16,13 @@ def test_speed_benchmark_runs_on_a_tiny_model(tmp_path):
     tiny_model(seed=0).save_pretrained(base)
     tiny_tokenizer().save_pretrained(base)
     out = tmp_path / "out"
+    from mpg.draft_head import DraftHead, DraftHeadConfig
+
+    DraftHead.fresh(DraftHeadConfig.for_base(tiny_model(seed=0))).save(tmp_path / "head")
     speed.main(
         [
+            "--draft-head",
+            str(tmp_path / "head"),
             "--base",
             str(base),
             "--kinds",
@@ -29,7 +34,7 @@ def test_speed_benchmark_runs_on_a_tiny_model(tmp_path):
             "--repeats",
             "2",
             "--samplers",
-            "mod,fused,speculative:2,scr:2,scr:2x2,billy",
+            "mod,fused,speculative:2,speculative:2@head,scr:2,scr:2x2,billy",
             "--max-new-tokens",
             "4",
             "--lora-kernels",
@@ -50,6 +55,7 @@ def test_speed_benchmark_runs_on_a_tiny_model(tmp_path):
         "mod|prompted|n2|b1",
         "scr:2x2|prompted|n2|b2",
         "billy|prompted|n1|b2",
+        "speculative:2@head|prompted|n2|b2",
     } <= keys
     assert "mod|prompted|n1|b2" not in keys  # MOD-style has no batching
     for key, runs in r["runs"].items():

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import shlex
 import sys
@@ -43,9 +44,10 @@ from mpg import Engine  # noqa: E402
 from mpg.composition import Composition  # noqa: E402
 from mpg.eval import freeform as ff  # noqa: E402
 from mpg.eval.judge import load_or_train_judges, make_embedder  # noqa: E402
-from mpg.eval.methods import COMPOSE, ONE, get_method  # noqa: E402
+from mpg.eval.methods import COMPOSE, ONE, VIA, get_method, mbti_target  # noqa: E402
 from mpg.eval.questionnaire import TYPES  # noqa: E402
 from mpg.eval.text_metrics import ppl_summary  # noqa: E402
+from mpg.likelihood import target_logliks  # noqa: E402
 from mpg.personas import AXES, TRAITS  # noqa: E402
 from mpg.stats import bounded_mean_ci, paired_bootstrap_ci, proportion  # noqa: E402
 
@@ -67,6 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--via",
+        default="",
+        help="comma list of SAMPLER/PROPOSAL/K (e.g. scr/anchor/4,scr/head/4): each composition's four-"
+        "attribute target also sampled that way, compared pairwise with its fused answers (drift)",
+    )
     ap.add_argument("--base", default=None, help="local model folder (default: the embedded SmolLM2-135M)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
@@ -86,6 +94,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     except ValueError as e:
         ap.error(f"--compositions: {e}")
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    args.via = [v.strip() for v in args.via.split(",") if v.strip()]
+    try:
+        for v in args.via:
+            get_method(f"{VIA}{v}:{args.compositions[0].name}")
+    except ValueError as e:
+        ap.error(f"--via: {e}")
+    if args.via and "four" not in args.kinds:
+        ap.error("--via compares with the four-attribute fused answers: keep 'four' in --kinds")
     bad = [k for k in args.kinds if k not in KINDS]
     if bad or not args.kinds:
         ap.error(f"--kinds: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(KINDS)}")
@@ -115,6 +131,7 @@ def methods_of(args) -> list[str]:
             out += [f"{ONE}{a}:{c.name}" for a in AXES]
         if "four" in args.kinds:
             out.append(COMPOSE + c.name)
+            out += [f"{VIA}{v}:{c.name}" for v in args.via]
     return out
 
 
@@ -190,8 +207,57 @@ def summarise(rows: list[dict], methods: list[str], seed: int = 0) -> dict:
                 entry["vs_prompt"] = paired_bootstrap_ci(
                     [score[i] for i in score], [base[i] for i in score], seed=seed
                 )
+        if m.startswith(VIA) and mine:
+            entry.update(drift(rows, m, seed))
         out[m] = entry
     return out
+
+
+def drift(rows: list[dict], method: str, seed: int = 0) -> dict:
+    """How far a via: method's answers are from the fused answers of the same target, items and seeds:
+    the paired difference of the mean per-axis accuracy, of each answer's mean per-token target
+    log-likelihood (log p_1 without the plausibility cut) and of its perplexity under the base (the
+    default proposal's own law: a sampler drifting toward it lowers it); and its acceptance and clip
+    rates."""
+    fused = COMPOSE + method.split(":", 2)[2]  # via:S/P/K:C -> compose:C
+    mine = {r["id"]: r for r in rows if r["method"] == method}
+    ref = {r["id"]: r for r in rows if r["method"] == fused}
+    ids = [i for i in mine if i in ref]
+    out: dict = {"fused_method": fused}
+    if not ids:
+        return out
+    out["vs_fused"] = paired_bootstrap_ci(
+        [sum(mine[i]["axis_hits"]) / 4 for i in ids], [sum(ref[i]["axis_hits"]) / 4 for i in ids], seed=seed
+    )
+    if all("target_lp" in mine[i] and "target_lp" in ref[i] for i in ids):
+        out["target_lp"] = bounded_mean_ci([mine[i]["target_lp"] for i in ids], -50, 0)
+        out["target_lp_vs_fused"] = paired_bootstrap_ci(
+            [mine[i]["target_lp"] for i in ids], [ref[i]["target_lp"] for i in ids], seed=seed
+        )
+    out["log_ppl_vs_fused"] = paired_bootstrap_ci(
+        [math.log(mine[i]["ppl"]) for i in ids], [math.log(ref[i]["ppl"]) for i in ids], seed=seed
+    )
+    st = [mine[i]["stats"] for i in ids]
+    drafted, rounds = sum(s["drafted_tokens"] for s in st), sum(s["rounds"] for s in st)
+    out["acceptance"] = sum(s["accepted_tokens"] for s in st) / drafted if drafted else None
+    out["clip_rate"] = sum(s["clips"] for s in st) / rounds if rounds else None
+    out["fallbacks_per_answer"] = sum(s["fallbacks"] for s in st) / len(st)
+    return out
+
+
+def target_lps(engine, rows: list[dict], items, methods: list[str], experts, progress: bool) -> None:
+    """Rows of four-attribute methods gain `target_lp`: the mean per-token log p_1 of their answer under
+    their own composed target (teacher-forced, no plausibility cut: `mpg.likelihood`, token mode)."""
+    from tqdm.auto import tqdm
+
+    by_id = {it.id: it for it in items}
+    todo = [r for r in rows if r["method"] in methods and r["token_ids"]]
+    for r in tqdm(todo, desc="target log-likelihood", unit="answer", disable=not progress):
+        item = by_id[r["id"]]
+        method = COMPOSE + r["method"].split(":", 2)[2] if r["method"].startswith(VIA) else r["method"]
+        target = mbti_target(engine, method, item.mbti_type, experts=experts)
+        score, _ = target_logliks(engine, target, item.prompt, [r["token_ids"]])
+        r["target_lp"] = float(score[0]) / len(r["token_ids"])
 
 
 def goals(summary: dict, compositions: list[Composition]) -> dict:
@@ -258,6 +324,9 @@ def run(args, engine, *, experts, judges=None, embed=None) -> dict:
         embed = embed or make_embedder(args.embedder)
         judges = load_or_train_judges(data, args.judges, args.embedder, embed=embed, progress=progress)
     ff.score_mbti(engine, rows, items, judges[0], embed or judges[0].embed, progress)
+    if args.via:
+        fours = [m for m in methods if m.startswith((COMPOSE, VIA))]
+        target_lps(engine, rows, items, fours, experts, progress)
     summary = summarise(rows, methods, args.seed)
     return {
         "methods": summary,
@@ -266,7 +335,7 @@ def run(args, engine, *, experts, judges=None, embed=None) -> dict:
         "types": args.types,
         "items": len(items),
         "max_new_tokens": args.max_new_tokens,
-        "sampler": "fused",
+        "sampler": "fused (via: methods their own sampler)",
         "sample_s": round(sampled_s, 1),
         "wall_s": round(time.perf_counter() - t0, 1),
         "rows": [{k: v for k, v in r.items() if k != "token_ids"} for r in rows],
@@ -310,9 +379,23 @@ def write_table(results: dict, path: Path) -> None:
         "bootstrap]); one-axis methods (expert_*, one:*) on their own axis only. mean per-axis: each "
         "answer's share of its type's letters judged right [95% t]; vs prompt: its paired difference to "
         "`prompt` [95% bootstrap] (relative); ppl: perplexity under the plain base (geometric mean [95% CI]).",
-        "",
-        "Goals: " + json.dumps(results["goals"]),
     ]
+    drifts = [(m, e) for m, e in methods.items() if "vs_fused" in e]
+    if drifts:
+        lines += [
+            "",
+            "| sampled by | mean per-axis vs fused (paired) | target log p_1 / token vs fused | "
+            "log ppl under the base vs fused | acceptance | clip rate | fallbacks / answer |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m, e in drifts:
+            lines.append(
+                f"| {m} | {_ci(e['vs_fused'], 3)} | {_ci(e.get('target_lp_vs_fused'), 3)} | "
+                f"{_ci(e['log_ppl_vs_fused'], 3)} | {e['acceptance'] if e['acceptance'] is None else round(e['acceptance'], 3)} | "
+                f"{e['clip_rate'] if e['clip_rate'] is None else round(e['clip_rate'], 3)} | "
+                f"{e['fallbacks_per_answer']:.2f} |"
+            )
+    lines += ["", "Goals: " + json.dumps(results["goals"])]
     path.write_text("\n".join(lines) + "\n")
 
 

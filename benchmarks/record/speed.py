@@ -12,6 +12,8 @@ base alone vs the base with 4 LoRA adapters (fresh processes). Writes JSON, Mark
 
     .venv/bin/python benchmarks/record/speed.py --max-new-tokens 128 --repeats 3 --out out/speed
     .venv/bin/python benchmarks/record/speed.py --n 4 --kinds lora --batch 1 --samplers fused,scr:4 --repeats 1   # quick
+    .venv/bin/python benchmarks/record/speed.py --n 4 --kinds lora --batch 1 \
+        --samplers fused,speculative:4,speculative:4@head,scr:4@head --repeats 3 --no-memory --out out/speed_head
 
 The composed target is the composition persona(), the CLI and the main job use
 (mpg.personas.DEFAULT_COMPOSITION) unless `--compositions 'A;B'` names others; the goals read the first.
@@ -51,13 +53,14 @@ LETTERS = "ENTJ"
 
 
 def engine_run(
-    engine, prompts, target, sampler, chunk_size, max_new_tokens, seed, candidates: int = 1
+    engine, prompts, target, sampler, chunk_size, max_new_tokens, seed, candidates: int = 1, proposal=None
 ) -> dict:
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         out = engine.generate(
             prompts,
             target=target,
+            proposal=proposal,
             sampler=sampler,
             chunk_size=chunk_size,
             candidates=candidates,
@@ -236,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--samplers",
         default="mod,fused,speculative:4,scr:1,scr:2,scr:4,scr:8,scr:16,scr:2x8,billy",
-        help="mod, fused, speculative:K, scr:K or scr:KxC (C candidates per round), billy",
+        help="mod, fused, speculative:K, scr:K or scr:KxC (C candidates per round), billy; a drafting "
+        "sampler may name its proposal after '@' (speculative:4@head: the draft head)",
+    )
+    ap.add_argument(
+        "--draft-head", default=None, help="draft head folder for @head (default: the shipped one)"
     )
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
@@ -283,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     floor_model = (
         AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype).to(args.device).eval()
     )  # bare, no PEFT wrapper
+    if args.draft_head:
+        engine.load_draft_head(args.draft_head)
     vectors, vector_note = vector_source(engine, args.vectors)
     ns = [int(x) for x in args.n.split(",")]
     kinds = args.kinds.split(",")
@@ -313,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         mods = {}
         for kind, n, b, spec, comp in configs:
             target, billy = targets(engine, kind, n, vectors, comp)
-            name, _, k = spec.partition(":")
+            drafted, _, proposal = spec.partition("@")
+            name, _, k = drafted.partition(":")
             if name == "mod":
                 r = mod_run(engine, SPEED_PROMPTS[:b], target, args.max_new_tokens, args.seed + rep)
                 mods[(kind, n, comp)] = r
@@ -332,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.max_new_tokens,
                     args.seed + rep,
                     candidates=int(c or 1),
+                    proposal=proposal or None,
                 )
             r["vs_floor"] = r["tokens_per_s"] / floors[b]["tokens_per_s"]
             if (kind, n, comp) in mods:
@@ -447,6 +458,13 @@ def goals(summary: dict, ns: list[int], kinds: list[str]) -> dict:
         }
         if b8:
             out["batch8_over_batch1"] = b8
+        fused = med(f"fused|lora|n{n}|b1")
+        for spec in keys("lora", 1):  # each drafting sampler against fused: the draft head's goals
+            if spec.split(":")[0] in ("speculative", "scr") and fused and med(f"{spec}|lora|n{n}|b1"):
+                out.setdefault("drafted_vs_fused", {})[spec] = med(f"{spec}|lora|n{n}|b1") / fused
+                out.setdefault("drafted_acceptance", {})[spec] = med(
+                    f"{spec}|lora|n{n}|b1", "acceptance_rate"
+                )
     if "full" in kinds and (drafted := best("full", "vs_mod", ("speculative", "scr"))) is not None:
         out["full_models_best_drafted_vs_mod"] = drafted
     return out

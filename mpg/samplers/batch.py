@@ -49,6 +49,15 @@ class Batch:
         """Each sequence's plausibility constraint (the drafts are kept to it too)."""
         return [t.plausibility for t in self.targets]
 
+    def score(self, chunks, support=None):
+        """The scoring pass over the drafted chunks [B, n, K]: every row's logits [N, n, K+1, V]; a drafter
+        that reads the target's features is handed them (`Drafter.observe`)."""
+        if self.drafter is None or not self.drafter.wants_features:
+            return self.scorer.score_rows(self.ys, chunks, support=support)
+        logits, hidden = self.scorer.score_rows(self.ys, chunks, support=support, features=True)
+        self.drafter.observe(self.ys, self.target.features(hidden))
+        return logits
+
     def support(self):
         """`TargetBatch.support_rows`, when the scorer can return hidden states (else full logits)."""
         if not self.scorer.head_skippable:

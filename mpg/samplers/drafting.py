@@ -70,6 +70,13 @@ def draft_uniforms(
 class Drafter(ABC):
     """Draws chunks for a batch's sequences and keeps its own state in step with their responses."""
 
+    wants_features = False  # whether the scoring pass hands it the target's composed features (observe)
+
+    def observe(self, ys: list[list[int]], features: torch.Tensor) -> None:
+        """The composed features of a round's scoring pass, [B, n, K+1, H], before its `commit` (only
+        called when `wants_features`)."""
+        raise NotImplementedError
+
     @abstractmethod
     def draft(
         self, seqs: list[Sequence], ks: list[int], n: int, u: torch.Tensor, alpha: list[float]

@@ -58,7 +58,7 @@ def propose(batch: Batch, ks: list[int], ns: list[int], need: list[bool] | None 
     length) and the rows' logits [N, n, K+1, V]."""
     seqs = batch.seqs
     d = batch.drafter.draft(seqs, ks, max(ns), draft_uniforms(seqs, ks, ns, need), batch.alphas)
-    logits = batch.scorer.score_rows(batch.ys, d.tokens)  # [N, n, K+1, V]
+    logits = batch.score(d.tokens)  # [N, n, K+1, V]
     K = d.tokens.shape[2]
     lg = logits[:, :, :K]  # [N, n, K, V]
     # the reference (log_softmax + gather) measured faster on the CPU than gather - logsumexp

@@ -24,7 +24,7 @@ class Speculative(Sampler):
     def step(self, batch: Batch) -> list[Advance]:
         seqs, ks = batch.seqs, batch.draft_lengths()
         d = batch.drafter.draft(seqs, ks, 1, draft_uniforms(seqs, ks, [1] * len(seqs)), batch.alphas)
-        logits = batch.scorer.score_rows(batch.ys, d.tokens, support=batch.support())  # [N, 1, K+1, V]
+        logits = batch.score(d.tokens, support=batch.support())  # [N, 1, K+1, V]
         lp = torch.log_softmax(logits[:, 0].float(), -1)  # [N, K+1, V]
         p = batch.target.token_logprobs(lp)  # [B, K+1, V]
         L = [n[0] for n in d.lengths]

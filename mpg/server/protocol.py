@@ -197,8 +197,10 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
         )
     lam = _number(body, "lam", 0)
     proposal = body.get("proposal", "anchor")
-    if proposal not in ("anchor", "prompt", "merged", None):
-        raise RequestError(f"proposal must be 'anchor', 'prompt' or 'merged', got {proposal!r}", "proposal")
+    if proposal not in ("anchor", "prompt", "merged", "head", None):
+        raise RequestError(
+            f"proposal must be 'anchor', 'prompt', 'merged' or 'head', got {proposal!r}", "proposal"
+        )
     if not mbti and not roleplaying and not traits:  # the base alone (mpg-base), maybe steered
         policy = Policy(steering=steer)  # checked with the others in parse_request
         return Target.single(policy), True, "base" + (" (steered)" if steer else "")
@@ -225,6 +227,8 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
             merge_coefficients(target)  # a merge that cannot be built is the request's error, now
             # the adapter itself is built by the scheduler's worker, between steps (a bounded cache)
             target = replace(target, proposal="merged")
+        elif proposal == "head":  # the draft head, or the anchor with a note where it cannot draft
+            target = replace(target, proposal="head")
     except ValueError as e:
         raise RequestError(str(e), "proposal") from None
     return target, p.needs_prompt, p.describe()

@@ -77,8 +77,10 @@ class Scheduler:
         self.engine, self.max_batch, self.max_queue, self.metrics = engine, max_batch, max_queue, metrics
         self.prefill_chunk, self.max_merged, self.threads = prefill_chunk, max_merged, threads
         self.waiting: collections.deque[Job] = collections.deque()
-        self.batches: dict[str, RunningBatch] = {}  # sampler -> its running batch
-        self.prefilling: list[tuple[str, list[Job], Pending]] = []  # newcomers whose prefill is under way
+        # (sampler, drafter kind) -> its running batch: a head drafter and a policy drafter keep different
+        # state, so sequences drafted by each run in batches of their own
+        self.batches: dict[tuple[str, str], RunningBatch] = {}
+        self.prefilling: list[tuple[tuple[str, str], list[Job], Pending]] = []  # newcomers being prefilled
         self.cv = threading.Condition()
         self.admitting = True  # False once shutdown begins: new requests get 503
         self.stopping = False
@@ -137,18 +139,20 @@ class Scheduler:
                 if self.stopping:
                     break
                 admit = self._take_admissible()
-            by_sampler: dict[str, list[Job]] = {}  # jobs admitted together share one prefill per sampler
+            # jobs admitted together share one prefill per sampler (and per proposal "head" or not)
+            by_sampler: dict[tuple[str, bool], list[Job]] = {}
             for job in admit:
-                by_sampler.setdefault(job.spec.settings.sampler, []).append(job)
-            for sampler, jobs in by_sampler.items():
+                key = (job.spec.settings.sampler, job.spec.target.proposal == "head")
+                by_sampler.setdefault(key, []).append(job)
+            for (sampler, _), jobs in by_sampler.items():
                 self._prepare(sampler, jobs)
             self._prefill()
             if self.threads is not None:
                 self.threads.adapt()
-            for sampler, rb in list(self.batches.items()):
+            for key, rb in list(self.batches.items()):
                 self._advance(rb)
                 if not len(rb):
-                    del self.batches[sampler]
+                    del self.batches[key]
                     self._release_memory()
             self._count()
             self._gauges()
@@ -200,20 +204,21 @@ class Scheduler:
             job.members.append(m)
             if job.cancelled:
                 m.cancelled = True
-        self.prefilling.append((sampler, jobs, pending))
+        drafter = pending.batch.drafter
+        self.prefilling.append(((sampler, type(drafter).__name__ if drafter else ""), jobs, pending))
 
     def _prefill(self) -> None:
         """One piece of every newcomer's prefill; those done join their sampler's running batch."""
         still = []
-        for sampler, jobs, pending in self.prefilling:
+        for key, jobs, pending in self.prefilling:
             try:
                 pending.prefill(self.prefill_chunk)
                 if pending.ready:
-                    if sampler not in self.batches:
-                        self.batches[sampler] = RunningBatch(SAMPLERS[sampler], self.engine.tokenizer)
-                    self.batches[sampler].join(pending)
+                    if key not in self.batches:
+                        self.batches[key] = RunningBatch(SAMPLERS[key[0]], self.engine.tokenizer)
+                    self.batches[key].join(pending)
                 else:
-                    still.append((sampler, jobs, pending))
+                    still.append((key, jobs, pending))
             except Exception as e:  # noqa: BLE001
                 traceback.print_exc()
                 for job in jobs:

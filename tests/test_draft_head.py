@@ -1,0 +1,146 @@
+"""The draft head (mpg.draft_head) as a proposal: speculative stays exact whatever the head predicts, and
+the oracle notices a drafter that misreports the probabilities it drew from."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from oracle import check_sampler, empirical, exact_distribution, tv, tv_tolerance
+from tiny import EOS
+
+import mpg.engine
+from mpg.draft_head import DraftHead, DraftHeadConfig, band_mask, load_draft_head
+from mpg.policies import Attribute, Target
+from mpg.samplers.drafting import Draft
+from mpg.samplers.head_drafter import HeadDrafter
+
+PROMPT = "a b"
+S = 1000
+PRODUCT = Target((Attribute.expert("x", "b a", 1.0), Attribute.prompted("a a", None, 0.5)), "product")
+GUARDED = replace(PRODUCT, plausibility=0.2)
+
+
+@pytest.fixture
+def head_engine(engine):
+    engine.set_draft_head(DraftHead.fresh(DraftHeadConfig.for_base(engine.models["base"]), seed=3))
+    yield engine
+    engine.set_draft_head(None)
+
+
+def _drafted_by_head(out) -> bool:
+    return any(k == "proposal:draft-head" for k in out.batches[0].forward_passes)
+
+
+@pytest.mark.parametrize("target", [PRODUCT, GUARDED], ids=["product", "guarded"])
+def test_speculative_with_a_head_draft_matches_p1(head_engine, target):
+    out, _ = check_sampler(head_engine, target, "speculative", 3, 2, PROMPT, EOS, S, 1, proposal="head")
+    assert _drafted_by_head(out)
+    st = out.stats
+    assert 0 < sum(s.accepted_tokens for s in st) < sum(s.drafted_tokens for s in st)
+
+
+class Misreporting(HeadDrafter):
+    """Draws from q but reports a sharper q: the acceptance rule is then wrong."""
+
+    def draft(self, seqs, ks, n, u, alpha):
+        d = super().draft(seqs, ks, n, u, alpha)
+        return Draft(d.tokens, torch.log_softmax(3 * d.q, -1).nan_to_num(float("-inf")), d.lengths)
+
+
+def test_a_head_drafter_that_misreports_q_is_caught(head_engine, monkeypatch):
+    """Negative control: the same check fails for a drafter whose reported q is not what it drew from."""
+    monkeypatch.setattr(mpg.engine, "HeadDrafter", Misreporting)
+    p = exact_distribution(head_engine, PRODUCT, PROMPT, 3, 1, EOS)
+    out = head_engine.generate(
+        [PROMPT] * S,
+        target=PRODUCT,
+        sampler="speculative",
+        proposal="head",
+        max_new_tokens=3,
+        seed=1234,
+        eos_token_id=EOS,
+        chunk_size=2,
+    )
+    assert tv(empirical(out.token_ids), p) > tv_tolerance(p, S)
+
+
+def test_head_saved_and_loaded_is_the_same(engine, tmp_path):
+    base = engine.models["base"]
+    head = DraftHead.fresh(DraftHeadConfig.for_base(base), seed=1)
+    head.save(tmp_path / "h", card={"note": "test"}, dtype=torch.float32)
+    back = load_draft_head(tmp_path / "h", base)
+    f, e = torch.randn(2, 5, head.config.hidden_size), torch.randn(2, 5, head.config.hidden_size)
+    torch.testing.assert_close(back(f, e), head(f, e))
+
+
+def test_a_head_for_another_base_is_refused(engine, tmp_path):
+    cfg = DraftHeadConfig.for_base(engine.models["base"])
+    DraftHead.fresh(replace(cfg, hidden_size=cfg.hidden_size * 2)).save(tmp_path / "h")
+    with pytest.raises(ValueError, match="hidden size"):
+        load_draft_head(tmp_path / "h", engine.models["base"])
+
+
+def test_band_mask_keeps_the_window_and_the_padding_out():
+    valid = torch.tensor([[False, True, True, True]])
+    m = band_mask(valid, 2)[0]
+    assert m[3].tolist() == [False, False, True, True]  # itself and one before
+    assert m[1].tolist() == [False, True, False, False]  # the padding at 0 is not read
+    assert not m[2, 3]  # causal
+
+
+def test_no_head_falls_back_to_the_anchor_with_a_note(engine, capfd):
+    engine.set_draft_head(None)
+    engine._head_looked_up = True  # no shipped head for the tiny base either way
+    out = engine.generate(PROMPT, target=PRODUCT, sampler="speculative", proposal="head", max_new_tokens=3)
+    assert not _drafted_by_head(out) and out.token_ids[0]
+    assert "drafts from the anchor instead" in capfd.readouterr().err
+
+
+def _tiny_data(folder):
+    """Two axes' worth of MBTI pairs and two role-play personas, in the shared data's schema."""
+    import json
+
+    for axis in ("e_i", "s_n", "t_f", "j_p"):
+        for split in ("train", "test"):
+            d = folder / "mbti" / "prefs" / axis
+            d.mkdir(parents=True, exist_ok=True)
+            rows = [
+                {"instruction": f"a {'b ' * i}", "chosen": "a b a b b a", "rejected": "b b a a b"}
+                for i in range(3 if split == "train" else 2)
+            ]
+            (d / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+
+
+def test_train_draft_end_to_end_on_a_tiny_base(tmp_path):
+    """mpg train-draft: features, training (progress, checkpoint), held-out acceptance, a loadable head
+    with its card; a second run resumes from the checkpoint instead of starting again."""
+    import json
+
+    from tiny import tiny_model, tiny_tokenizer
+
+    from mpg.cli import main
+    from mpg.engine import Engine
+    from mpg.personas import persona
+
+    base = tmp_path / "base"
+    tiny_model(seed=0).save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    _tiny_data(tmp_path / "data")
+    out = tmp_path / "head"
+    argv = ["train-draft", "--out", str(out), "--base", str(base), "--experts", "prompted"]
+    argv += ["--data", str(tmp_path / "data"), "--texts", "6", "--test-texts", "2", "--max-tokens", "5"]
+    argv += ["--batch-size", "4", "--window", "4", "--dtype", "float32"]
+    assert main([*argv, "--steps", "4"]) == 0
+    config = json.loads((out / "draft_head.json").read_text())
+    acc = config["card"]["held_out_acceptance"]
+    assert set(acc) == {"held-out prompts", "held-out MBTI types"}  # prompted: no role-play experts
+    assert all(0 <= a <= 1 for by_depth in acc.values() for a in by_depth.values())
+    assert config["card"]["data"]["train_texts"] == 6 and (out / "README.md").exists()
+    assert torch.load(out / "work" / "checkpoint.pt", weights_only=False)["step"] == 4
+    eng = Engine.from_pretrained(base, dtype="float32")
+    eng.load_draft_head(out)
+    target = persona(eng, "EN", experts="prompted").target()
+    o = eng.generate("a b", target=target, sampler="speculative", proposal="head", max_new_tokens=6, seed=1)
+    assert _drafted_by_head(o) and o.stats[0].drafted_tokens > 0
+    assert main([*argv, "--steps", "6"]) == 0  # resumes: 2 more steps
+    assert torch.load(out / "work" / "checkpoint.pt", weights_only=False)["step"] == 6
