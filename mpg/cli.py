@@ -267,24 +267,25 @@ def _train_draft(args) -> int:
             composition=args.composition,
         )
         data["host"] = f"{cpu_name()}, bf16 {'native' if cpu_has_bf16() else 'emulated'}"
+        data["feature_seconds"] = round(time.perf_counter() - t0, 1)
         train.save(cached[0])
         test.save(cached[1])
         cached[2].write_text(json.dumps(data))
-    t_features = time.perf_counter() - t0
     settings = DraftTrainSettings(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, window=args.window, seed=args.seed
     )
     head = train_draft_head(
         train, model, settings, work, keep=lambda n: not is_held_out_type(n), resume=args.resume
     )
-    t_train = time.perf_counter() - t0 - t_features
     acceptance = held_out_acceptance(head, model, test)
-    data["feature_seconds"] = round(t_features, 1)
-    card = head_card(settings, data, acceptance, t_train, model)
+    card = head_card(settings, data, acceptance, head.train_seconds, model)
     head.save(out, card=card)
     write_card_md(out, card)
     for name, by_depth in acceptance.items():
-        print(f"{name}: " + ", ".join(f"depth {d} {a:.3f}" for d, a in by_depth.items()))
+        print(
+            f"{name}: "
+            + ", ".join(f"{'depth ' if d != 'anchor' else ''}{d} {a:.3f}" for d, a in by_depth.items())
+        )
     print(f"saved the draft head and its card in {out}")
     return 0
 
@@ -375,6 +376,15 @@ def _info(args) -> int:
         if spreads:
             fig += "; ratio spread " + ", ".join(f"{k} {v:.2f}" for k, v in spreads.items())
         print(f"  {d.name}: {fig}")
+    from .draft_head import HEAD_CONFIG, SHIPPED_HEAD
+
+    if (SHIPPED_HEAD / HEAD_CONFIG).exists():
+        card = json.loads((SHIPPED_HEAD / HEAD_CONFIG).read_text()).get("card", {})
+        acc = card.get("held_out_acceptance", {}).get("held-out prompts", {})
+        fig = ", ".join(f"{k} {v:.2f}" for k, v in acc.items())
+        print(f"shipped draft head ({SHIPPED_HEAD}): held-out acceptance by depth: {fig or 'not recorded'}")
+    else:
+        print("shipped draft head: none")
     return 0
 
 

@@ -145,7 +145,7 @@ def policy_features(
     index = table.index()
     cols = torch.tensor([index[p] for p in policies])  # [P] each policy's place in the table's order
     h = hidden[rows[:, cols].flatten()].view(len(texts), len(policies), T + 1, -1)  # [B, P, T+1, H]
-    return [h[b, :, : len(r) + 1].to(torch.bfloat16).cpu() for b, (_, r) in enumerate(texts)]
+    return [h[b, :, : len(r) + 1].cpu() for b, (_, r) in enumerate(texts)]  # in the engine's dtype
 
 
 def _target_logprobs(W: torch.Tensor, g: torch.Tensor, anchor_h: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -238,13 +238,14 @@ def train_draft_head(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / max(settings.steps, 1))
     )
-    step, ckpt = 0, out_dir / "checkpoint.pt"
+    step, spent, ckpt = 0, 0.0, out_dir / "checkpoint.pt"
     if resume and ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         head.load_state_dict(state["head"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
-        step = state["step"]
+        step, spent = state["step"], state.get("seconds", 0.0)
+    t0 = time.perf_counter()
     W = model.get_output_embeddings().weight.detach()  # [V, H]
     embed = model.get_input_embeddings().weight.detach().float()  # [V, H]
     samples = fs.samples(keep)
@@ -266,31 +267,33 @@ def train_draft_head(
         bar.update(1)
         bar.set_postfix(loss=f"{first.item():.3f}", rolled=f"{second.item():.3f}")
         if step % settings.checkpoint_every == 0 or step == settings.steps:
-            torch.save(
-                {
-                    "head": head.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "step": step,
-                },
-                ckpt,
-            )
+            state = {"head": head.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+            torch.save({**state, "step": step, "seconds": spent + time.perf_counter() - t0}, ckpt)
     bar.close()
+    head.train_seconds = spent + time.perf_counter() - t0  # every run's time, resumed ones included
     return head.eval().requires_grad_(False)
 
 
 @torch.no_grad()
 def draft_acceptance(
-    head: DraftHead, model, fs: FeatureSet, keep=None, depths: int = 4, starts: int = 6
+    head: DraftHead,
+    model,
+    fs: FeatureSet,
+    keep=None,
+    depths: int = 4,
+    starts: int = 6,
+    progress: bool = True,
 ) -> dict[int, float]:
     """Mean per-token acceptance (1 - TV of proposal and exact target) at draft depths 1..`depths`,
     over `starts` evenly spaced draft positions of each (text, target) whose target name passes
     `keep` (None: all)."""
     W = model.get_output_embeddings().weight.detach()  # [V, H]
     embed = model.get_input_embeddings().weight.detach().float()
+    from tqdm.auto import tqdm
+
     window = head.config.window
     sums, counts = [0.0] * (depths + 1), [0] * (depths + 1)
-    for r, j in fs.samples(keep):
+    for r, j in tqdm(fs.samples(keep), desc="held-out acceptance", unit="sample", disable=not progress):
         g, a, tok, _, alphas = _batch(fs, [(r, j)])
         T = tok.shape[1]
         for n in sorted({1 + (T - 1) * i // max(starts - 1, 1) for i in range(starts)}):
@@ -313,6 +316,23 @@ def draft_acceptance(
     return {d: sums[d] / counts[d] for d in range(1, depths + 1) if counts[d]}
 
 
+@torch.no_grad()
+def anchor_acceptance(model, fs: FeatureSet, keep=None) -> float:
+    """The same per-token acceptance for the anchor as proposal (the default drafter: its own
+    distribution kept to its plausible set), at every position of the (text, target) pairs: the figure
+    a head has to beat."""
+    W = model.get_output_embeddings().weight.detach()
+    total, n = 0.0, 0
+    for r, j in fs.samples(keep):
+        g, a, tok, _, alphas = _batch(fs, [(r, j)])
+        T = tok.shape[1]
+        p = _target_logprobs(W, g[0, 1 : T + 1], a[0, 1 : T + 1], alphas[0]).exp()  # [T, V]
+        q = _draft_logprobs(W, a[0, 1 : T + 1], alphas[0]).exp()  # [T, V]
+        total += float(torch.minimum(p, q).sum())
+        n += T
+    return total / n
+
+
 def is_held_out_type(name: str) -> bool:
     return name.split("@")[0] in HELD_OUT_TYPES
 
@@ -328,7 +348,10 @@ def held_out_acceptance(head: DraftHead, model, test: FeatureSet) -> dict[str, d
     out = {}
     for name, keep in sets.items():
         if test.samples(keep):
-            out[name] = draft_acceptance(head, model, test, keep)
+            out[name] = {
+                **draft_acceptance(head, model, test, keep),
+                "anchor": anchor_acceptance(model, test, keep),
+            }
     return out
 
 
@@ -365,15 +388,14 @@ def write_card_md(folder: Path, card: dict) -> None:
         "",
         "## Held-out acceptance (1 - TV to the exact target, per drafted token, by draft depth)",
         "",
-        "| set | " + " | ".join(f"depth {d}" for d in range(1, 5)) + " |",
-        "|---|---|---|---|---|",
+        "| set | " + " | ".join(f"depth {d}" for d in range(1, 5)) + " | the anchor as proposal |",
+        "|---|---|---|---|---|---|",
     ]
     for name, by_depth in acc.items():
-        lines.append(
-            f"| {name} | "
-            + " | ".join(f"{by_depth.get(str(d), by_depth.get(d, float('nan'))):.3f}" for d in range(1, 5))
-            + " |"
-        )
+        cells = [by_depth.get(str(d), by_depth.get(d, float("nan"))) for d in (1, 2, 3, 4, "anchor")]
+        lines.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in cells) + " |")
+    if card.get("note"):
+        lines += ["", card["note"]]
     (folder / "README.md").write_text("\n".join(lines) + "\n")
 
 

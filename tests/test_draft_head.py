@@ -144,3 +144,96 @@ def test_train_draft_end_to_end_on_a_tiny_base(tmp_path):
     assert _drafted_by_head(o) and o.stats[0].drafted_tokens > 0
     assert main([*argv, "--steps", "6"]) == 0  # resumes: 2 more steps
     assert torch.load(out / "work" / "checkpoint.pt", weights_only=False)["step"] == 6
+
+
+def test_speculative_with_a_trained_head_matches_p1(engine, tmp_path):
+    """A head trained (briefly) on this target's own features, through the training code's path, and
+    speculative with it is still exactly p_1; the training loss went down."""
+    from mpg.draft_training import (
+        DraftTrainSettings,
+        FeatureSet,
+        TargetSpec,
+        policy_features,
+        train_draft_head,
+    )
+
+    policies = PRODUCT.policies()
+    texts = [(p, r) for p in ("a b", "b", "a a") for r in ([3, 4, 3], [4, 4, 3, 1], [3, 3])]
+    fs = FeatureSet(
+        policy_features(engine, policies, texts),
+        [torch.tensor(r) for _, r in texts],
+        [0] * len(texts),
+        [[TargetSpec.of("product", PRODUCT, policies)]],
+    )
+    settings = DraftTrainSettings(steps=30, batch_size=4, lr=3e-3, window=4, checkpoint_every=30)
+    model = engine.models["base"]
+    from mpg.draft_training import _batch, _loss
+
+    def loss(head):
+        with torch.no_grad():
+            emb = model.get_input_embeddings().weight.float()
+            return _loss(head, emb, model.get_output_embeddings().weight, *_batch(fs, fs.samples()), 1.0)[0]
+
+    before = loss(DraftHead.fresh(DraftHeadConfig.for_base(model, window=4), seed=0))
+    head = train_draft_head(fs, model, settings, tmp_path, progress=False)
+    assert loss(head) < before
+    engine.set_draft_head(head)
+    try:
+        out, _ = check_sampler(engine, PRODUCT, "speculative", 3, 2, PROMPT, EOS, S, 1, proposal="head")
+        assert _drafted_by_head(out)
+    finally:
+        engine.set_draft_head(None)
+
+
+def test_the_drafter_reads_the_features_training_reads(head_engine):
+    """Alignment: each round's first drafted distribution is the head's prediction from the window of
+    true features, computed teacher-forced from scratch (as training computes them) over the
+    response the round started from. A drafter that kept a feature one position off would fail this."""
+    from mpg.draft_training import TargetSpec, policy_features
+    from mpg.samplers.drafting import proposal_logprobs
+
+    engine = head_engine
+    seen = []
+
+    class Recording(HeadDrafter):
+        def draft(self, seqs, ks, n, u, alpha):
+            d = super().draft(seqs, ks, n, u, alpha)
+            seen.append((list(seqs[0].y), d.q[0, 0, 0].clone(), self.known[0]))
+            return d
+
+    target = replace(PRODUCT, plausibility=0.2)
+    prompt = "a b"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(mpg.engine, "HeadDrafter", Recording)
+    try:
+        out = engine.generate(
+            prompt,
+            target=target,
+            sampler="speculative",
+            proposal="head",
+            max_new_tokens=12,
+            eos_token_id=[],
+            chunk_size=3,
+            seed=7,
+        )
+    finally:
+        mp.undo()
+    y = out.token_ids[0]
+    policies = target.policies()
+    h = policy_features(engine, policies, [(prompt, y)])[0].float()  # [P, T+1, H]
+    g = TargetSpec.of("t", target, policies).compose(h)  # [T+1, H]
+    head, model = engine.draft_head, engine.models["base"]
+    W, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    checked = 0
+    for prefix, q, known in seen:
+        n = len(prefix)
+        if known != n or n == 0:
+            continue  # a first round drafts uniformly
+        lo = max(0, n - head.config.window)
+        with torch.no_grad():
+            pred = head(g[None, lo:n], emb(torch.tensor([y[lo:n]])).float())[0, -1]
+            want = proposal_logprobs(W(pred), 1.0, 1.0, target.plausibility)
+        assert torch.equal(q.isinf(), want.isinf())
+        torch.testing.assert_close(q[~q.isinf()], want[~want.isinf()], atol=1e-4, rtol=0)
+        checked += 1
+    assert checked >= 2
