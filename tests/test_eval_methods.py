@@ -82,7 +82,10 @@ def test_via_methods_name_the_sampler_of_a_composition(engine):
     }
     composed = mbti_target(engine, "compose:product,lam=1,plausibility=0.1", "ENTJ", experts=tiny_experts)
     assert mbti_target(engine, m, "ENTJ", experts=tiny_experts) == composed
-    for bad in ("via:scr/anchor:product", "via:beam/anchor/4:product", "via:scr/anchor/k:product"):
+    one = get_method("via:scr/head/2x1:product")  # a candidate count after the chunk size
+    assert (one.chunk_size, one.candidates, one.proposal) == (2, 1, "head") and "/2x1:" in one.name
+    bad_ones = ("via:scr/anchor:product", "via:beam/anchor/4:product", "via:scr/anchor/k:product")
+    for bad in (*bad_ones, "via:scr/anchor/4xk:product"):
         with pytest.raises(ValueError, match="SAMPLER/PROPOSAL/K"):
             get_method(bad)
 

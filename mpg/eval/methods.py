@@ -22,7 +22,7 @@ MBTI methods (persona = a type such as ENTJ):
 - compose:SPEC   the four axis experts under any mpg.composition.Composition, e.g.
                  "compose:product,lam=0.5,weights=spread,anchor=prompt" (fused; the benchmarks' sweeps);
                  anchor=prompt tilts the multi-trait prompt (the `prompt` method) instead of the base.
-- via:SAMPLER/PROPOSAL/K:SPEC  the compose:SPEC target sampled by another sampler, e.g.
+- via:SAMPLER/PROPOSAL/K[xC]:SPEC  the compose:SPEC target sampled by another sampler, e.g.
                  "via:scr/anchor/4:product,lam=1,plausibility=0.1" (SCR, drafts from the anchor, chunks
                  of 4, 8 candidates): the benchmarks' sampler comparisons at one target;
 - one:AXIS:SPEC  ONE axis expert (the type's side of AXIS) under a composition, e.g.
@@ -160,18 +160,21 @@ def get_method(method: Method | str) -> Method:
     if isinstance(method, str) and method.startswith(VIA):
         how, _, spec = method[len(VIA) :].partition(":")
         parts = how.split("/")
-        if len(parts) != 3 or parts[0] not in SAMPLERS or not parts[2].isdigit():
+        k, _, c = parts[-1].partition("x") if parts else ("", "", "")
+        if len(parts) != 3 or parts[0] not in SAMPLERS or not k.isdigit() or not (c.isdigit() or not c):
             raise ValueError(
-                f"{method!r}: give {VIA}SAMPLER/PROPOSAL/K:COMPOSITION, e.g. {VIA}scr/anchor/4:product"
+                f"{method!r}: give {VIA}SAMPLER/PROPOSAL/K[xCANDIDATES]:COMPOSITION, e.g. "
+                f"{VIA}scr/anchor/4:product (scr: 8 candidates unless given)"
             )
-        sampler, proposal, k = parts[0], parts[1], int(parts[2])
+        sampler, proposal = parts[0], parts[1]
+        candidates = int(c) if c else 8 if sampler == "scr" else 1
         comp = Composition.parse(spec)
         return Method(
-            f"{VIA}{sampler}/{proposal}/{k}:{comp.name}",
+            f"{VIA}{how}:{comp.name}",
             sampler,
             comp.aggregator,
-            chunk_size=k,
-            candidates=8 if sampler == "scr" else 1,
+            chunk_size=int(k),
+            candidates=candidates,
             composition=comp,
             proposal=proposal,
         )

@@ -36,9 +36,8 @@ class HeadDrafter(Drafter):
         self.head, self.embed, self.out = head, embed, out
         self.device = out.weight.device
         H = head.config.hidden_size
-        self.feats = [
-            torch.zeros(0, H, device=self.device) for _ in range(n_seqs)
-        ]  # per sequence [L_b, H], L_b <= window
+        # per sequence its window's true features [L_b, H], L_b <= window
+        self.feats = [torch.zeros(0, H, device=self.device) for _ in range(n_seqs)]
         self.known = [0] * n_seqs  # the response length its window ends at (-1: no true feature there)
         self._seen: list[tuple[int, torch.Tensor]] | None = None  # from observe: (n0, [n, K+1, H]) each
         self.passes = 0
