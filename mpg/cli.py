@@ -422,8 +422,9 @@ def main(argv: list[str] | None = None) -> int:
         "--sampler",
         default="fused",
         choices=["fused", "speculative", "scr"],
-        help="fused (default: exact, and the fastest exact sampler measured here: docs/results.md#speed), "
-        "speculative (exact), or scr (the MPG paper's chunk-level sampler: approximate, see the README)",
+        help="fused (default: exact, and the fastest sampler measured here: docs/results.md#speed), "
+        "speculative (exact with any --proposal; faster only where its drafts are accepted), or scr (the "
+        "MPG paper's chunk-level sampler: approximate, its output drifts toward its proposal; see the README)",
     )
     g.add_argument(
         "--composition",
