@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .aggregators import implausible, plausible
+from .aggregators import plausible, product_features
 from .draft_head import DraftHead, DraftHeadConfig
 from .fingerprint import weight_fingerprint
 from .policies import Policy, Target
+from .samplers.drafting import proposal_logprobs
 
 __all__ = [
     "DraftTrainSettings",
@@ -82,9 +83,13 @@ class TargetSpec:
 
     def compose(self, h: torch.Tensor) -> torch.Tensor:
         """h: [..., P, T, H] the policies' features -> [..., T, H] this target's g."""
-        w = torch.tensor(self.weights, dtype=h.dtype)[:, None, None]  # [n, 1, 1]
-        diff = h[..., self.num, :, :] - h[..., self.den, :, :]  # [..., n, T, H]
-        return h[..., self.anchor, :, :] + self.lam * (w * diff).sum(-3)
+        return product_features(
+            h[..., self.anchor, :, :],
+            h[..., self.num, :, :].transpose(-3, -2),  # [..., T, n, H]
+            h[..., self.den, :, :].transpose(-3, -2),
+            torch.tensor(self.weights, dtype=h.dtype),
+            self.lam,
+        )
 
 
 @dataclass
@@ -159,12 +164,9 @@ def _target_logprobs(W: torch.Tensor, g: torch.Tensor, anchor_h: torch.Tensor, a
 
 
 def _draft_logprobs(W: torch.Tensor, g: torch.Tensor, alpha: float) -> torch.Tensor:
-    """The drafter's proposal from predicted features: kept to its own plausible set at alpha, as
-    `samplers.drafting.proposal_logprobs` keeps it (temperature 1). [..., H] -> [..., V]"""
-    logits = (g.to(W.dtype) @ W.T).float()  # [..., V]
-    if alpha > 0:
-        logits = logits.masked_fill(implausible(logits, logits.amax(-1, keepdim=True), alpha), float("-inf"))
-    return torch.log_softmax(logits, -1)
+    """The drafter's proposal from predicted features (`proposal_logprobs` at temperature 1).
+    [..., H] -> [..., V]"""
+    return proposal_logprobs(g.to(W.dtype) @ W.T, 1.0, 1.0, alpha)
 
 
 def _batch(fs: FeatureSet, picks: list[tuple[int, int]]):

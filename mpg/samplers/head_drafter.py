@@ -73,6 +73,7 @@ class HeadDrafter(Drafter):
         ready = [self.known[b] == len(s.y) and self.feats[b].shape[0] > 0 for b, s in enumerate(seqs)]
         V = self.head.config.vocab_size
         q_uniform = torch.full((V,), -math.log(V), device=self.device)  # [V]
+        ready_mask = torch.tensor(ready, device=self.device)  # [B]
         lengths_cap = [k if r else 1 for k, r in zip(ks, ready)]
         # each sequence's window, repeated for its n branches, left-padded: [B*n, L]
         L = max([f.shape[0] for f in self.feats] + [1])
@@ -92,9 +93,8 @@ class HeadDrafter(Drafter):
             g = self._predict(feats[:, : L + t], toks[:, : L + t], valid[:, : L + t])  # [B*n, H]
             logits = self.out(g.to(self.out.weight.dtype)).float().view(B, n, -1)  # [B, n, V]
             q = _proposal(logits, seqs, alpha)  # [B, n, V]
-            for b in range(B):
-                if not ready[b]:
-                    q[b] = q_uniform
+            if not all(ready):
+                q[~ready_mask] = q_uniform
             tok = sample(q, u[:, :, t])  # [B, n]
             out_toks.append(tok)
             qs.append(q)
