@@ -233,7 +233,9 @@ def _train_draft(args) -> int:
     from .draft_training import (
         DraftTrainSettings,
         FeatureSet,
+        add_sampled_sets,
         build_feature_sets,
+        composition_name,
         head_card,
         held_out_acceptance,
         is_held_out_type,
@@ -251,8 +253,14 @@ def _train_draft(args) -> int:
     t0 = time.perf_counter()
     cached = work / "features.pt", work / "features_test.pt", work / "data.json"
     if args.resume and all(p.exists() for p in cached):
-        train, test = FeatureSet.load(cached[0]), FeatureSet.load(cached[1])
         data = json.loads(cached[2].read_text())
+        if data.get("composition") != composition_name(args.composition):
+            raise SystemExit(
+                f"mpg train-draft: the features in {work} were read for the composition "
+                f"{data.get('composition')!r}, not {composition_name(args.composition)!r}; pass "
+                "--composition to match, or use --no-resume or another --out"
+            )
+        train, test = FeatureSet.load(cached[0]), FeatureSet.load(cached[1])
     else:
         train, test, data = build_feature_sets(
             engine,
@@ -271,8 +279,38 @@ def _train_draft(args) -> int:
         train.save(cached[0])
         test.save(cached[1])
         cached[2].write_text(json.dumps(data))
+    # sampled answers are added to cached features once; a resumed run without --sampled keeps them
+    want = (args.sampled, args.sampled_test)
+    have = (data.get("sampled_per_target", 0), data.get("sampled_test", 0))
+    if any(want) and want != have:
+        if any(have):
+            raise SystemExit(
+                f"mpg train-draft: {work} holds features of other sampled answers ({have[0]} per "
+                f"target, {have[1]} held out); use --no-resume or another --out"
+            )
+        data |= add_sampled_sets(
+            engine,
+            train,
+            test,
+            Path(args.data),
+            args.experts,
+            lams=tuple(data["lams"]),
+            per_target=args.sampled,
+            test_per_target=args.sampled_test,
+            max_tokens=data["max_tokens"],
+            composition=args.composition,
+            seed=args.seed,
+        )
+        train.save(cached[0])
+        test.save(cached[1])
+        cached[2].write_text(json.dumps(data))
     settings = DraftTrainSettings(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, window=args.window, seed=args.seed
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        window=args.window,
+        seed=args.seed,
+        sampled_share=args.sampled_share,
     )
     head = train_draft_head(
         train, model, settings, work, keep=lambda n: not is_held_out_type(n), resume=args.resume
@@ -430,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         "--composition",
         default=None,
         help="how the experts compose: 'AGGREGATOR[,lam=X][,weights=given|sum1|spread][,anchor=base|prompt]"
-        "[,plausibility=ALPHA][,guard=anchor|union|mixture][,ratio=trait|anchor]' "
+        "[,plausibility=ALPHA][,guard=anchor|union|mixture][,ratio=trait|anchor|opposite]' "
         "(default: mpg.personas.DEFAULT_COMPOSITION; see the README)",
     )
     g.add_argument(
@@ -595,6 +633,24 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--roleplay", type=int, default=80, help="role-play personas trained on")
     d.add_argument("--roleplay-test", type=int, default=20, help="held-out role-play personas")
     d.add_argument("--max-tokens", type=int, default=64, help="response tokens per text")
+    d.add_argument(
+        "--sampled",
+        type=int,
+        default=0,
+        help="answers sampled from each trained target itself (train-split instructions), trained on",
+    )
+    d.add_argument(
+        "--sampled-test",
+        type=int,
+        default=0,
+        help="answers sampled from each MBTI type (largest lam, test-split instructions), held out",
+    )
+    d.add_argument(
+        "--sampled-share",
+        type=float,
+        default=0.5,
+        help="share of each batch drawn from the sampled answers (when there are any)",
+    )
     d.add_argument("--steps", type=int, default=600)
     d.add_argument("--batch-size", type=int, default=16, help="(text, persona) samples per step")
     d.add_argument("--lr", type=float, default=1e-3)

@@ -29,7 +29,11 @@ sweep them and the CLI, `persona()` and the main job can share one default:
 - ratio, each attribute's denominator:
     "trait"   as the attribute was built (an expert: the base under the expert's own trait context);
     "anchor"  the anchor policy itself: l_i = log num_i - log anchor, so one attribute at lam 1 without
-              a constraint IS its numerator alone (the expert), and the n denominators cost no rows.
+              a constraint IS its numerator alone (the expert), and the n denominators cost no rows;
+    "opposite" the numerator of the same axis's other side (MBTI letters: E over I, T over F, ...; an
+              expert under the other letter's context): what an expert does whichever side it is
+              given (its house style, a lean on other axes) cancels, what tells the sides apart stays.
+              Attributes with no other side (role-play, free-text traits) keep their trait ratio.
 
 Mixture weights are normalised to sum 1 by the engine whatever the rule (SPEC), so "sum1" and "given"
 coincide there.
@@ -54,7 +58,7 @@ __all__ = [
 
 WEIGHT_RULES = ("given", "sum1", "spread")
 ANCHORS = ("base", "prompt")
-RATIOS = ("trait", "anchor")
+RATIOS = ("trait", "anchor", "opposite")
 
 
 @dataclass(frozen=True)
@@ -117,11 +121,25 @@ class Composition:
 FIELDS = ("aggregator", "lam", "weights", "anchor", "plausibility", "guard", "ratio")
 
 
-def apply_ratio(attributes: list[Attribute], ratio: str, anchor: Policy) -> list[Attribute]:
-    """The attributes with their denominators as `ratio` says: "trait" as built, "anchor" the anchor."""
+def apply_ratio(
+    attributes: list[Attribute],
+    ratio: str,
+    anchor: Policy,
+    opposite_sides: list[Attribute | None] | None = None,
+) -> list[Attribute]:
+    """The attributes with their denominators as `ratio` says: "trait" as built, "anchor" the anchor,
+    "opposite" the numerator of opposite_sides[i] (attribute i's other side, built the same way; None
+    or no list: it has none and keeps its denominator)."""
     if ratio not in RATIOS:
         raise ValueError(f"unknown ratio {ratio!r}; choose one of {', '.join(RATIOS)}")
-    return list(attributes) if ratio == "trait" else [replace(a, den=anchor) for a in attributes]
+    if ratio == "trait":
+        return list(attributes)
+    if ratio == "anchor":
+        return [replace(a, den=anchor) for a in attributes]
+    sides = [None] * len(attributes) if opposite_sides is None else list(opposite_sides)
+    if len(sides) != len(attributes):
+        raise ValueError(f"{len(sides)} opposite sides for {len(attributes)} attributes")
+    return [a if o is None else replace(a, den=o.num) for a, o in zip(attributes, sides)]
 
 
 def apply_weight_rule(

@@ -52,6 +52,13 @@ class DraftTrainSettings:
     intermediate_size: int | None = None  # None: 2 x hidden
     seed: int = 0
     checkpoint_every: int = 50
+    # share of each batch drawn from the targets' own sampled answers (when there are any): they are
+    # few next to the data's texts x every persona, and they are what a drafter reads
+    sampled_share: float = 0.5
+
+    def __post_init__(self):
+        if not 0 <= self.sampled_share <= 1:
+            raise ValueError(f"sampled_share must be in [0, 1], got {self.sampled_share}")
 
 
 @dataclass
@@ -215,6 +222,16 @@ def _loss(head: DraftHead, embed: torch.Tensor, W: torch.Tensor, g, a, tok, vali
     return first, second
 
 
+def pick_batch(pools: tuple[list, list], share: float, size: int, rng: random.Random) -> list:
+    """`size` samples, each from pools[0] (the sampled answers) with probability `share`, else from
+    pools[1]; from whichever pool is not empty when one is."""
+    out = []
+    for _ in range(size):
+        pool = pools[0] if pools[0] and (not pools[1] or rng.random() < share) else pools[1]
+        out.append(pool[rng.randrange(len(pool))])
+    return out
+
+
 def train_draft_head(
     fs: FeatureSet,
     model,
@@ -253,11 +270,16 @@ def train_draft_head(
     samples = fs.samples(keep)
     if not samples:
         raise ValueError("no training samples (every target held out?)")
+    names = [fs.targets[fs.group[r]][j].name for r, j in samples]
+    pools = (
+        [s for s, n in zip(samples, names) if is_sampled(n)],
+        [s for s, n in zip(samples, names) if not is_sampled(n)],
+    )
     bar = tqdm(total=settings.steps, initial=step, desc="draft head", disable=not progress)
     head.train()
     while step < settings.steps:
         rng = random.Random(settings.seed * 1_000_003 + step)  # a resumed run draws the same batches
-        picks = [samples[rng.randrange(len(samples))] for _ in range(settings.batch_size)]
+        picks = pick_batch(pools, settings.sampled_share, settings.batch_size, rng)
         first, second = _loss(head, embed, W, *_batch(fs, picks), settings.kl_weight)
         loss = first + 0.5 * second
         opt.zero_grad()
@@ -339,13 +361,23 @@ def is_held_out_type(name: str) -> bool:
     return name.split("@")[0] in HELD_OUT_TYPES
 
 
+def is_sampled(name: str) -> bool:
+    """A target whose texts are answers sampled from itself (`add_sampled_answers`)."""
+    return name.endswith(SAMPLED)
+
+
 def held_out_acceptance(head: DraftHead, model, test: FeatureSet) -> dict[str, dict[int, float]]:
     """The gate's figures: acceptance by depth on held-out prompts (trained MBTI types), held-out
-    personas (held-out MBTI types) and held-out role-play personas, each on the test split's texts."""
+    personas (held-out MBTI types) and held-out role-play personas, each on the test split's texts;
+    and, where the test set has them, on answers the held-out prompts got from the targets themselves."""
     sets = {
-        "held-out prompts": lambda n: not n.startswith("roleplay") and not is_held_out_type(n),
-        "held-out MBTI types": lambda n: is_held_out_type(n),
+        "held-out prompts": lambda n: (
+            not n.startswith("roleplay") and not is_held_out_type(n) and not is_sampled(n)
+        ),
+        "held-out MBTI types": lambda n: is_held_out_type(n) and not is_sampled(n),
         "held-out role-play personas": lambda n: n.startswith("roleplay"),
+        "held-out prompts, the targets' own answers": lambda n: is_sampled(n) and not is_held_out_type(n),
+        "held-out MBTI types, their own answers": lambda n: is_sampled(n) and is_held_out_type(n),
     }
     out = {}
     for name, keep in sets.items():
@@ -403,6 +435,7 @@ def write_card_md(folder: Path, card: dict) -> None:
 
 # ---- the data: MBTI texts under the 16 types, role-play answers under their own personas ------------
 HELD_OUT_TYPES = ("INFP", "ESTJ")  # personas never trained on: the held-out-persona acceptance
+SAMPLED = "/sampled"  # suffix of the targets whose texts are answers sampled from themselves
 MBTI_AXIS_FOLDERS = ("e_i", "s_n", "t_f", "j_p")
 
 
@@ -444,15 +477,140 @@ def roleplay_entries(data: Path, tokenizer, start: int, stop: int, max_tokens: i
     ]
 
 
-def _group_features(engine, named: list[tuple[str, Target]], texts, pieces: int, bar) -> tuple[list, list]:
+def _group_features(
+    engine, named: list[tuple[str, Target]], texts, pieces: int, bar=None
+) -> tuple[list, list]:
     """Features of `texts` under every policy of the named targets: (per text [P, T+1, H], specs)."""
     policies = list(dict.fromkeys(p for _, t in named for p in t.policies()))
     specs = [TargetSpec.of(n, t, policies) for n, t in named]
     feats = []
     for i in range(0, len(texts), pieces):
         feats += policy_features(engine, policies, texts[i : i + pieces])
-        bar.update(len(texts[i : i + pieces]))
+        if bar is not None:
+            bar.update(len(texts[i : i + pieces]))
     return feats, specs
+
+
+def mbti_instructions(data: Path, split: str, seed: int) -> list[str]:
+    """The distinct instructions of the MBTI pairs of `split`, shuffled with `seed`."""
+    rows = []
+    for axis in MBTI_AXIS_FOLDERS:
+        path = Path(data) / "mbti" / "prefs" / axis / f"{split}.jsonl"
+        rows += [json.loads(x)["instruction"] for x in path.read_text().splitlines() if x.strip()]
+    rows = sorted(set(rows))
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def add_sampled_answers(
+    engine,
+    fs: FeatureSet,
+    named: list[tuple[str, Target]],
+    prompts: list[str],
+    per_target: int,
+    max_tokens: int,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    pieces: int = 4,
+) -> int:
+    """Answers sampled from each named target itself (`fused`, temperature 1), read teacher-forced
+    under that target only and appended to `fs` as one group per target, its name suffixed SAMPLED.
+
+    Why: a drafter reads the text its own target writes, which is not the shared data's style; the
+    head should see that distribution. Target k answers prompts k*per_target.. of `prompts` (in turn).
+    Returns the number of answers added."""
+    from tqdm.auto import tqdm
+
+    eos = engine.tokenizer.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    bar = tqdm(total=len(named) * per_target, desc="sampled answers", unit="answer", disable=not progress)
+    added = 0
+    for k, (name, target) in enumerate(named):
+        asked = [prompts[(k * per_target + i) % len(prompts)] for i in range(per_target)]
+        out = engine.generate(
+            asked, target=target, max_new_tokens=max_tokens, seed=seed + k, batch_size=per_target
+        )
+        texts = []
+        for prompt, ids in zip(asked, out.token_ids):
+            ids = list(ids)
+            while ids and ids[-1] in eos:
+                ids.pop()
+            if len(ids) >= 2:
+                texts.append((prompt, ids))
+        bar.update(per_target)
+        if not texts:
+            continue
+        feats, specs = _group_features(engine, [(name + SAMPLED, target)], texts, pieces)
+        fs.targets.append(specs)
+        fs.group += [len(fs.targets) - 1] * len(texts)
+        fs.features += feats
+        fs.tokens += [torch.tensor(ids) for _, ids in texts]
+        added += len(texts)
+    bar.close()
+    return added
+
+
+def sampled_targets(engine, experts, lams, composition, held_out: bool) -> list[tuple[str, Target]]:
+    """The MBTI targets answers are sampled from: the trained types at every lam (held_out False), or
+    every type at the largest lam (held_out True: the gate's sampled answers)."""
+    from .personas import persona
+
+    types = [a + b + c + d for a in "EI" for b in "SN" for c in "TF" for d in "JP"]
+    if not held_out:
+        types = [t for t in types if t not in HELD_OUT_TYPES]
+    lams = [max(lams)] if held_out else list(lams)
+    return [
+        (f"{t}@{lam:g}", persona(engine, t, experts=experts, composition=composition).target(lam=lam))
+        for t in types
+        for lam in lams
+    ]
+
+
+def add_sampled_sets(
+    engine,
+    train: FeatureSet,
+    test: FeatureSet,
+    data: Path,
+    experts,
+    *,
+    lams,
+    per_target: int,
+    test_per_target: int,
+    max_tokens: int,
+    composition=None,
+    seed: int = 0,
+) -> dict:
+    """Answers sampled from the MBTI targets themselves added to both sets: `per_target` per trained
+    type and lam to the train split's instructions (training), `test_per_target` per type (held-out
+    types included) at the largest lam to the test split's (held out). -> a description of them."""
+    t0 = time.perf_counter()
+    for fs, held_out, n, split in (
+        (train, False, per_target, "train"),
+        (test, True, test_per_target, "test"),
+    ):
+        if n:
+            named = sampled_targets(engine, experts, lams, composition, held_out)
+            prompts = mbti_instructions(data, split, seed)
+            add_sampled_answers(engine, fs, named, prompts, n, max_tokens, seed=seed)
+    return {
+        "sampled_per_target": per_target,
+        "sampled_test": test_per_target,
+        "sampled_seconds": round(time.perf_counter() - t0, 1),
+        "sampled_source": "answers sampled from the targets themselves (fused, temperature 1) to the "
+        "MBTI pairs' instructions of each split: trained types at every lam; held out: every type at "
+        "the largest lam",
+    }
+
+
+def composition_name(composition=None) -> str:
+    """The full name of the composition trained on (None: persona()'s default, as it is today)."""
+    from .composition import Composition
+    from .personas import DEFAULT_COMPOSITION
+
+    if composition is None:
+        return DEFAULT_COMPOSITION.name
+    return (Composition.parse(composition) if isinstance(composition, str) else composition).name
 
 
 def build_feature_sets(
@@ -526,7 +684,7 @@ def build_feature_sets(
         "held_out_types": list(HELD_OUT_TYPES),
         "lams": list(lams),
         "aggregator": "product",
-        "composition": str(composition or "default"),
+        "composition": composition_name(composition),
         "train_texts": len(train),
         "test_texts": len(test),
         "roleplay_train_personas": len(rp_train),

@@ -13,6 +13,7 @@ the experts were trained with; the anchor is then the base under that same promp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .composition import Composition, apply_ratio, apply_weight_rule
@@ -32,6 +33,7 @@ __all__ = [
     "expert_mbti",
     "load_experts",
     "multi_trait_policy",
+    "opposite_spec",
     "parse_mbti",
     "persona",
     "prompted_mbti",
@@ -59,8 +61,10 @@ SHIPPED_EXPERTS = Path(__file__).parent / "experts"
 # the fidelity-fluency frontier's choice (benchmarks/frontier.py; its figures in docs/results.md): the
 # best judged fidelity among compositions whose answers stay as fluent as the multi-trait prompt's.
 # Without the plausibility constraint the strong points derail the text; with it the same strength
-# stays fluent.
-DEFAULT_COMPOSITION = Composition("product", 1.0, "given", "base", plausibility=0.1)
+# stays fluent. Each MBTI expert is taken over itself under the other letter (ratio=opposite), so
+# what it does on both sides (a lean on the other axes) cancels; role-play and free-text attributes,
+# which have no other side, keep their trait ratio.
+DEFAULT_COMPOSITION = Composition("product", 1.0, "given", "base", plausibility=0.1, ratio="opposite")
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,12 @@ def parse_mbti(spec: str) -> dict[str, float]:
         if axis[0] in weights and axis[1] in weights:
             raise ValueError(f"persona {spec!r} names both sides of the {axis[0]}/{axis[1]} axis")
     return weights
+
+
+def opposite_spec(spec: str) -> str:
+    """Each letter's other side, weights kept: 'ENTJ' -> 'ISFP', 'E=1,N=0.5' -> 'I=1.0,S=0.5'."""
+    other = {c: a[1 - a.index(c)] for a in AXES for c in a}
+    return ",".join(f"{other[c]}={w}" for c, w in parse_mbti(spec).items())
 
 
 def prompted_mbti(spec: str) -> list[Attribute]:
@@ -238,6 +248,7 @@ def persona(
     )
     experts = resolve_experts(experts)
     attrs: list[Attribute] = []
+    sides: list[Attribute | None] = []  # each attribute's other side, for ratio=opposite (MBTI letters)
     anchor, needs_prompt = Policy(), True
     if profile is not None or personality is not None:
         if experts == "prompted":
@@ -246,13 +257,17 @@ def persona(
             )
         rp, anchor = roleplay(engine, profile or "", personality or "", experts=experts)
         attrs += rp
+        sides += [None] * len(rp)
         needs_prompt = False
     if mbti:
-        attrs += prompted_mbti(mbti) if experts == "prompted" else expert_mbti(engine, mbti, experts)
+        letters = prompted_mbti if experts == "prompted" else partial(expert_mbti, engine, experts=experts)
+        attrs += letters(mbti)
+        sides += letters(opposite_spec(mbti)) if comp.ratio == "opposite" else [None] * len(parse_mbti(mbti))
     for text, w in traits:
         if not text.strip():
             raise ValueError("an empty trait text was given")
         attrs.append(Attribute.prompted(text, NEUTRAL, w, name=text[:24]))
+        sides.append(None)
     if not attrs:
         raise ValueError(
             "the persona is empty: give an MBTI type, a role-play profile and personality, or traits"
@@ -261,7 +276,7 @@ def persona(
     attrs = apply_weight_rule(attrs, comp.weights, spreads)
     if comp.anchor == "prompt" and needs_prompt:
         anchor = multi_trait_policy(mbti, [t for t, _ in traits])
-    attrs = apply_ratio(attrs, comp.ratio, anchor)
+    attrs = apply_ratio(attrs, comp.ratio, anchor, sides)
     return Persona(
         tuple(attrs), anchor, needs_prompt, comp.aggregator, comp.lam, comp.plausibility, comp.guard
     )

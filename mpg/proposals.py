@@ -71,7 +71,16 @@ def merge_coefficients(target: Target) -> dict[str, float]:
             "proposal='merged': no attribute has a LoRA adapter to merge (prompted attributes live in "
             "their contexts); use proposal='prompt' instead"
         )
-    return {k: v for k, v in coef.items() if v != 0.0}
+    coef = {k: v for k, v in coef.items() if v != 0.0}
+    if not coef and target.lam != 0:
+        # a numerator and a denominator on one adapter (ratio=opposite: the sides differ only in their
+        # contexts) cancel in weight space: the merge would be the anchor under another name
+        raise ValueError(
+            "proposal='merged' adds nothing for this target: each attribute's numerator and denominator "
+            "are the same adapter (the sides differ only in context, as under ratio=opposite), so their "
+            "deltas cancel; use proposal='anchor', 'prompt' or 'head', or a composition with ratio=trait"
+        )
+    return coef
 
 
 def merged_adapter_name(model: str, coef: dict[str, float]) -> str:
@@ -85,7 +94,7 @@ def merged_proposal(engine, target: Target) -> Policy:
 
     The adapter is registered on the engine once per merge (its name hashes the adapters and
     coefficients: `Engine.add_lora_sum`), so the multi-LoRA kernel runs it; the anchor's context and
-    steering are kept. A merge that adds nothing (lam = 0) is the anchor itself."""
+    steering are kept. A merge at lam = 0 is the anchor itself."""
     coef = merge_coefficients(target)
     if not coef:
         return target.anchor

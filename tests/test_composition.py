@@ -12,6 +12,7 @@ from mpg.composition import Composition, apply_weight_rule, measure_ratio_spread
 from mpg.eval.methods import composed_target, get_method
 from mpg.eval.questionnaire import accuracy, calibrate
 from mpg.expert_file import expert_spreads, write_spreads
+from mpg.personas import NEUTRAL
 from mpg.policies import Attribute, Policy, Target
 
 
@@ -93,6 +94,25 @@ def test_ratio_over_the_anchor_replaces_every_denominator(engine):
     t = composed_target([_letters()(c) for c in "EN"], comp, "EN", _letters())
     assert all(a.den == t.anchor for a in t.attributes) and t.anchor.system and t.guard == "union"
     assert len(t.policies()) == 3  # anchor + two numerators: no denominator rows
+
+
+def test_ratio_over_the_opposite_side_takes_each_letters_other_side(engine):
+    from mpg.personas import DEFAULT_COMPOSITION, TRAITS, opposite_spec, persona
+
+    assert opposite_spec("ENTJ") == "I=1.0,S=1.0,F=1.0,P=1.0"
+    assert opposite_spec("E=1,n=0.5") == "I=1.0,S=0.5"
+    comp = Composition.parse("product,ratio=opposite")
+    assert comp.ratio == "opposite" and comp.name.endswith(",ratio=opposite")
+    # with no other sides given, every attribute keeps its denominator
+    letters = [_letters()(c) for c in "EN"]
+    assert composed_target(letters, comp, "EN", _letters()).attributes == tuple(letters)
+    target = persona(engine, "EN", experts="prompted", composition="product,ratio=opposite").target()
+    assert [a.den.system for a in target.attributes] == [TRAITS["I"], TRAITS["S"]]
+    # a free-text trait has no other side: it keeps its trait ratio, the letter takes its opposite
+    mixed = persona(engine, "E", traits=[("calm", 1.0)], experts="prompted", composition=comp).target()
+    assert [a.den.system for a in mixed.attributes] == [TRAITS["I"], NEUTRAL]
+    assert DEFAULT_COMPOSITION.ratio == "opposite"
+    assert persona(engine, "EN", experts="prompted").target().attributes == target.attributes
 
 
 def test_plausible_keeps_the_tokens_the_anchor_finds_likely():

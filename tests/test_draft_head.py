@@ -129,11 +129,17 @@ def test_train_draft_end_to_end_on_a_tiny_base(tmp_path):
     out = tmp_path / "head"
     argv = ["train-draft", "--out", str(out), "--base", str(base), "--experts", "prompted"]
     argv += ["--data", str(tmp_path / "data"), "--texts", "6", "--test-texts", "2", "--max-tokens", "5"]
-    argv += ["--batch-size", "4", "--window", "4", "--dtype", "float32"]
+    argv += "--batch-size 4 --window 4 --dtype float32 --sampled 1 --sampled-test 1".split()
     assert main([*argv, "--steps", "4"]) == 0
     config = json.loads((out / "draft_head.json").read_text())
     acc = config["card"]["held_out_acceptance"]
-    assert set(acc) == {"held-out prompts", "held-out MBTI types"}  # prompted: no role-play experts
+    assert set(acc) == {  # prompted: no role-play experts
+        "held-out prompts",
+        "held-out MBTI types",
+        "held-out prompts, the targets' own answers",
+        "held-out MBTI types, their own answers",
+    }
+    assert config["card"]["data"]["sampled_per_target"] == 1
     assert all(0 <= a <= 1 for by_depth in acc.values() for a in by_depth.values())
     assert config["card"]["data"]["train_texts"] == 6 and (out / "README.md").exists()
     assert torch.load(out / "work" / "checkpoint.pt", weights_only=False)["step"] == 4
@@ -144,6 +150,55 @@ def test_train_draft_end_to_end_on_a_tiny_base(tmp_path):
     assert _drafted_by_head(o) and o.stats[0].drafted_tokens > 0
     assert main([*argv, "--steps", "6"]) == 0  # resumes: 2 more steps
     assert torch.load(out / "work" / "checkpoint.pt", weights_only=False)["step"] == 6
+    with pytest.raises(SystemExit, match="other sampled answers"):  # the cache holds 1 per target
+        main([*argv, "--steps", "6", "--sampled", "2"])
+    with pytest.raises(SystemExit, match="were read for the composition"):
+        main([*argv, "--steps", "6", "--composition", "product,lam=1,ratio=trait"])
+
+
+def test_sampled_answers_are_the_targets_own_and_read_under_it(engine):
+    """add_sampled_answers: each target's texts are what generate() samples from that target (same
+    prompts and seed, EOS dropped), in a group of their own read under that target's policies only,
+    with the features a direct teacher-forced pass gives."""
+    from mpg.draft_training import FeatureSet, add_sampled_answers, is_sampled, policy_features
+
+    fs = FeatureSet([], [], [], [])
+    named = [("one", PRODUCT), ("two", GUARDED)]
+    prompts = ["a b", "b", "a a"]
+    added = add_sampled_answers(engine, fs, named, prompts, 2, 4, seed=5, progress=False)
+    assert added == len(fs.tokens) == len(fs.features) and [t[0].name for t in fs.targets] == [
+        "one/sampled",
+        "two/sampled",
+    ]
+    assert all(is_sampled(t[0].name) for t in fs.targets) and not is_sampled("one")
+    r = 0
+    for k, (_, target) in enumerate(named):
+        asked = [prompts[(2 * k + i) % 3] for i in range(2)]
+        want = engine.generate(asked, target=target, max_new_tokens=4, seed=5 + k, batch_size=2)
+        for prompt, ids in zip(asked, want.token_ids):
+            ids = [t for t in ids if t != EOS]
+            if len(ids) < 2:
+                continue
+            assert fs.tokens[r].tolist() == ids and fs.targets[fs.group[r]][0].name.startswith(named[k][0])
+            (h,) = policy_features(engine, target.policies(), [(prompt, ids)])
+            torch.testing.assert_close(fs.features[r], h)
+            r += 1
+    assert r == added > 0
+
+
+def test_a_batch_draws_the_sampled_answers_by_their_share():
+    import random
+
+    from mpg.draft_training import DraftTrainSettings, pick_batch
+
+    pools = ([("s", i) for i in range(3)], [("d", i) for i in range(50)])
+    for share, lo, hi in ((0.0, 0, 0), (1.0, 400, 400), (0.5, 160, 240)):
+        picks = pick_batch(pools, share, 400, random.Random(0))
+        assert lo <= sum(p[0] == "s" for p in picks) <= hi
+    assert {p[0] for p in pick_batch(([], pools[1]), 1.0, 20, random.Random(0))} == {"d"}
+    assert {p[0] for p in pick_batch((pools[0], []), 0.0, 20, random.Random(0))} == {"s"}
+    with pytest.raises(ValueError, match="sampled_share"):
+        DraftTrainSettings(sampled_share=1.5)
 
 
 def test_speculative_with_a_trained_head_matches_p1(engine, tmp_path):

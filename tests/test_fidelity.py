@@ -690,6 +690,10 @@ def test_axes_benchmark_on_tiny_model(tmp_path, tokenizer, data, judges):
             expert = methods[f"expert_{name[0]}{name[2]}"]["per_axis"][name]["mean"]
             if m.startswith(("one:", "compose:")) and expert:
                 assert acc["vs_expert"]["mean"] == pytest.approx(acc["mean"] / expert), (m, name)
+            # by letter: the two sides' answers together are all of them
+            sides = acc["by_letter"].values()
+            assert sum(v["n"] for v in sides) == acc["n"]
+            assert sum(v["mean"] * v["n"] for v in sides) == pytest.approx(acc["mean"] * acc["n"])
         assert ("mean_axis" in e) == (own is None) and ("vs_prompt" in e) == (own is None and m != "prompt")
     assert set(res["goals"]) == set(names)
     assert {"one_every_axis_0.9x", "four_every_axis_0.8x", "four_ppl_within_prompt"} <= set(

@@ -165,6 +165,30 @@ def test_one_attribute_over_the_anchor_at_lam_1_is_its_expert_alone(engine, samp
     assert tv(empirical(out.token_ids), alone) < tv_tolerance(alone, S)
 
 
+@pytest.mark.parametrize("sampler,k", [("fused", 1), ("speculative", 2)])
+def test_ratio_over_the_opposite_side_is_sampled_exactly(engine, sampler, k):
+    """ratio=opposite: each attribute over the numerator of its axis's other side (the same adapter
+    under the other letter's context), built through the methods layer; with the plausibility cut."""
+    sides = {
+        "E": Attribute.expert("x", "b a", 1.0, name="E"),
+        "I": Attribute.expert("x", "a", 1.0, name="I"),
+        "N": Attribute.expert("y", "b", 1.0, name="N"),
+        "S": Attribute.expert("y", "a b", 1.0, name="S"),
+    }
+    from mpg.eval.methods import mbti_target
+
+    target = mbti_target(
+        engine, "compose:product,lam=0.8,plausibility=0.2,ratio=opposite", "EN", experts=sides.get
+    )
+    assert [a.den for a in target.attributes] == [sides["I"].num, sides["S"].num]
+    p = exact_distribution(engine, target, PROMPT, 3, 1, EOS)
+    trait = exact_distribution(
+        engine, replace(target, attributes=(sides["E"], sides["N"])), PROMPT, 3, 1, EOS
+    )
+    assert tv(p, trait) > 0.05  # another law than the ratios over the base
+    check(engine, target, sampler, n_tokens=3, k=k, expect_k=1)
+
+
 def test_scr_with_true_bound_samples_ratios_over_the_anchor(engine):
     """ratio=anchor changes only the denominators, so SCR's chunk-level law (exact with a true bound)
     holds for it as for any attribute."""

@@ -232,6 +232,13 @@ def test_scr_with_adaptive_chunks_runs_pilots_at_new_lengths(eng):
         ),
         (dict(attributes=[Attribute.prompted("a a", None, -1.0, name="neg")], proposal="prompt"), "negative"),
         (dict(policy=Policy(), proposal="merged"), "this target has none"),
+        (  # one adapter on both sides (ratio=opposite): the deltas cancel
+            dict(
+                attributes=[Attribute(Policy(adapter="x", system="a"), Policy(adapter="x", system="b"))],
+                proposal="merged",
+            ),
+            "adds nothing",
+        ),
         (
             dict(target=Target(PRODUCT.attributes, proposal=Policy()), proposal="merged"),
             "already has a proposal",

@@ -52,6 +52,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+TRAIT_RATIO = "product,lam=1,plausibility=0.1,ratio=trait"
+
+
 def start_server(root, *extra):
     port = free_port()
     log = open(root / f"server-{port}.log", "w")
@@ -105,7 +108,7 @@ def client(server):
 def offline(setup, prompt, seed, n, mbti="ENTJ", **kw):
     """What generate() gives for this request offline."""
     root, engine = setup
-    p = persona(engine, mbti, experts=root / "experts")
+    p = persona(engine, mbti, experts=root / "experts", composition=kw.pop("composition", None))
     # the default composition's (plausibility included) unless aggregator / lam are asked
     target = p.target(aggregator=kw.pop("aggregator", None), lam=kw.pop("lam", None))
     return engine.generate(prompt, target=target, seed=seed, max_new_tokens=n, **kw).texts[0]
@@ -447,6 +450,9 @@ def test_the_merged_adapter_cache_evicts_and_reloads_without_changing_outputs(se
                     "sampler": "speculative",
                     "proposal": "merged",
                     "ignore_eos": True,
+                    # under the default ratio=opposite an axis's two sides share one adapter and
+                    # cancel in a merge (a 400: test_a_merge_that_cancels_is_a_400); the trait ratio merges
+                    "composition": TRAIT_RATIO,
                 },
             )
             return r.choices[0].text, httpx.get(url + "/health").json()["merged_adapters"]
@@ -464,9 +470,31 @@ def test_the_merged_adapter_cache_evicts_and_reloads_without_changing_outputs(se
     assert first == again
     for mbti, text in (("ENTJ", first), ("E=1,N=0.5", other)):
         want = offline(
-            setup, "a b", 3, 8, mbti=mbti, sampler="speculative", proposal="merged", eos_token_id=[]
+            setup,
+            "a b",
+            3,
+            8,
+            mbti=mbti,
+            sampler="speculative",
+            proposal="merged",
+            eos_token_id=[],
+            composition=TRAIT_RATIO,
         )
         assert text == want, mbti
+
+
+def test_a_merge_that_cancels_is_a_400(client):
+    with pytest.raises(openai.BadRequestError, match="adds nothing"):
+        client.completions.create(
+            model="mpg", prompt="a b", max_tokens=2, extra_body={"persona": "ENTJ", "proposal": "merged"}
+        )
+    with pytest.raises(openai.BadRequestError, match="unknown ratio"):
+        client.completions.create(
+            model="mpg",
+            prompt="a b",
+            max_tokens=2,
+            extra_body={"persona": "ENTJ", "composition": "product,ratio=x"},
+        )
 
 
 def test_no_request_body_gets_a_500_and_the_server_keeps_answering(server):

@@ -198,6 +198,13 @@ def summarise(rows: list[dict], methods: list[str], seed: int = 0) -> dict:
                 acc["vs_expert"] = paired_ratio_ci(
                     [hits[i] for i in shared], [expert[i] for i in shared], seed=seed
                 )
+            # by the type's letter on this axis: a composition that leans one way whatever the type
+            # is read right on one side and wrong on the other
+            acc["by_letter"] = {
+                c: proportion([bool(r["axis_hits"][k]) for r in mine if r["mbti_type"][k] == c])
+                for c in axis
+                if any(r["mbti_type"][k] == c for r in mine)
+            }
             entry["per_axis"][name] = acc
         if own is None and mine:
             score = {r["id"]: sum(r["axis_hits"]) / 4 for r in mine}
@@ -380,6 +387,19 @@ def write_table(results: dict, path: Path) -> None:
         "answer's share of its type's letters judged right [95% t]; vs prompt: its paired difference to "
         "`prompt` [95% bootstrap] (relative); ppl: perplexity under the plain base (geometric mean [95% CI]).",
     ]
+    leaning = [(m, e) for m, e in methods.items() if e.get("axis") is None and e["answers"]]
+    if leaning:
+        lines += [
+            "",
+            "| by the type's letter | " + " | ".join(AXIS_NAMES) + " |",
+            "|---" * (len(AXIS_NAMES) + 1) + "|",
+        ]
+        for m, e in leaning:
+            cells = [
+                " / ".join(f"{c} {v['mean']:.2f}" for c, v in e["per_axis"][n]["by_letter"].items())
+                for n in AXIS_NAMES
+            ]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     drifts = [(m, e) for m, e in methods.items() if "vs_fused" in e]
     if drifts:
         lines += [

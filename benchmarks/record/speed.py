@@ -106,20 +106,26 @@ def mod_run(engine, prompts, target, max_new_tokens, seed) -> dict:
 
 
 def separate_full_models(engine, attributes: list) -> list:
-    """Each LoRA attribute's numerator moved to a separate full model: its adapter merged into its own
-    copy of the base, registered as model "full_<adapter>" (once). The denominators stay the base."""
+    """Each LoRA policy of the attributes moved to a separate full model: its adapter merged into its
+    own copy of the base, registered as model "full_<adapter>" (once). Denominators on the base stay
+    there; one on an adapter (ratio=opposite: the other side's expert) moves as its numerator does."""
     import copy
     from dataclasses import replace
+
+    def full(policy):
+        if policy.adapter is None:
+            return policy
+        name = f"full_{policy.adapter}"
+        if name not in engine.models:
+            copy_of_base = copy.deepcopy(engine.models["base"])  # a PeftModel holding every adapter
+            engine.add_model(name, copy_of_base.merge_and_unload(adapter_names=[policy.adapter]))
+        return replace(policy, model=name, adapter=None)
 
     out = []
     for a in attributes:
         if a.num.adapter is None:
             raise ValueError(f"attribute {a.name!r} has no adapter to merge into a full model")
-        name = f"full_{a.num.adapter}"
-        if name not in engine.models:
-            copy_of_base = copy.deepcopy(engine.models["base"])  # a PeftModel holding every adapter
-            engine.add_model(name, copy_of_base.merge_and_unload(adapter_names=[a.num.adapter]))
-        out.append(replace(a, num=replace(a.num, model=name, adapter=None)))
+        out.append(replace(a, num=full(a.num), den=full(a.den)))
     return out
 
 

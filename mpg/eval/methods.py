@@ -48,6 +48,7 @@ from ..personas import (
     attribute_spreads,
     expert_mbti,
     multi_trait_policy,
+    opposite_spec,
     parse_mbti,
     roleplay,
 )
@@ -207,16 +208,18 @@ def composed_target(
     experts: Experts = "shipped",
     *,
     anchor: Policy | None = None,
+    opposite_sides: list[Attribute] | None = None,
 ) -> Target:
     """The attributes composed as `composition` says (weight rule, lam, anchor, plausibility, guard,
     ratio). anchor: a fixed anchor that wins over the composition's (role-play's own prompt); else the
-    base, or with anchor=prompt the base under the MBTI type's multi-trait prompt."""
+    base, or with anchor=prompt the base under the MBTI type's multi-trait prompt. opposite_sides:
+    each attribute's other side, built the same way (ratio=opposite)."""
     spreads = attribute_spreads(attributes, experts) if composition.weights == "spread" else None
     attrs = apply_weight_rule(attributes, composition.weights, spreads)
     if anchor is None:
         anchor = prompt_policy(mbti_type) if composition.anchor == "prompt" else Policy()
     return Target(
-        tuple(apply_ratio(attrs, composition.ratio, anchor)),
+        tuple(apply_ratio(attrs, composition.ratio, anchor, opposite_sides)),
         composition.aggregator,
         lam=composition.lam,
         anchor=anchor,
@@ -313,9 +316,20 @@ def mbti_target(
             raise ValueError(
                 f"type {mbti_type!r} has no letter on the {m.axis[0]}/{m.axis[1]} axis for {m.name}"
             )
-        return composed_target(mbti_attributes(engine, letter, experts), m.composition, letter, experts)
+        mbti_type = letter
     if m.kind == "composed" and m.composition is not None:
-        return composed_target(mbti_attributes(engine, mbti_type, experts), m.composition, mbti_type, experts)
+        opposite = (
+            mbti_attributes(engine, opposite_spec(mbti_type), experts)
+            if m.composition.ratio == "opposite"
+            else None
+        )
+        return composed_target(
+            mbti_attributes(engine, mbti_type, experts),
+            m.composition,
+            mbti_type,
+            experts,
+            opposite_sides=opposite,
+        )
     if m.kind == "composed":
         return Target(tuple(mbti_attributes(engine, mbti_type, experts)), m.aggregator, anchor=Policy())
     raise ValueError(f"method {m.name!r} is not an MBTI method; choose one of {', '.join(MBTI_METHODS)}")

@@ -41,7 +41,7 @@ UNSUPPORTED = {"logprobs", "top_logprobs", "logit_bias", "tools", "tool_choice",
 OPENAI = {"model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "top_p"}
 OPENAI |= {"seed", "stop", "stream"}
 MPG = {"persona", "profile", "personality", "traits", "aggregator", "lam", "sampler", "chunk_size"}
-MPG |= {"proposal", "steer", "ignore_eos"}
+MPG |= {"proposal", "steer", "ignore_eos", "composition"}
 
 
 SEED_LIMIT = 2**44  # seeds are integers in [0, SEED_LIMIT]
@@ -196,6 +196,11 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
             f"aggregator must be one of {', '.join(AGGREGATORS)}, got {aggregator!r}", "aggregator"
         )
     lam = _number(body, "lam", 0)
+    composition = body.get("composition")  # None: the default composition (mpg.personas.persona)
+    if composition is not None and not isinstance(composition, str):
+        raise RequestError(
+            "composition must be a string such as 'product,lam=1,plausibility=0.1'", "composition"
+        )
     proposal = body.get("proposal", "anchor")
     if proposal not in ("anchor", "prompt", "merged", "head", None):
         raise RequestError(
@@ -212,6 +217,7 @@ def build_target(engine, body: dict, presets: Presets, experts) -> tuple[Target,
             personality=body.get("personality"),
             traits=traits,
             experts=experts,
+            composition=composition,
         )
         anchor = replace(p.anchor, steering=steer) if steer else p.anchor
         # the persona's own composition where the request names no aggregator / lam (Persona.target)
