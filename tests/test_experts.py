@@ -250,11 +250,10 @@ def test_mbti_persona_uses_one_adapter_per_axis_with_the_side_in_its_context(exp
     p = persona(eng, "INTP", experts=d)
     assert [a.name for a in p.attributes] == list("INTP")
     assert [a.num.adapter for a in p.attributes] == ["mbti_e_i", "mbti_s_n", "mbti_t_f", "mbti_j_p"]
-    # the default ratio=opposite: each letter's expert over the same adapter under the other letter
-    assert p.attributes[0].num.template == "I a {prompt}"
-    assert (p.attributes[0].den.adapter, p.attributes[0].den.template) == ("mbti_e_i", "E a {prompt}")
-    trait = persona(eng, "INTP", experts=d, composition="product,lam=1,plausibility=0.1,ratio=trait")
-    assert trait.attributes[0].den.adapter is None and trait.attributes[0].den.template == "I a {prompt}"
+    assert p.attributes[0].num.template == "I a {prompt}" and p.attributes[0].den.adapter is None
+    # ratio=opposite: each letter's expert over the same adapter under the other letter
+    opp = persona(eng, "INTP", experts=d, composition="product,lam=1,plausibility=0.1,ratio=opposite")
+    assert (opp.attributes[0].den.adapter, opp.attributes[0].den.template) == ("mbti_e_i", "E a {prompt}")
     out = eng.generate("a b", list(p.attributes), anchor=p.anchor, sampler="scr", max_new_tokens=4, seed=0)
     assert len(out.token_ids[0]) <= 4
     w = persona(eng, "E=1,N=0.5", experts=d)

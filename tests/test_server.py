@@ -450,9 +450,7 @@ def test_the_merged_adapter_cache_evicts_and_reloads_without_changing_outputs(se
                     "sampler": "speculative",
                     "proposal": "merged",
                     "ignore_eos": True,
-                    # under the default ratio=opposite an axis's two sides share one adapter and
-                    # cancel in a merge (a 400: test_a_merge_that_cancels_is_a_400); the trait ratio merges
-                    "composition": TRAIT_RATIO,
+                    "composition": TRAIT_RATIO,  # the default's, named: a request may carry one
                 },
             )
             return r.choices[0].text, httpx.get(url + "/health").json()["merged_adapters"]
@@ -484,10 +482,10 @@ def test_the_merged_adapter_cache_evicts_and_reloads_without_changing_outputs(se
 
 
 def test_a_merge_that_cancels_is_a_400(client):
+    """Under ratio=opposite an axis's two sides share one adapter, so their deltas cancel in a merge."""
+    body = {"persona": "ENTJ", "proposal": "merged", "composition": "product,lam=1,ratio=opposite"}
     with pytest.raises(openai.BadRequestError, match="adds nothing"):
-        client.completions.create(
-            model="mpg", prompt="a b", max_tokens=2, extra_body={"persona": "ENTJ", "proposal": "merged"}
-        )
+        client.completions.create(model="mpg", prompt="a b", max_tokens=2, extra_body=body)
     with pytest.raises(openai.BadRequestError, match="unknown ratio"):
         client.completions.create(
             model="mpg",
