@@ -226,6 +226,13 @@ def _train_expert(args) -> int:
     return 0
 
 
+def _save_features(paths, train, test, data: dict) -> None:
+    """train-draft's cache: both feature sets and the description of their data."""
+    train.save(paths[0])
+    test.save(paths[1])
+    paths[2].write_text(json.dumps(data))
+
+
 def _train_draft(args) -> int:
     import time
 
@@ -276,9 +283,7 @@ def _train_draft(args) -> int:
         )
         data["host"] = f"{cpu_name()}, bf16 {'native' if cpu_has_bf16() else 'emulated'}"
         data["feature_seconds"] = round(time.perf_counter() - t0, 1)
-        train.save(cached[0])
-        test.save(cached[1])
-        cached[2].write_text(json.dumps(data))
+        _save_features(cached, train, test, data)
     # sampled answers are added to cached features once; a resumed run without --sampled keeps them
     want = (args.sampled, args.sampled_test)
     have = (data.get("sampled_per_target", 0), data.get("sampled_test", 0))
@@ -301,9 +306,7 @@ def _train_draft(args) -> int:
             composition=args.composition,
             seed=args.seed,
         )
-        train.save(cached[0])
-        test.save(cached[1])
-        cached[2].write_text(json.dumps(data))
+        _save_features(cached, train, test, data)
     settings = DraftTrainSettings(
         steps=args.steps,
         batch_size=args.batch_size,
