@@ -437,20 +437,24 @@ def write_card_md(folder: Path, card: dict) -> None:
 HELD_OUT_TYPES = ("INFP", "ESTJ")  # personas never trained on: the held-out-persona acceptance
 SAMPLED = "/sampled"  # suffix of the targets whose texts are answers sampled from themselves
 MBTI_AXIS_FOLDERS = ("e_i", "s_n", "t_f", "j_p")
+MBTI_TYPES = tuple(a + b + c + d for a in "EI" for b in "SN" for c in "TF" for d in "JP")
 
 
-def mbti_texts(data: Path, tokenizer, split: str, limit: int, max_tokens: int, seed: int = 0):
-    """(instruction, response ids) from the MBTI preference pairs of `split`: both answers of a pair
-    (each is some side's style), cut to max_tokens, shuffled with `seed`, the first `limit`."""
+def mbti_pairs(data: Path, split: str) -> list[dict]:
+    """Every axis's MBTI preference pairs of `split` (rows of the shared data's prefs files)."""
     rows = []
     for axis in MBTI_AXIS_FOLDERS:
         path = Path(data) / "mbti" / "prefs" / axis / f"{split}.jsonl"
         if not path.exists():
             raise FileNotFoundError(f"no MBTI preference pairs at {path} (see the shared data README)")
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                rows += [(r["instruction"], r["chosen"]), (r["instruction"], r["rejected"])]
+        rows += [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return rows
+
+
+def mbti_texts(data: Path, tokenizer, split: str, limit: int, max_tokens: int, seed: int = 0):
+    """(instruction, response ids) from the MBTI preference pairs of `split`: both answers of a pair
+    (each is some side's style), cut to max_tokens, shuffled with `seed`, the first `limit`."""
+    rows = [(r["instruction"], a) for r in mbti_pairs(data, split) for a in (r["chosen"], r["rejected"])]
     rows = sorted(dict.fromkeys(rows))
     random.Random(seed).shuffle(rows)
     out = []
@@ -493,11 +497,7 @@ def _group_features(
 
 def mbti_instructions(data: Path, split: str, seed: int) -> list[str]:
     """The distinct instructions of the MBTI pairs of `split`, shuffled with `seed`."""
-    rows = []
-    for axis in MBTI_AXIS_FOLDERS:
-        path = Path(data) / "mbti" / "prefs" / axis / f"{split}.jsonl"
-        rows += [json.loads(x)["instruction"] for x in path.read_text().splitlines() if x.strip()]
-    rows = sorted(set(rows))
+    rows = sorted({r["instruction"] for r in mbti_pairs(data, split)})
     random.Random(seed).shuffle(rows)
     return rows
 
@@ -556,7 +556,7 @@ def sampled_targets(engine, experts, lams, composition, held_out: bool) -> list[
     every type at the largest lam (held_out True: the gate's sampled answers)."""
     from .personas import persona
 
-    types = [a + b + c + d for a in "EI" for b in "SN" for c in "TF" for d in "JP"]
+    types = list(MBTI_TYPES)
     if not held_out:
         types = [t for t in types if t not in HELD_OUT_TYPES]
     lams = [max(lams)] if held_out else list(lams)
@@ -637,7 +637,7 @@ def build_feature_sets(
     from .personas import persona, resolve_experts
 
     tok = engine.tokenizer
-    types = [a + b + c + d for a in "EI" for b in "SN" for c in "TF" for d in "JP"]
+    types = list(MBTI_TYPES)
     named = [
         (f"{t}@{lam:g}", persona(engine, t, experts=experts, composition=composition).target(lam=lam))
         for t in types
